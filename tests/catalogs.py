@@ -1,0 +1,37 @@
+"""Small real catalogs for app tests: PNG product images in a saved dataset, embeddings from their pixels."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import datasets
+import numpy as np
+from PIL import Image
+
+
+def make_catalog(path: Path, n: int = 60, seed: int = 0, size: int = 48) -> Path:
+    """Save a dataset of `n` coloured-shape PNGs with ids, categories and pixel-derived unit embeddings."""
+    rng = np.random.default_rng(seed)
+    images, ids, cats, embs = [], [], [], []
+    yy, xx = np.mgrid[0:size, 0:size]
+    for i in range(n):
+        colour = rng.integers(0, 256, size=3)
+        shape = i % 3
+        mask = ((xx - size / 2) ** 2 + (yy - size / 2) ** 2 < (size / 3) ** 2) if shape == 0 else \
+            (abs(xx - size / 2) < size / 3) & (abs(yy - size / 2) < size / 4) if shape == 1 else (xx > yy)
+        arr = np.full((size, size, 3), 255, np.uint8)
+        arr[mask] = colour
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, "PNG")
+        images.append({"bytes": buf.getvalue(), "path": f"p{i}.png"})
+        ids.append(f"p{i:03d}")
+        cats.append(["round", "box", "wedge"][shape])
+        small = np.asarray(Image.fromarray(arr).resize((8, 8)), dtype=np.float32).ravel() / 255 - 0.5
+        embs.append(small / np.linalg.norm(small))
+    features = datasets.Features({"image": datasets.Image(), "id": datasets.Value("string"),
+                                  "category": datasets.Value("string"),
+                                  "embeddings": datasets.List(datasets.Value("float32"), length=192)})
+    datasets.Dataset.from_dict({"image": images, "id": ids, "category": cats, "embeddings": embs},
+                               features=features).save_to_disk(str(path))
+    return path

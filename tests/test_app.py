@@ -1,0 +1,197 @@
+"""app.py served for real on a local port, driven over Gradio's HTTP API as a browser would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import datasets
+import pytest
+import requests
+from catalogs import make_catalog
+from gradio_http import ROOT, Shopper, gallery_captions, gallery_rows, start_app
+
+N = 60
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("app")
+    cat = make_catalog(tmp / "catalog", n=N)
+    env = {**os.environ, "APP_LOG": str(tmp / "app.log"), "CACHE_DIR": str(tmp / "cache")}
+    proc, url = start_app(["--dataset", str(cat)], env)
+    yield url, tmp
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def value(gallery):
+    return gallery["value"] if isinstance(gallery, dict) and "value" in gallery else gallery
+
+
+def test_page_and_thumbnails(server):
+    url, tmp = server
+    page = requests.get(url, timeout=10)
+    assert page.status_code == 200 and "gradio" in page.text.lower()
+    shopper = Shopper(url)
+    _, gallery, picks, status = shopper.call("start")
+    items = value(gallery)
+    assert len(items) == 10 and len(set(gallery_rows(gallery))) == 10
+    assert all(c.startswith("✦ new") for c in gallery_captions(gallery))
+    assert value(picks) == [] and "Round 1" in status and f"10 of {N} products seen" in status
+    img = requests.get(items[0]["image"]["url"], timeout=10)
+    assert img.status_code == 200 and img.headers["content-type"].startswith("image/")
+    from io import BytesIO
+
+    from PIL import Image
+
+    thumb = Image.open(BytesIO(img.content))
+    assert max(thumb.size) <= 256
+    assert "products" in (tmp / "app.log").read_text()  # start-up logged with the catalog size
+
+
+def test_rounds_matches_first_and_picks_grow(server):
+    url, _ = server
+    shopper = Shopper(url)
+    gallery = shopper.call("start")[1]
+    seen = set(gallery_rows(gallery))
+    picked = []
+    for r in range(4):
+        index = (r * 3) % 10
+        picked.append(gallery_rows(gallery)[index])
+        _, gallery, picks, status = shopper.pick(index, value(gallery)[index])
+        rows = gallery_rows(gallery)
+        assert len(rows) == 10 and not seen & set(rows), "a product was shown twice"
+        seen |= set(rows)
+        caps = gallery_captions(gallery)
+        assert all(c.startswith("★ match") for c in caps[:5]) and all(c.startswith("✦ new") for c in caps[5:])
+        assert gallery_rows(picks) == picked
+        assert f"Round {r + 2}" in status and f"{len(seen)} of {N}" in status
+
+
+def test_same_position_twice_in_a_row(server):
+    url, _ = server
+    shopper = Shopper(url)
+    g1 = shopper.call("start")[1]
+    g2 = shopper.pick(2, value(g1)[2])[1]
+    _, g3, picks, status = shopper.pick(2, value(g2)[2])
+    assert gallery_rows(picks) == [gallery_rows(g1)[2], gallery_rows(g2)[2]]
+    assert "Round 3" in status and not set(gallery_rows(g3)) & set(gallery_rows(g2))
+
+
+def test_stale_and_out_of_range_clicks_are_ignored(server):
+    url, _ = server
+    shopper = Shopper(url)
+    g1 = shopper.call("start")[1]
+    g2 = shopper.pick(0, value(g1)[0])[1]
+    # a late click on the previous gallery's item 4 (the page had already moved on)
+    _, g_same, picks, status = shopper.pick(4, value(g1)[4])
+    assert gallery_rows(g_same) == gallery_rows(g2) and "Round 2" in status and len(value(picks)) == 1
+    _, g_same, picks, status = shopper.pick(99)
+    assert gallery_rows(g_same) == gallery_rows(g2) and "Round 2" in status
+    _, g_same, _, status = shopper.pick(-1)
+    assert "Round 2" in status
+
+
+def test_exhaustion_and_start_over(server):
+    url, _ = server
+    shopper = Shopper(url)
+    gallery = shopper.call("start")[1]
+    shown = list(gallery_rows(gallery))
+    for _ in range(N // 10 - 1):
+        gallery = shopper.pick(0, value(gallery)[0])[1]
+        shown += gallery_rows(gallery)
+    assert sorted(shown) == list(range(N))
+    _, gallery, picks, status = shopper.pick(0, value(gallery)[0])
+    assert value(gallery) == [] and "seen all" in status and "Start over" in status
+    assert len(value(picks)) == N // 10
+    _, gallery, picks, status = shopper.pick(0)  # clicking an empty gallery does nothing
+    assert "seen all" in status
+    _, gallery, picks, status = shopper.call("start_over")
+    assert len(value(gallery)) == 10 and value(picks) == [] and "Round 1" in status
+
+
+def test_concurrent_shoppers_stay_isolated(server):
+    url, _ = server
+    results, errors = {}, []
+
+    def shop(k: int) -> None:
+        try:
+            shopper = Shopper(url)
+            gallery = shopper.call("start")[1]
+            seen, picked = set(gallery_rows(gallery)), []
+            for r in range(4):
+                i = (k + r) % 10
+                picked.append(gallery_rows(gallery)[i])
+                _, gallery, picks, _ = shopper.pick(i, value(gallery)[i])
+                rows = gallery_rows(gallery)
+                assert not seen & set(rows)
+                seen |= set(rows)
+                assert gallery_rows(picks) == picked, "another shopper's picks leaked in"
+            results[k] = picked
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=shop, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(results) == 6
+
+
+def run_app(*args, timeout=60):
+    t = time.perf_counter()
+    res = subprocess.run([sys.executable, str(ROOT / "app.py"), *map(str, args)], capture_output=True, text=True,
+                         timeout=timeout, cwd=ROOT, env={**os.environ})
+    return res, time.perf_counter() - t
+
+
+def save(tmp, name, columns, features=None):
+    path = tmp / name
+    datasets.Dataset.from_dict(columns, features=features).save_to_disk(str(path))
+    return path
+
+
+@pytest.mark.parametrize("case", ["no_embeddings", "no_image", "ragged", "text", "nan", "missing_dir", "hub_offline"])
+def test_bad_datasets_give_one_clear_error(case, tmp_path):
+    from PIL import Image
+
+    img = Image.new("RGB", (8, 8), "red")
+    if case == "no_embeddings":
+        src = save(tmp_path, case, {"image": [img], "id": ["a"]})
+        word = "no 'embeddings' column"
+    elif case == "no_image":
+        src = save(tmp_path, case, {"id": ["a"], "embeddings": [[1.0, 0.0]]})
+        word = "no 'image' column"
+    elif case == "ragged":
+        src = save(tmp_path, case, {"image": [img, img], "embeddings": [[1.0, 0.0], [1.0, 0.0, 2.0]]})
+        word = "ragged"
+    elif case == "text":
+        src = save(tmp_path, case, {"image": [img], "embeddings": [["a", "b"]]})
+        word = "numbers"
+    elif case == "nan":
+        src = save(tmp_path, case, {"image": [img, img], "embeddings": [[1.0, 0.0], [float("nan"), 1.0]]})
+        word = "row 1"
+    elif case == "missing_dir":
+        src = tmp_path / "nowhere"
+        word = "neither an existing directory"
+    else:
+        src = "someone/not-cached-embeddings"
+        word = "unavailable"
+    res, seconds = run_app("--dataset", src)
+    assert res.returncode == 2, res.stderr
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and word in errors[0], res.stderr
+    assert seconds < 30
+
+
+def test_help():
+    res, _ = run_app("--help")
+    assert res.returncode == 0
+    for flag in ("--dataset", "--host", "--port", "--share", "--per-round", "--similar", "--demo-size"):
+        assert flag in res.stdout
