@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 CATEGORIES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
               "Ankle boot"]
@@ -55,7 +56,7 @@ def load_source(source: str = "auto") -> tuple[str, np.ndarray, np.ndarray, np.n
         raise ValueError(f"source must be auto, debian or subset, got {source!r}")
     if source == "debian" or (source == "auto" and debian_available()):
         if not debian_available():
-            raise FileNotFoundError(f"Fashion-MNIST not found under {DEBIAN_DIR}: apt-get install dataset-fashion-mnist")
+            raise FileNotFoundError(f"no Fashion-MNIST under {DEBIAN_DIR}: apt-get install dataset-fashion-mnist")
         images = np.concatenate([read_idx(DEBIAN_DIR / f"{p}-images-idx3-ubyte.gz") for p in ("train", "t10k")])
         labels = np.concatenate([read_idx(DEBIAN_DIR / f"{p}-labels-idx1-ubyte.gz") for p in ("train", "t10k")])
         return "debian", images, labels, np.arange(len(labels))
@@ -82,10 +83,8 @@ def balanced_order(labels: np.ndarray, index: np.ndarray, size: int) -> np.ndarr
     return chosen[np.argsort(rank[chosen], kind="stable")]
 
 
-def product_photo(pixels: np.ndarray, px: int) -> "Image.Image":  # noqa: F821
+def product_photo(pixels: np.ndarray, px: int) -> Image.Image:
     """A 28x28 Fashion-MNIST image as a dark-on-white product photo (the dataset stores negatives) of `px` size."""
-    from PIL import Image
-
     img = Image.fromarray(255 - pixels, "L")
     return img.resize((px, px), Image.NEAREST) if px != pixels.shape[0] else img
 
