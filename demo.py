@@ -98,7 +98,8 @@ def load_demo_catalog(size: int = 2000, cache_dir: str | os.PathLike | None = No
         raise ValueError(f"demo size must be at least 1, got {size}")
     name, images, labels, index = load_source(source)
     if size > len(labels):
-        raise ValueError(f"the {name} Fashion-MNIST source has {len(labels)} products, asked for {size}")
+        hint = "; install dataset-fashion-mnist (apt) for up to 70,000" if name == "subset" else ""
+        raise ValueError(f"the {name} Fashion-MNIST source has {len(labels)} products, asked for {size}{hint}")
     model = encoder.model_name if encoder is not None else DEMO_MODEL
     cache = Path(cache_dir or DEFAULT_CACHE) / f"demo-{name}-{size}-{model.replace('/', '_')}-{CACHE_VERSION}"
     if (cache / "dataset_info.json").exists():
