@@ -19,13 +19,14 @@ import re
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
 
 from embed import embedding_matrix, open_image, to_rgb
 from hubcheck import HubUnavailableError, require_hub
-from recommender import STRATEGIES, Recommender, Session
+from recommender import STRATEGIES, Recommender, Session, belief_space
 
 log = logging.getLogger("app")
 THUMB_PX = 256
@@ -128,59 +129,117 @@ def row_of_thumb(value) -> int | None:
 
 
 # ------------------------------------------------------------------------------------------------------ UI
+@dataclass
+class Visit:
+    """One browser session's state: the recommender session, and the target and results of "Find a product"."""
+
+    session: Session
+    target: int | None = None  # the product to find, in "Find a product" mode
+    found_in: int | None = None  # rounds it took, once clicked
+    results: list[dict] = field(default_factory=list)  # the shopper's own hunts, newest last
+
+
 def build_app(catalog: Catalog, rec: Recommender):
     """The Gradio Blocks of the shop over one catalog and one recommender (shared, read-only)."""
+    strategies = sorted(STRATEGIES)
 
     def gallery_items(session: Session) -> list[tuple[str, str]]:
         return [(catalog.thumb(row), ("★ match · " if i < session.n_similar else "✦ new · ") + catalog.labels[row])
                 for i, row in enumerate(session.shown)]
 
-    def picks_items(session: Session) -> list[tuple[str, str]]:
-        return [(catalog.thumb(row), catalog.labels[row]) for row in session.picks]
-
-    def status(session: Session) -> str:
+    def status(visit: Visit) -> str:
+        session = visit.session
         seen = f"{session.n_seen:,} of {catalog.n:,} products seen"
+        if visit.found_in is not None:
+            return (f"**Found it in {visit.found_in} round{'s' * (visit.found_in != 1)}** with strategy "
+                    f"*{session.strategy}*. Press *Find a product* for another, or *Start over* to shop.")
         if session.exhausted and not session.shown:
             return f"**You have seen all {catalog.n:,} products.** Press *Start over* to browse again. ({seen})"
+        if visit.target is not None:
+            return f"**Round {session.round}** · {seen} · Find the product shown on the right, by clicking " \
+                   f"what looks most like it."
         hint = "Pick the product you like best." if session.round == 1 else \
             "★ products look like your picks; ✦ are something new."
         return f"**Round {session.round}** · {seen} · {hint}"
 
-    def render(session: Session):
-        return (session, gr.Gallery(value=gallery_items(session), selected_index=None), picks_items(session),
-                status(session))
+    def results_table(visit: Visit) -> list[list]:
+        rows = [[r["strategy"], r["rounds"] if r["rounds"] is not None else "gave up"] for r in visit.results]
+        for name in sorted({r["strategy"] for r in visit.results}):
+            done = [r["rounds"] for r in visit.results if r["strategy"] == name and r["rounds"] is not None]
+            if done:
+                rows.append([f"{name}: mean of {len(done)}", round(sum(done) / len(done), 2)])
+        return rows
 
-    def start():
-        session = rec.new_session()
-        session.next_round()
-        return render(session)
+    def render(visit: Visit):
+        session = visit.session
+        target = catalog.thumb(visit.target) if visit.target is not None else None
+        return (visit, gr.Gallery(value=gallery_items(session), selected_index=None),
+                [(catalog.thumb(row), catalog.labels[row]) for row in session.picks], status(visit),
+                gr.Image(value=target, visible=target is not None), results_table(visit))
 
-    def on_select(session: Session | None, evt: gr.SelectData):
-        if session is None:
+    def new_visit(strategy: str | None, old: Visit | None, hunt: bool) -> Visit:
+        strategy = strategy if strategy in STRATEGIES else rec.strategy
+        visit = Visit(rec.new_session(strategy=strategy), results=old.results if old else [])
+        if old is not None and old.target is not None and old.found_in is None and old.session.round > 0:
+            visit.results.append({"strategy": old.session.strategy, "rounds": None})  # abandoned hunt
+        if hunt:
+            visit.target = int(visit.session.rng.integers(catalog.n))
+        visit.session.next_round()
+        return visit
+
+    def start(strategy: str | None = None, visit: Visit | None = None):
+        return render(new_visit(strategy, visit, hunt=False))
+
+    def find_product(strategy: str | None = None, visit: Visit | None = None):
+        return render(new_visit(strategy, visit, hunt=True))
+
+    def on_select(visit: Visit | None, evt: gr.SelectData):
+        if visit is None:
             return start()
+        session = visit.session
         index = evt.index if isinstance(evt.index, int) else None
-        if index is None or not 0 <= index < len(session.shown):
-            return render(session)  # out of range: ignore
+        if index is None or not 0 <= index < len(session.shown) or visit.found_in is not None:
+            return render(visit)  # out of range, or the hunt is over: ignore
         clicked = row_of_thumb(evt.value)
         if clicked is not None and clicked != session.shown[index]:
-            return render(session)  # a click on a gallery the shopper no longer sees
-        session.next_round(pick=session.shown[index])
-        return render(session)
+            return render(visit)  # a click on a gallery the shopper no longer sees
+        row = session.shown[index]
+        if visit.target is not None and row == visit.target:
+            visit.found_in = session.round
+            visit.results.append({"strategy": session.strategy, "rounds": session.round})
+            return render(visit)
+        session.next_round(pick=row)
+        return render(visit)
 
     with gr.Blocks(title="Visual product recommender") as demo:
         gr.Markdown(f"## Find your product\nClick the product you like best; each round shows products that look "
                     f"like your picks, plus a few new ones. Catalog: **{catalog.name}**, {catalog.n:,} products.")
         state = gr.State(None)
         info = gr.Markdown(elem_id="status")
-        products = gr.Gallery(label="Products", columns=5, rows=2, height="auto", allow_preview=False,
-                              object_fit="contain", elem_id="products", interactive=False, buttons=[])
-        restart = gr.Button("Start over", elem_id="start-over")
+        with gr.Row():
+            products = gr.Gallery(label="Products", columns=5, rows=2, height="auto", allow_preview=False, scale=4,
+                                  object_fit="contain", elem_id="products", interactive=False, buttons=[])
+            target = gr.Image(label="Find this product", visible=False, interactive=False, elem_id="target",
+                              scale=1, buttons=[])
+        with gr.Row():
+            restart = gr.Button("Start over", elem_id="start-over")
+            hunt = gr.Button("Find a product", elem_id="find-product")
         picks = gr.Gallery(label="Your picks", columns=10, height=200, allow_preview=False, fit_columns=False,
                            object_fit="contain", elem_id="picks", interactive=False, buttons=[])
-        outputs = [state, products, picks, info]
+        with gr.Accordion("Settings and your results", open=False):
+            strategy = gr.Radio(strategies, value=rec.strategy, label="Strategy (changing it starts over)",
+                                info="mean: the seed's rule (5 nearest to your picks + 5 random); rocchio: also "
+                                     "moves away from what you passed over; bayes: a belief over what you want, "
+                                     "galleries chosen to narrow it fastest; random: the baseline",
+                                elem_id="strategy")
+            results = gr.Dataframe(headers=["strategy", "rounds to find"], value=[], interactive=False,
+                                   label="Find a product: your results", elem_id="results")
+        outputs = [state, products, picks, info, target, results]
         demo.load(start, None, outputs, api_name="start")
         products.select(on_select, [state], outputs, api_name="pick", concurrency_limit=None)
-        restart.click(start, None, outputs, api_name="start_over")
+        restart.click(start, [strategy, state], outputs, api_name="start_over")
+        hunt.click(find_product, [strategy, state], outputs, api_name="find_product")
+        strategy.input(start, [strategy, state], outputs, api_name="set_strategy")
     return demo
 
 
@@ -245,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     gr.set_static_paths([str(catalog.thumb_dir)])
     catalog.warm_thumbnails()
+    threading.Thread(target=belief_space, args=(rec,), name="belief", daemon=True).start()  # for "bayes" sessions
     demo = build_app(catalog, rec)
     log.info("start-up %.1f s; serving %d products", time.perf_counter() - t, catalog.n)
     demo.queue(default_concurrency_limit=None).launch(server_name=args.host, server_port=args.port,

@@ -76,9 +76,10 @@ def _search_params(index: faiss.Index, selector: faiss.IDSelector) -> faiss.Sear
 
 
 # ---------------------------------------------------------------------------------------------- strategies
-# A strategy decides the "similar" part of a round: given the session (its picks, history and unseen bitmap)
-# and how many rows it may fill, it returns unseen row indices, best first. The session fills the rest of the
-# round with uniform random unseen rows. Strategies that need memory keep it in `session.state`.
+# A strategy fills the first slots of a round: given the session (its picks, history, unseen bitmap and a
+# `state` dict of its own) and how many slots it may fill, it returns unseen row indices, best first. The
+# session fills the rest of the round with uniform random unseen rows. `SLOTS` says how many slots a strategy
+# gets: "similar" (the recommender's `similar`), "all" (the whole round) or "none" (all random).
 
 
 def strategy_mean(session: Session, n: int) -> list[int]:
@@ -94,16 +95,152 @@ def strategy_random(session: Session, n: int) -> list[int]:
     return []
 
 
-STRATEGIES: dict[str, tuple[Callable[[Session, int], list[int]], bool]] = {
-    # name: (function, whether it fills the `similar` slots; False means the whole round is random)
-    "mean": (strategy_mean, True),
-    "random": (strategy_random, False),
+ROCCHIO_WEIGHTS = {"alpha": 1.0, "beta": 0.25}
+
+
+def strategy_rocchio(session: Session, n: int) -> list[int]:
+    """Rocchio feedback: move toward the picks' mean and away from the mean of products shown but passed over."""
+    if n <= 0 or not session.picks:
+        return []
+    unit = session.rec.unit
+    alpha = session.params.get("alpha", ROCCHIO_WEIGHTS["alpha"])
+    beta = session.params.get("beta", ROCCHIO_WEIGHTS["beta"])
+    picked = set(session.picks)
+    passed = [row for shown in session.history for row in shown if row not in picked]
+    query = alpha * unit[session.picks].mean(axis=0, dtype=np.float64)
+    if passed and beta:
+        query -= beta * unit[passed].mean(axis=0, dtype=np.float64)
+    return session.search(query, n)
+
+
+BAYES_DEFAULTS = {"temperature": 0.05, "epsilon": 0.05, "particles": 512, "candidates": 96}
+BAYES_EXACT_BUDGET = 100_000_000  # N * d up to which the belief uses the full embeddings (e.g. 130k x 768)
+BAYES_DIM = 64  # beyond it, a PCA projection of this many dimensions keeps a round O(N * 64)
+
+
+def belief_space(rec: Recommender) -> np.ndarray:
+    """Unit rows the belief update compares: the embeddings, or on big catalogs their PCA projection (made once)."""
+    if rec.n * rec.dim <= BAYES_EXACT_BUDGET or rec.dim <= BAYES_DIM:
+        return rec.unit
+    with rec._lock:
+        if rec._belief is None:
+            pca = faiss.PCAMatrix(rec.dim, BAYES_DIM)
+            sample = np.random.default_rng(0).choice(rec.n, min(rec.n, 100_000), replace=False)
+            pca.train(np.ascontiguousarray(rec.unit[np.sort(sample)]))
+            proj = np.empty((rec.n, BAYES_DIM), dtype=np.float32)
+            for start in range(0, rec.n, CHUNK_ROWS):
+                block = pca.apply_py(np.ascontiguousarray(rec.unit[start : start + CHUNK_ROWS]))
+                proj[start : start + len(block)] = block / np.maximum(np.linalg.norm(block, axis=1), 1e-12)[:, None]
+            rec._belief = proj
+    return rec._belief
+
+
+def strategy_bayes(session: Session, n: int) -> list[int]:
+    """PicHunter-style search: a posterior over which product the shopper wants, and galleries that split it.
+
+    Belief: log p(t) over all rows, updated after each pick with a softmax user model that also clicks at random
+    with probability eps: P(pick d | t, D) = (1 - eps) exp(<d, t> / T) / sum_{e in D} exp(<e, t> / T) + eps / |D|,
+    so one stray click cannot rule the true target out. Rows already shown get
+    probability 0 (the shopper would have found them). Gallery: the rows that maximise the expected information
+    of the click about the target (see `_split_belief`). O(N * d) per round for the update, O(N) for the draw;
+    on catalogs with N * d above BAYES_EXACT_BUDGET the update compares BAYES_DIM-d PCA projections instead.
+    """
+    if n <= 0:
+        return []
+    rec, st = session.rec, session.state
+    temperature = session.params.get("temperature", BAYES_DEFAULTS["temperature"])
+    epsilon = session.params.get("epsilon", BAYES_DEFAULTS["epsilon"])
+    if "logp" not in st:
+        st["logp"] = np.zeros(rec.n, dtype=np.float32)
+        st["rounds_used"] = 0
+    logp = st["logp"]
+    space = belief_space(rec)
+    # fold in every round not used yet: the shown rows are out, and the pick (if any) weighs the rest
+    while st["rounds_used"] < len(session.history):
+        shown = session.history[st["rounds_used"]]
+        st["rounds_used"] += 1
+        pick = session.pick_after(st["rounds_used"])
+        logp[shown] = -np.inf
+        if pick is not None:
+            sims = (space[shown] / temperature) @ space.T  # (|D|, N): one pass over the catalog
+            top = sims.max(axis=0)
+            lse = top + np.log(np.exp(sims - top).sum(axis=0))
+            log_softmax = sims[shown.index(pick)] - lse
+            logp += np.logaddexp(np.log1p(-epsilon) + log_softmax, np.log(epsilon / len(shown))) if epsilon else \
+                log_softmax
+            logp -= logp[np.isfinite(logp)].max(initial=0.0)  # keep the numbers in range
+    return _split_belief(session, logp, n, session.params.get("particles", BAYES_DEFAULTS["particles"]),
+                         session.params.get("candidates", BAYES_DEFAULTS["candidates"]), temperature, epsilon)
+
+
+def _split_belief(session: Session, logp: np.ndarray, n: int, particles: int, candidates: int,
+                  temperature: float, epsilon: float) -> list[int]:
+    """Greedily pick `n` rows maximising the expected information of the click about the target.
+
+    The belief is represented by `particles` rows (all unseen rows when fewer, else drawn in proportion to it);
+    gallery rows are chosen among the `candidates` most probable particles. The click's outcome is "target
+    shown" or which shown row the shopper picks under the same noisy softmax model as the belief update; the
+    greedy step adds the row that maximises H(outcome) - E_target[H(outcome | target)].
+    """
+    if session.remaining <= particles:
+        parts = np.flatnonzero(np.isfinite(logp))
+    else:  # Gumbel top-k: `particles` rows drawn without replacement in proportion to the belief
+        keys = logp + session.rng.gumbel(size=logp.shape).astype(np.float32)
+        parts = np.argpartition(-keys, particles)[:particles]
+        parts = parts[np.isfinite(logp[parts])]
+    if parts.size == 0:
+        return []
+    parts = parts[session.rng.permutation(parts.size)]  # random tie-breaking among equal beliefs
+    w = np.exp(logp[parts] - logp[parts].max()).astype(np.float64)
+    w /= w.sum()
+    cand = np.argsort(-w, kind="stable")[: max(candidates, n)]  # positions in `parts`
+    x = session.rec.unit[parts]
+    e = np.exp((x[cand] @ x.T - 1.0) / temperature).astype(np.float64)  # (C, M): exp(sim / T), scaled
+    c_count, m = e.shape
+    chosen: list[int] = []  # positions in `cand`
+    z = np.zeros(m)  # sum over chosen rows of exp(sim / T), per particle
+    in_s = np.zeros(m, dtype=bool)  # particles already in the gallery
+    found = 0.0
+    for k in range(min(n, c_count)):
+        zc = z[None, :] + e  # (C, M): normaliser with candidate c added
+        v = np.where(in_s, 0.0, w)[None, :].repeat(c_count, 0)
+        v[np.arange(c_count), cand] = 0.0  # candidate c itself would be found, not picked
+        share = (1 - epsilon) / zc
+        uniform = epsilon / (k + 1)
+        q_old = share[:, :, None] * e[chosen].T[None, :, :] + uniform  # (C, M, k): P(pick chosen s | j)
+        q_new = share * e + uniform  # (C, M): P(pick c | j)
+        p_old = np.einsum("cm,cms->cs", v, q_old)
+        p_new = (v * q_new).sum(axis=1)
+        p_found = found + w[cand]
+        outcome = np.concatenate([p_found[:, None], p_old, p_new[:, None]], axis=1)
+        h_outcome = -(outcome * np.log(np.clip(outcome, 1e-300, None))).sum(axis=1)
+        h_cond = -(v * (q_new * np.log(q_new) + (q_old * np.log(q_old)).sum(axis=2))).sum(axis=1)
+        gain = h_outcome - h_cond
+        gain[chosen] = -np.inf
+        c = int(np.argmax(gain))
+        chosen.append(c)
+        in_s[cand[c]] = True
+        found += w[cand[c]]
+        z += e[c]
+    chosen.sort(key=lambda c: -w[cand[c]])  # most probable first
+    return [int(parts[cand[c]]) for c in chosen]
+
+
+STRATEGIES: dict[str, Callable[[Session, int], list[int]]] = {
+    "mean": strategy_mean,
+    "random": strategy_random,
+    "rocchio": strategy_rocchio,
+    "bayes": strategy_bayes,
 }
+SLOTS: dict[str, str] = {"mean": "similar", "random": "none", "rocchio": "similar", "bayes": "all"}
 
 
-def register_strategy(name: str, fn: Callable[[Session, int], list[int]], uses_similar: bool = True) -> None:
+def register_strategy(name: str, fn: Callable[[Session, int], list[int]], slots: str = "similar") -> None:
     """Add a strategy under `name` so `Recommender(..., strategy=name)` can use it."""
-    STRATEGIES[name] = (fn, uses_similar)
+    if slots not in ("similar", "all", "none"):
+        raise ValueError(f"slots must be similar, all or none, got {slots!r}")
+    STRATEGIES[name] = fn
+    SLOTS[name] = slots
 
 
 # ----------------------------------------------------------------------------------------------- recommender
@@ -137,22 +274,32 @@ class Recommender:
             ivf.nprobe = nprobe
         self._seeds = np.random.SeedSequence(seed)
         self._seed_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._belief: np.ndarray | None = None  # belief_space's projection, made on first use
 
-    def new_session(self, seed: int | None = None) -> Session:
-        """Start a shopper session; same `seed` -> same rounds, None -> drawn from the recommender's seed."""
+    def new_session(self, seed: int | None = None, strategy: str | None = None, **params) -> Session:
+        """Start a shopper session; same `seed` -> same rounds, None -> drawn from the recommender's seed.
+
+        `strategy` overrides the recommender's for this session; `params` tune it (e.g. temperature=0.05).
+        """
+        strategy = strategy or self.strategy
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}; choose from {sorted(STRATEGIES)}")
         if seed is None:
             with self._seed_lock:
-                (child,) = self._seeds.spawn(1)
-            return Session(self, np.random.default_rng(child))
-        return Session(self, np.random.default_rng(seed))
+                (seed,) = self._seeds.spawn(1)
+        return Session(self, np.random.default_rng(seed), strategy, params)
 
 
 class Session:
     """One shopper's state: picks, rounds shown and an N-bit bitmap of unseen rows. Not shared across shoppers."""
 
-    def __init__(self, rec: Recommender, rng: np.random.Generator) -> None:
+    def __init__(self, rec: Recommender, rng: np.random.Generator, strategy: str, params: dict) -> None:
         self.rec = rec
         self.rng = rng
+        self.strategy = strategy
+        self.params = params
+        self.pick_rounds: list[int] = []  # the round (1-based) each pick was made from
         self.picks: list[int] = []
         self.history: list[list[int]] = []  # every round shown, in order
         self.shown: list[int] = []  # the current round
@@ -186,6 +333,12 @@ class Session:
     def exhausted(self) -> bool:
         """True once every product of the catalog has been shown."""
         return self.n_seen >= self.rec.n
+
+    def pick_after(self, round_no: int) -> int | None:
+        """The row picked from round `round_no` (1-based), or None when that round got no pick."""
+        if round_no in self.pick_rounds:
+            return self.picks[self.pick_rounds.index(round_no)]
+        return None
 
     def is_seen(self, row: int) -> bool:
         """Whether `row` has been shown in this session."""
@@ -237,10 +390,11 @@ class Session:
             if pick not in self.shown:
                 raise ValueError(f"pick {pick} is not one of the products of the current round {self.shown}")
             self.picks.append(pick)
+            self.pick_rounds.append(self.round)
         rec = self.rec
-        fn, uses_similar = STRATEGIES[rec.strategy]
-        n_similar = min(rec.similar if uses_similar else 0, self.remaining)
-        similar = fn(self, n_similar)[:n_similar]
+        slots = {"similar": rec.similar, "all": rec.per_round, "none": 0}[SLOTS[self.strategy]]
+        n_similar = min(slots, self.remaining)
+        similar = STRATEGIES[self.strategy](self, n_similar)[:n_similar]
         rest = self.random_unseen(rec.per_round - len(similar), exclude=set(similar))
         rows = similar + rest
         self._mark_seen(rows)

@@ -34,11 +34,11 @@ def unit_vectors(n: int, d: int, seed: int = 0) -> np.ndarray:
     return x
 
 
-def time_rounds(rec: Recommender, sessions: int, rounds: int) -> list[float]:
+def time_rounds(rec: Recommender, sessions: int, rounds: int, strategy: str | None = None) -> list[float]:
     """Milliseconds per round after the first, over `sessions` shoppers who always pick a random shown item."""
     times = []
     for s in range(sessions):
-        session = rec.new_session(seed=s)
+        session = rec.new_session(seed=s, strategy=strategy)
         shown = session.next_round()
         pick_rng = random.Random(s)
         for _ in range(rounds):
@@ -115,6 +115,9 @@ def main() -> None:
             theirs = seed_rounds(x, args.rounds)
             ratio = np.median(theirs) / np.median(ours)
             print(f"{'':13}seed: {pct(theirs)}   ours is {ratio:.0f}x faster (p50)", flush=True)
+        if n == max(sizes):
+            bayes = time_rounds(rec, args.sessions, args.rounds, strategy="bayes")
+            print(f"{'':13}strategy bayes: {pct(bayes)}", flush=True)
         if n == max(sizes) and args.approx:
             t = time.perf_counter()
             approx = Recommender(x, seed=0, index_factory=args.approx, nprobe=args.nprobe)

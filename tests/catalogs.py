@@ -10,8 +10,11 @@ import numpy as np
 from PIL import Image
 
 
-def make_catalog(path: Path, n: int = 60, seed: int = 0, size: int = 48) -> Path:
-    """Save a dataset of `n` coloured-shape PNGs with ids, categories and pixel-derived unit embeddings."""
+def make_catalog(path: Path, n: int = 60, seed: int = 0, size: int = 48, dim: int = 192) -> Path:
+    """Save a dataset of `n` coloured-shape PNGs with ids, categories and pixel-derived unit embeddings.
+
+    The first 192 dimensions come from the picture's 8x8 colour thumbnail; `dim` > 192 pads with noise.
+    """
     rng = np.random.default_rng(seed)
     images, ids, cats, embs = [], [], [], []
     yy, xx = np.mgrid[0:size, 0:size]
@@ -28,10 +31,12 @@ def make_catalog(path: Path, n: int = 60, seed: int = 0, size: int = 48) -> Path
         ids.append(f"p{i:03d}")
         cats.append(["round", "box", "wedge"][shape])
         small = np.asarray(Image.fromarray(arr).resize((8, 8)), dtype=np.float32).ravel() / 255 - 0.5
-        embs.append(small / np.linalg.norm(small))
+        if dim > small.size:
+            small = np.concatenate([small, 0.05 * rng.standard_normal(dim - small.size).astype(np.float32)])
+        embs.append(small[:dim] / np.linalg.norm(small[:dim]))
     features = datasets.Features({"image": datasets.Image(), "id": datasets.Value("string"),
                                   "category": datasets.Value("string"),
-                                  "embeddings": datasets.List(datasets.Value("float32"), length=192)})
+                                  "embeddings": datasets.List(datasets.Value("float32"), length=dim)})
     datasets.Dataset.from_dict({"image": images, "id": ids, "category": cats, "embeddings": embs},
                                features=features).save_to_disk(str(path))
     return path

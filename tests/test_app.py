@@ -37,7 +37,7 @@ def test_page_and_thumbnails(server):
     page = requests.get(url, timeout=10)
     assert page.status_code == 200 and "gradio" in page.text.lower()
     shopper = Shopper(url)
-    _, gallery, picks, status = shopper.call("start")
+    _, gallery, picks, status, *_ = shopper.call("start")
     items = value(gallery)
     assert len(items) == 10 and len(set(gallery_rows(gallery))) == 10
     assert all(c.startswith("✦ new") for c in gallery_captions(gallery))
@@ -62,7 +62,7 @@ def test_rounds_matches_first_and_picks_grow(server):
     for r in range(4):
         index = (r * 3) % 10
         picked.append(gallery_rows(gallery)[index])
-        _, gallery, picks, status = shopper.pick(index, value(gallery)[index])
+        _, gallery, picks, status, *_ = shopper.pick(index, value(gallery)[index])
         rows = gallery_rows(gallery)
         assert len(rows) == 10 and not seen & set(rows), "a product was shown twice"
         seen |= set(rows)
@@ -77,7 +77,7 @@ def test_same_position_twice_in_a_row(server):
     shopper = Shopper(url)
     g1 = shopper.call("start")[1]
     g2 = shopper.pick(2, value(g1)[2])[1]
-    _, g3, picks, status = shopper.pick(2, value(g2)[2])
+    _, g3, picks, status, *_ = shopper.pick(2, value(g2)[2])
     assert gallery_rows(picks) == [gallery_rows(g1)[2], gallery_rows(g2)[2]]
     assert "Round 3" in status and not set(gallery_rows(g3)) & set(gallery_rows(g2))
 
@@ -88,11 +88,11 @@ def test_stale_and_out_of_range_clicks_are_ignored(server):
     g1 = shopper.call("start")[1]
     g2 = shopper.pick(0, value(g1)[0])[1]
     # a late click on the previous gallery's item 4 (the page had already moved on)
-    _, g_same, picks, status = shopper.pick(4, value(g1)[4])
+    _, g_same, picks, status, *_ = shopper.pick(4, value(g1)[4])
     assert gallery_rows(g_same) == gallery_rows(g2) and "Round 2" in status and len(value(picks)) == 1
-    _, g_same, picks, status = shopper.pick(99)
+    _, g_same, picks, status, *_ = shopper.pick(99)
     assert gallery_rows(g_same) == gallery_rows(g2) and "Round 2" in status
-    _, g_same, _, status = shopper.pick(-1)
+    _, g_same, _, status, *_ = shopper.pick(-1)
     assert "Round 2" in status
 
 
@@ -105,12 +105,12 @@ def test_exhaustion_and_start_over(server):
         gallery = shopper.pick(0, value(gallery)[0])[1]
         shown += gallery_rows(gallery)
     assert sorted(shown) == list(range(N))
-    _, gallery, picks, status = shopper.pick(0, value(gallery)[0])
+    _, gallery, picks, status, *_ = shopper.pick(0, value(gallery)[0])
     assert value(gallery) == [] and "seen all" in status and "Start over" in status
     assert len(value(picks)) == N // 10
-    _, gallery, picks, status = shopper.pick(0)  # clicking an empty gallery does nothing
+    _, gallery, picks, status, *_ = shopper.pick(0)  # clicking an empty gallery does nothing
     assert "seen all" in status
-    _, gallery, picks, status = shopper.call("start_over")
+    _, gallery, picks, status, *_ = shopper.call("start_over")
     assert len(value(gallery)) == 10 and value(picks) == [] and "Round 1" in status
 
 
@@ -126,7 +126,7 @@ def test_concurrent_shoppers_stay_isolated(server):
             for r in range(4):
                 i = (k + r) % 10
                 picked.append(gallery_rows(gallery)[i])
-                _, gallery, picks, _ = shopper.pick(i, value(gallery)[i])
+                _, gallery, picks, _, *_ = shopper.pick(i, value(gallery)[i])
                 rows = gallery_rows(gallery)
                 assert not seen & set(rows)
                 seen |= set(rows)
@@ -195,3 +195,53 @@ def test_help():
     assert res.returncode == 0
     for flag in ("--dataset", "--host", "--port", "--share", "--per-round", "--similar", "--demo-size"):
         assert flag in res.stdout
+
+
+def test_small_load_run(tmp_path):
+    sys.path.insert(0, str(ROOT / "bench"))
+    import load_bench
+
+    result = load_bench.run(products=400, shoppers=8, rounds=5, dim=64, tmp=tmp_path)
+    assert result["errors"] == 0 and result["repeats"] == 0 and result["leaks"] == 0
+    assert len(result["latencies_ms"]) == 40
+
+
+def test_strategy_setting_changes_the_rounds(server):
+    url, _ = server
+    shopper = Shopper(url)
+    shopper.call("start")
+    _, gallery, picks, status, *_ = shopper.call("set_strategy", ["bayes", None])
+    assert "Round 1" in status and value(picks) == []
+    assert all(c.startswith("★ match") for c in gallery_captions(gallery))  # bayes chooses the whole gallery
+    _, gallery, *_ = shopper.pick(1, value(gallery)[1])
+    assert len(gallery_rows(gallery)) == 10 and all(c.startswith("★") for c in gallery_captions(gallery))
+    _, gallery, *_ = shopper.call("set_strategy", ["random", None])
+    _, gallery, *_ = shopper.pick(1, value(gallery)[1])
+    assert all(c.startswith("✦ new") for c in gallery_captions(gallery))
+
+
+def test_find_a_product_mode_counts_rounds(server):
+    import json
+    import re
+
+    url, _ = server
+    shopper = Shopper(url)
+    shopper.call("start")
+    for strategy in ("bayes", "mean"):
+        _, gallery, _, status, target, table = shopper.call("find_product", [strategy, None])
+        target_row = int(re.search(r"r(\d+)\.jpg", json.dumps(target)).group(1))
+        assert "Find the product" in status
+        for rounds in range(1, N // 10 + 1):  # noqa: B007 - read after the loop
+            rows = gallery_rows(gallery)
+            if target_row in rows:
+                i = rows.index(target_row)
+                _, gallery, _, status, target, table = shopper.pick(i, value(gallery)[i])
+                break
+            # click what looks most like the target: the first (most similar) product
+            _, gallery, _, status, target, table = shopper.pick(0, value(gallery)[0])
+        assert f"Found it in {rounds} round" in status
+        data = table["data"] if isinstance(table, dict) else table
+        assert [strategy, rounds] in [list(r) for r in data]
+        # after finding, further clicks change nothing
+        again = shopper.pick(0, value(gallery)[0])
+        assert again[3] == status

@@ -1,0 +1,208 @@
+"""Rounds-to-target: simulated shoppers hunt a hidden target product; fewer rounds is better.
+
+    python evaluate.py --synthetic 500,64,20 --strategy mean,random,rocchio,bayes --user noiseless
+    python evaluate.py --dataset demo --demo-size 2000 --user noisy --plot rounds.png
+    python evaluate.py --dataset out/my-shop-embeddings --sweep
+
+Each round the shopper sees the gallery; if the target is there it is found (that round counts). Otherwise
+it picks: `noiseless` picks the shown product most similar to the target; `noisy` picks with probability
+proportional to exp(similarity / temperature), or (with probability --epsilon) clicks at random.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+
+import numpy as np
+
+from recommender import STRATEGIES, Recommender
+
+
+# ---------------------------------------------------------------------------------------------- the shopper
+def choose(unit: np.ndarray, shown: list[int], target: int, user: str, rng: np.random.Generator,
+           user_temperature: float = 0.05, user_epsilon: float = 0.05) -> int:
+    """The simulated shopper's click on a gallery that does not contain the target."""
+    sims = unit[shown] @ unit[target]
+    if user == "noiseless":
+        return shown[int(np.argmax(sims))]
+    if rng.random() < user_epsilon:
+        return shown[int(rng.integers(len(shown)))]
+    p = np.exp((sims - sims.max()) / user_temperature)
+    return shown[int(rng.choice(len(shown), p=p / p.sum()))]
+
+
+def hunt(rec: Recommender, target: int, strategy: str, user: str, seed: int, max_rounds: int,
+         user_temperature: float = 0.05, user_epsilon: float = 0.05, **params) -> int | None:
+    """Rounds until the target is shown (1 = found in the first gallery), or None past `max_rounds`."""
+    rng = np.random.default_rng((seed, target, 1))
+    session = rec.new_session(seed=(seed, target), strategy=strategy, **params)
+    shown = session.next_round()
+    for r in range(1, max_rounds + 1):
+        if target in shown:
+            return r
+        if not shown or r == max_rounds:
+            return None
+        shown = session.next_round(pick=choose(rec.unit, shown, target, user, rng, user_temperature, user_epsilon))
+    return None
+
+
+def evaluate(rec: Recommender, strategies: list[str], targets: np.ndarray, user: str = "noiseless",
+             seed: int = 0, max_rounds: int | None = None, user_temperature: float = 0.05,
+             user_epsilon: float = 0.05, progress: bool = True, **params) -> dict[str, np.ndarray]:
+    """Rounds per target for each strategy (np.inf where the cap ended the search); params tune strategies."""
+    from tqdm.auto import tqdm
+
+    cap = max_rounds or math.ceil(rec.n / rec.per_round)
+    out = {}
+    for name in strategies:
+        rounds = [hunt(rec, int(t), name, user, seed, cap, user_temperature, user_epsilon, **params)
+                  for t in tqdm(targets, desc=name, disable=not progress, leave=False)]
+        out[name] = np.array([np.inf if r is None else r for r in rounds], dtype=float)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- the numbers
+def random_expectation(n: int, k: int) -> float:
+    """Exact expected rounds of the random baseline (k new products a round, no repeats): mean of ceil(pos/k)."""
+    full, rest = divmod(n, k)
+    return (k * full * (full + 1) / 2 + rest * (full + 1)) / n
+
+
+def summary(rounds: np.ndarray) -> dict[str, float]:
+    """Mean, median, p90 rounds and % found within 5 and 10 rounds (unfound searches count as the cap)."""
+    found = np.isfinite(rounds)
+    capped = np.where(found, rounds, np.nanmax(np.where(found, rounds, 0)) + 1)
+    return {"mean": float(capped.mean()), "median": float(np.median(capped)), "p90": float(np.percentile(capped, 90)),
+            "within5": float((rounds <= 5).mean() * 100), "within10": float((rounds <= 10).mean() * 100),
+            "found": float(found.mean() * 100)}
+
+
+def report(results: dict[str, np.ndarray], n: int, k: int) -> str:
+    """The printed table, with the random baseline's expectation and the information bound beside it."""
+    lines = [f"{'strategy':<10} {'mean':>6} {'median':>7} {'p90':>5} {'<=5':>6} {'<=10':>6} {'found':>6}"]
+    for name, rounds in results.items():
+        s = summary(rounds)
+        lines.append(f"{name:<10} {s['mean']:6.2f} {s['median']:7.1f} {s['p90']:5.1f} {s['within5']:5.1f}% "
+                     f"{s['within10']:5.1f}% {s['found']:5.1f}%")
+    lines.append(f"random baseline, expected: N/(2k) = {n / (2 * k):.2f}, exact {random_expectation(n, k):.2f}; "
+                 f"information bound ceil(log_k N) = {math.ceil(math.log(n) / math.log(k))}")
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, np.ndarray], path: str, title: str) -> None:
+    """Cumulative % of targets found vs rounds, one line per strategy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    top = int(max(np.nanmax(np.where(np.isfinite(r), r, 0)) for r in results.values()))
+    xs = np.arange(1, top + 1)
+    for name, rounds in results.items():
+        ax.plot(xs, [(rounds <= x).mean() * 100 for x in xs], label=f"{name} (mean {summary(rounds)['mean']:.1f})")
+    ax.set(xlabel="rounds", ylabel="% of targets found", title=title, ylim=(0, 101))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------ catalogs
+def synthetic_catalog(n: int, d: int, clusters: int, seed: int = 0, spread: float = 0.5) -> np.ndarray:
+    """Unit vectors around `clusters` random centres: a stand-in for a catalog of product families."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, d))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    x = centres[rng.integers(0, clusters, n)] + spread * rng.standard_normal((n, d)) / math.sqrt(d)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def load_embeddings(src: str, demo_size: int, cache_dir: str | None) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """(embeddings, categories or None, name) of 'demo' or a dataset source as app.py takes it."""
+    from embed import embedding_matrix
+
+    if src == "demo":
+        from demo import load_demo_catalog
+
+        ds = load_demo_catalog(size=demo_size, cache_dir=cache_dir)
+        name = f"demo catalog ({demo_size} Fashion-MNIST products)"
+    else:
+        from app import load_dataset_source
+
+        ds, name = load_dataset_source(src), src
+    cats = np.asarray(ds["category"]) if "category" in ds.column_names else None
+    return embedding_matrix(ds), cats, name
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point."""
+    ap = argparse.ArgumentParser(prog="evaluate.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataset", metavar="SRC", help="'demo', a Hub dataset id, or a directory from upload_ds.py")
+    src.add_argument("--synthetic", metavar="N,d,clusters", help="a clustered synthetic catalog, e.g. 500,64,20")
+    ap.add_argument("--strategy", default="mean,random", help=f"comma-separated, from {sorted(STRATEGIES)}")
+    ap.add_argument("--user", choices=("noiseless", "noisy"), default="noiseless")
+    ap.add_argument("--temperature", type=float, default=0.05, help="noisy shopper's softmax temperature")
+    ap.add_argument("--epsilon", type=float, default=0.05, help="noisy shopper's chance of a random click")
+    ap.add_argument("--targets", type=int, default=500, help="number of targets (all products if more)")
+    ap.add_argument("--per-round", type=int, default=10)
+    ap.add_argument("--similar", type=int, default=5)
+    ap.add_argument("--max-rounds", type=int, default=None, help="cap on rounds (default N / per-round)")
+    ap.add_argument("--sweep", action="store_true", help="also sweep mean's similar/random split 0..per-round")
+    ap.add_argument("--plot", metavar="PNG", help="write cumulative %% found vs rounds")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--demo-size", type=int, default=2000)
+    ap.add_argument("--cache-dir", default=None)
+    args = ap.parse_args(argv)
+    strategies = [s.strip() for s in args.strategy.split(",") if s.strip()]
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown:
+        ap.error(f"unknown strategy {unknown}; choose from {sorted(STRATEGIES)}")
+    cats = None
+    if args.synthetic:
+        try:
+            n, d, c = (int(v) for v in args.synthetic.split(","))
+        except ValueError:
+            ap.error("--synthetic takes N,d,clusters, e.g. 500,64,20")
+        x, name = synthetic_catalog(n, d, c, seed=args.seed), f"synthetic ({n} products, d={d}, {c} clusters)"
+    else:
+        try:
+            x, cats, name = load_embeddings(args.dataset, args.demo_size, args.cache_dir)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    rec = Recommender(x, per_round=args.per_round, similar=args.similar, seed=args.seed)
+    rng = np.random.default_rng(args.seed)
+    targets = np.arange(rec.n) if args.targets >= rec.n else rng.choice(rec.n, args.targets, replace=False)
+    print(f"{name}: {rec.n} products, {len(targets)} targets, {args.user} shopper, {args.per_round} per round")
+    if cats is not None:
+        from demo import category_precision_at_k
+
+        print(f"embedding category precision@5: {category_precision_at_k(rec.unit, cats):.3f}")
+    t = time.perf_counter()
+    results = evaluate(rec, strategies, targets, args.user, args.seed, args.max_rounds, args.temperature,
+                       args.epsilon)
+    print(report(results, rec.n, args.per_round))
+    print(f"({time.perf_counter() - t:.1f} s)")
+    if args.sweep:
+        print(f"\nsweep of mean's split ({args.user} shopper): similar + random = {args.per_round}")
+        print(f"{'similar':>7} {'mean':>6} {'median':>7} {'p90':>5}")
+        for similar in range(args.per_round + 1):
+            swept = Recommender(rec.unit, per_round=args.per_round, similar=similar, seed=args.seed)
+            s = summary(evaluate(swept, ["mean"], targets, args.user, args.seed, args.max_rounds, args.temperature,
+                                 args.epsilon, progress=False)["mean"])
+            print(f"{similar:7d} {s['mean']:6.2f} {s['median']:7.1f} {s['p90']:5.1f}", flush=True)
+    if args.plot:
+        plot(results, args.plot, f"{name}, {args.user} shopper")
+        print(f"plot written to {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
