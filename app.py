@@ -170,12 +170,14 @@ def build_app(catalog: Catalog, rec: Recommender):
                 rows.append([f"{name}: mean of {len(done)}", round(sum(done) / len(done), 2)])
         return rows
 
-    def render(visit: Visit):
+    def render(visit: Visit, extras: bool = True):
+        """All outputs; with extras=False the target image and results table are left as they are (cheaper)."""
         session = visit.session
         target = catalog.thumb(visit.target) if visit.target is not None else None
         return (visit, gr.Gallery(value=gallery_items(session), selected_index=None),
                 [(catalog.thumb(row), catalog.labels[row]) for row in session.picks], status(visit),
-                gr.Image(value=target, visible=target is not None), results_table(visit))
+                gr.Image(value=target, visible=target is not None) if extras else gr.skip(),
+                results_table(visit) if extras else gr.skip())
 
     def new_visit(strategy: str | None, old: Visit | None, hunt: bool) -> Visit:
         strategy = strategy if strategy in STRATEGIES else rec.strategy
@@ -199,17 +201,17 @@ def build_app(catalog: Catalog, rec: Recommender):
         session = visit.session
         index = evt.index if isinstance(evt.index, int) else None
         if index is None or not 0 <= index < len(session.shown) or visit.found_in is not None:
-            return render(visit)  # out of range, or the hunt is over: ignore
+            return render(visit, extras=False)  # out of range, or the hunt is over: ignore
         clicked = row_of_thumb(evt.value)
         if clicked is not None and clicked != session.shown[index]:
-            return render(visit)  # a click on a gallery the shopper no longer sees
+            return render(visit, extras=False)  # a click on a gallery the shopper no longer sees
         row = session.shown[index]
         if visit.target is not None and row == visit.target:
             visit.found_in = session.round
             visit.results.append({"strategy": session.strategy, "rounds": session.round})
             return render(visit)
         session.next_round(pick=row)
-        return render(visit)
+        return render(visit, extras=False)
 
     with gr.Blocks(title="Visual product recommender") as demo:
         gr.Markdown(f"## Find your product\nClick the product you like best; each round shows products that look "

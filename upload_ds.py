@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import os
 import sys
@@ -51,14 +52,14 @@ def find_image_files(img_dir: Path) -> list[Path]:
     return sorted(files, key=lambda p: p.relative_to(img_dir).as_posix())
 
 
-def check_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> str | None:
-    """Why `path` cannot be used as a product image, or None when it decodes fully to RGB."""
+def check_image(src: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> str | None:
+    """Why a file (path or its bytes) cannot be used as a product image, or None when it decodes fully to RGB."""
     try:
-        if path.stat().st_size == 0:
+        if (len(src) if isinstance(src, bytes) else src.stat().st_size) == 0:
             return "zero-byte file"
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as img:
                 w, h = img.size
                 if w * h > max_pixels:
                     return f"decompression-bomb size: {w}x{h} = {w * h:,} pixels > limit {max_pixels:,}"
@@ -87,11 +88,8 @@ def make_ids(root: Path, files: list[Path]) -> list[str]:
     return [s if counts[s] == 1 else p.relative_to(root).as_posix() for s, p in zip(stems, files)]
 
 
-def scan_folder(img_dir: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, progress: bool = True) -> FolderScan:
-    """Find and fully decode every image under `img_dir` (in parallel), keeping the good ones in sorted order."""
-    from tqdm.auto import tqdm
-
-    root = Path(img_dir)
+def list_folder(root: Path) -> list[Path]:
+    """The folder's image files, or a clear error for a missing folder, a file, or no images."""
     if not root.exists():
         raise FileNotFoundError(f"image folder {root} does not exist")
     if not root.is_dir():
@@ -99,6 +97,15 @@ def scan_folder(img_dir: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS
     files = find_image_files(root)
     if not files:
         raise ValueError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) found under {root}")
+    return files
+
+
+def scan_folder(img_dir: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, progress: bool = True) -> FolderScan:
+    """Find and fully decode every image under `img_dir` (in parallel), keeping the good ones in sorted order."""
+    from tqdm.auto import tqdm
+
+    root = Path(img_dir)
+    files = list_folder(root)
     ids = make_ids(root, files)
     scan = FolderScan(root)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
@@ -181,12 +188,46 @@ def build(img_dir: str | os.PathLike, model: str = DEFAULT_MODEL, batch_size: in
     return scan, images_ds, emb_ds
 
 
+def build_ray(img_dir: str | None, manifest: str | None, model: str, batch_size: int, pooling: str,
+              max_pixels: int, num_workers: int, gpus_per_worker: float, ray_address: str | None,
+              work_dir: str | None, shard_size: int = 64):
+    """The same three results as `build`, with reading, decoding and embedding run as Ray Data stages."""
+    import datasets
+
+    import ray_embed
+
+    if manifest:
+        rows, root = ray_embed.read_manifest(manifest), Path(manifest).parent
+        rel = dict((src, src) for _, src in rows)
+    else:
+        root = Path(img_dir)
+        files = list_folder(root)
+        rows = list(zip(make_ids(root, files), map(str, files)))
+        rel = {str(p): p.relative_to(root).as_posix() for p in files}
+    h = hashlib.sha256(f"{model}\x00{pooling}\x00{max_pixels}\n".encode())
+    for id_, src in rows:
+        stamp = os.stat(src) if os.path.exists(src) else None
+        h.update(f"{id_}\x00{src}\x00{stamp and stamp.st_size}\x00{stamp and stamp.st_mtime_ns}\n".encode())
+    work = Path(work_dir) if work_dir else Path(datasets.config.HF_DATASETS_CACHE) / "ray-embed" / h.hexdigest()[:24]
+    emb_ds, skipped = ray_embed.run(rows, work, model, pooling, batch_size, num_workers, gpus_per_worker, ray_address,
+                                    max_pixels, shard_size, log=lambda msg: print(msg, file=sys.stderr))
+    scan = FolderScan(root, images=list(zip(emb_ds["id"], [None] * len(emb_ds))),
+                      skipped=[(rel.get(src, src), reason) for src, reason in skipped])
+    if not len(emb_ds):
+        raise ValueError(f"none of the {len(rows)} images could be read:\n{scan.report()}")
+    dim = emb_ds.features["embeddings"].length
+    emb_ds.info.description = json.dumps({"model": model, "pooling": "mean" if model == "efficientnet-lite0" else
+                                          pooling, "dim": dim, "normalized": "l2", "source": "upload_ds.py (ray)"})
+    return scan, emb_ds.select_columns(["image", "id"]), emb_ds
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit code."""
     ap = argparse.ArgumentParser(
         prog="upload_ds.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("img_dir", metavar="IMG_DIR", help="folder of product images (searched recursively)")
+    ap.add_argument("img_dir", metavar="IMG_DIR", nargs="?",
+                    help="folder of product images, searched recursively (or give --manifest)")
     ap.add_argument("--repo", required=True, metavar="USER/NAME",
                     help="dataset name; pushed as USER/NAME and USER/NAME-embeddings, saved as NAME under --out")
     ap.add_argument("--model", default=DEFAULT_MODEL,
@@ -198,7 +239,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-push", action="store_true", help="do not push to the Hub (then --out is required)")
     ap.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                     help="skip images larger than this many pixels (decompression-bomb guard)")
+    ray = ap.add_argument_group("distributed engine (pip install -r requirements-ray.txt)")
+    ray.add_argument("--engine", choices=("local", "ray"), default="local",
+                     help="local: this process; ray: Ray Data stages on a local or existing Ray cluster")
+    ray.add_argument("--ray-address", metavar="ADDR", help="join this Ray cluster (default: start a local one)")
+    ray.add_argument("--num-workers", type=int, default=2, help="embedding actors (default 2)")
+    ray.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per embedding actor (default 0)")
+    ray.add_argument("--manifest", metavar="CSV", help="images listed in a CSV (path or url column, optional id)")
+    ray.add_argument("--work-dir", metavar="DIR", help="where the ray engine keeps its Parquet shards")
+    ray.add_argument("--shard-size", type=int, default=64, help="images per read task and Parquet shard (64)")
     args = ap.parse_args(argv)
+    if (args.img_dir is None) == (args.manifest is None):
+        ap.error("give either IMG_DIR or --manifest CSV")
+    if args.engine != "ray" and (args.manifest or args.ray_address or args.work_dir):
+        ap.error("--manifest, --ray-address and --work-dir go with --engine ray")
+    if args.num_workers < 1 or args.gpus_per_worker < 0 or args.shard_size < 1:
+        ap.error("--num-workers and --shard-size must be at least 1, --gpus-per-worker at least 0")
+    if args.engine == "ray":
+        try:
+            import ray as _ray  # noqa: F401
+        except ImportError:
+            ap.error("--engine ray needs Ray: pip install -r requirements-ray.txt")
     if args.no_push and not args.out:
         ap.error("--no-push needs --out DIR, or nothing would be kept")
     if args.batch_size < 1:
@@ -224,10 +285,21 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     t0 = time.perf_counter()
     try:
-        scan, images_ds, emb_ds = build(args.img_dir, args.model, args.batch_size, args.pooling, args.max_pixels)
+        if args.engine == "ray":
+            scan, images_ds, emb_ds = build_ray(args.img_dir, args.manifest, args.model, args.batch_size, args.pooling,
+                                                args.max_pixels, args.num_workers, args.gpus_per_worker,
+                                                args.ray_address, args.work_dir, args.shard_size)
+        else:
+            scan, images_ds, emb_ds = build(args.img_dir, args.model, args.batch_size, args.pooling, args.max_pixels)
     except (FileNotFoundError, NotADirectoryError, ValueError, HubUnavailableError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        if args.engine != "ray":
+            raise
+        print(f"error: the ray engine stopped: {type(exc).__name__}: {str(exc)[:2000]}\nthe shards it finished are "
+              "kept; run the same command again to resume", file=sys.stderr)
+        return 1
     elapsed = time.perf_counter() - t0
     meta = json.loads(emb_ds.info.description)
     if args.out:

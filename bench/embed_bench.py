@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -56,6 +57,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32, help="batch size of our pipeline (a)")
     ap.add_argument("--batch-sizes", default="1,8,16,32,64", help="batch sizes tried for the pure forward (b)")
     ap.add_argument("--size", default="800x600", help="pixel size of the test JPEGs, WxH")
+    ap.add_argument("--engine", choices=("local", "ray"), default="local",
+                    help="ray: also time the Ray engine with 1 and 2 workers (needs requirements-ray.txt)")
+    ap.add_argument("--workers", default="1,2", help="worker counts for --engine ray")
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; ViT-B/16 (random weights), "
@@ -95,7 +99,33 @@ def main() -> None:
             out.last_hidden_state[:, 0].numpy()
         c = rate(len(files), time.perf_counter() - t)
         print(f"(c) one image at a time (seed's way): {c:7.2f} images/s", flush=True)
+        ray_rates = ray_engine(tmp, files, args) if args.engine == "ray" else {}
     print(f"\n(a)/(b) = {a / best:.0%}  (target >= 80%)\n(a)/(c) = {a / c:.2f}x")
+    for workers, (r, total) in ray_rates.items():
+        print(f"ray engine, {workers} worker(s): {r:7.2f} images/s embedding ({total:.1f} s with cluster start), "
+              f"{r / a:.2f}x the default engine")
+
+
+def ray_engine(tmp: Path, files: list[Path], args) -> dict[int, tuple[float, float]]:
+    """Images/s of upload_ds's Ray engine (read -> decode -> actor pool -> Parquet) for each worker count."""
+    import ray
+
+    import ray_embed
+
+    rows = [(f.stem, str(f)) for f in files]
+    out = {}
+    for workers in (int(w) for w in args.workers.split(",")):
+        t0 = time.perf_counter()
+        ray.init(num_cpus=(os.cpu_count() or 1) + 1, include_dashboard=False, log_to_driver=False)
+        try:
+            t = time.perf_counter()
+            ray_embed.run(rows, tmp / f"ray-{workers}", str(tmp / "vit"), batch_size=args.batch_size,
+                          num_workers=workers, shard_size=16, log=lambda m: None)
+            out[workers] = (len(rows) / (time.perf_counter() - t), time.perf_counter() - t0)
+        finally:
+            ray.shutdown()
+        print(f"ray engine, {workers} worker(s): {out[workers][0]:7.2f} images/s", flush=True)
+    return out
 
 
 if __name__ == "__main__":

@@ -1,0 +1,187 @@
+"""The Ray Data engine of upload_ds.py: the same embedding, spread over a Ray cluster (local, multi-node, GPUs).
+
+Stages: rows (order, id, path or URL) -> `read_and_check` tasks (file bytes, full decode, skip reason) ->
+`Embedder` actors (each loads the encoder once; `map_batches` over an actor pool) -> Parquet shards in a work
+directory -> one `datasets.Dataset` in the original order. A restarted run reads the shards already written
+and sends only the rows they lack; a crashed actor is restarted by Ray and its batch retried.
+
+Used through `python upload_ds.py IMG_DIR --engine ray ...`; `run()` is the callable form.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from embed import ImageEncoder
+
+URL_TIMEOUT_S = 60
+
+
+def read_source(src: str) -> bytes:
+    """The bytes of a local path, a file:// URL or an http(s) URL."""
+    if src.startswith(("http://", "https://", "file://")):
+        with urllib.request.urlopen(src, timeout=URL_TIMEOUT_S) as resp:
+            return resp.read()
+    return Path(src).read_bytes()
+
+
+def read_and_check(batch: pa.Table, max_pixels: int) -> pa.Table:
+    """Stage 1 (tasks): read each file and fully decode it; bad files keep empty bytes and a reason."""
+    from upload_ds import check_image
+
+    images, reasons = [], []
+    for src in batch.column("path").to_pylist():
+        try:
+            data = read_source(src)
+        except Exception as exc:  # missing, permission, network: reported, never fatal
+            images.append({"bytes": b"", "path": None})
+            reasons.append(f"unreadable: {type(exc).__name__}: {exc}")
+            continue
+        reason = check_image(data, max_pixels)
+        images.append({"bytes": b"" if reason else data, "path": os.path.basename(src.rstrip("/"))})
+        reasons.append(reason)
+    return batch.append_column("image", pa.array(images, pa.struct([("bytes", pa.binary()), ("path", pa.string())])))\
+        .append_column("reason", pa.array(reasons, pa.string()))
+
+
+class Embedder:
+    """Stage 2 (actors): one encoder per actor, loaded once, embedding the good rows of each batch."""
+
+    def __init__(self, model: str, pooling: str, batch_size: int, use_gpu: bool, threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(threads)  # the actor's CPU share, so workers do not fight over cores
+        self.encoder = ImageEncoder(model, batch_size=batch_size, pooling=pooling,
+                                    device="cuda" if use_gpu else "cpu")
+        self.batches = 0
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        self._fault_hooks()
+        ok = [r is None for r in batch.column("reason").to_pylist()]
+        good = [img["bytes"] for img, keep in zip(batch.column("image").to_pylist(), ok) if keep]
+        vectors = self.encoder.embed(good) if good else np.zeros((0, self.encoder.dim), np.float32)
+        d = self.encoder.dim
+        flat = np.zeros((len(ok), d), dtype=np.float32)
+        flat[np.flatnonzero(ok)] = vectors
+        emb = pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), d, mask=pa.array([not k for k in ok]))
+        self.batches += 1
+        return batch.append_column("embeddings", emb)
+
+    def _fault_hooks(self) -> None:
+        """Test hooks: crash this worker process once, or fail the whole job, after N batches."""
+        crash_after = os.environ.get("RAY_EMBED_CRASH_AFTER")
+        marker = os.environ.get("RAY_EMBED_CRASH_MARKER")
+        if crash_after and marker and self.batches >= int(crash_after) and not os.path.exists(marker):
+            Path(marker).write_text(str(os.getpid()))
+            os._exit(1)  # a real worker death, as when a node is lost
+        fail_after = os.environ.get("RAY_EMBED_FAIL_AFTER")
+        if fail_after and self.batches >= int(fail_after):
+            raise RuntimeError("job failure injected by RAY_EMBED_FAIL_AFTER")
+
+
+def read_manifest(path: str | os.PathLike) -> list[tuple[str, str]]:
+    """(id, source) rows of a CSV with a `path` (or `url`) column and an optional `id` column, in file order."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"manifest {path} does not exist")
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"manifest {path} has no rows")
+    col = "path" if "path" in rows[0] else "url" if "url" in rows[0] else None
+    if col is None:
+        raise ValueError(f"manifest {path} needs a 'path' or 'url' column, has {list(rows[0])}")
+    out = []
+    for row in rows:
+        src = row[col].strip()
+        if not src.startswith(("http://", "https://", "file://")) and not os.path.isabs(src):
+            src = str((path.parent / src).resolve())
+        ident = (row.get("id") or "").strip() or os.path.splitext(src.rstrip("/").split("/")[-1])[0]
+        out.append((ident, src))
+    ids = [i for i, _ in out]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise ValueError(f"manifest {path}: id {dup!r} appears more than once; give an 'id' column")
+    return out
+
+
+def finished_orders(work: Path) -> set[int]:
+    """Row orders already in complete Parquet shards; unreadable (half-written) shards are removed."""
+    done: set[int] = set()
+    for f in sorted(work.glob("*.parquet")):
+        try:
+            done.update(pq.read_table(f, columns=["order"]).column("order").to_pylist())
+        except Exception:  # a shard cut off by a crash: its rows are simply done again
+            f.unlink()
+    return done
+
+
+def run(rows: list[tuple[str, str]], work_dir: str | os.PathLike, model: str, pooling: str = "cls",
+        batch_size: int = 32, num_workers: int = 2, gpus_per_worker: float = 0, ray_address: str | None = None,
+        max_pixels: int = 89_478_485, shard_size: int = 64, cpus_per_worker: float | None = None, log=print):
+    """Embed `rows` (id, source) on Ray; returns (embeddings dataset in row order, [(source, reason)] skipped)."""
+    import ray
+
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    done = finished_orders(work)
+    todo = [{"order": i, "id": ident, "path": src} for i, (ident, src) in enumerate(rows) if i not in done]
+    log(f"ray engine: {len(rows)} images, {len(done)} already in {work}, {len(todo)} to do")
+    if todo:
+        started_here = not ray.is_initialized()
+        if cpus_per_worker is None:  # on the local machine, share its cores among the workers
+            cpus_per_worker = 1.0 if ray_address else max(1.0, (os.cpu_count() or 1) // num_workers)
+        if started_here:
+            # Local cluster: one logical CPU more than the actors take, for the light read and write tasks.
+            local_cpus = None if ray_address else int(max(os.cpu_count() or 1, num_workers * cpus_per_worker)) + 1
+            ray.init(address=ray_address, num_cpus=local_cpus, include_dashboard=False, log_to_driver=False,
+                     runtime_env={"working_dir": str(Path(__file__).resolve().parent),
+                                  "excludes": [".venv", ".git", "tests", "bench", "data", "*.png"]}
+                     if ray_address else None)
+        try:
+            t = time.perf_counter()
+            ds = ray.data.from_items(todo, override_num_blocks=max(1, -(-len(todo) // shard_size)))
+            ds = ds.map_batches(read_and_check, batch_format="pyarrow", batch_size=shard_size,
+                                fn_kwargs={"max_pixels": max_pixels}, num_cpus=0.25)
+            ds = ds.map_batches(Embedder, batch_format="pyarrow", batch_size=batch_size,
+                                fn_constructor_kwargs={"model": model, "pooling": pooling, "batch_size": batch_size,
+                                                       "use_gpu": gpus_per_worker > 0,
+                                                       "threads": max(1, int(cpus_per_worker))},
+                                compute=ray.data.ActorPoolStrategy(size=num_workers), num_cpus=cpus_per_worker,
+                                num_gpus=gpus_per_worker or None,
+                                max_restarts=-1, max_task_retries=-1)
+            ds.write_parquet(str(work), min_rows_per_file=shard_size, ray_remote_args={"num_cpus": 0.25})
+            log(f"ray engine: {len(todo)} images in {time.perf_counter() - t:.1f} s with {num_workers} workers")
+        finally:
+            if started_here:
+                ray.shutdown()
+    return assemble(work, len(rows))
+
+
+def assemble(work: Path, n_rows: int):
+    """The shards as one `datasets.Dataset` (image, id, embeddings) in row order, and the skip list."""
+    import datasets
+
+    table = pa.concat_tables([pq.read_table(f) for f in sorted(work.glob("*.parquet"))], promote_options="default")
+    table = table.sort_by("order")
+    orders = table.column("order").to_numpy()
+    keep = np.concatenate([[True], orders[1:] != orders[:-1]]) if len(orders) else np.zeros(0, bool)
+    table = table.filter(pa.array(keep))  # a retried batch that was written twice counts once
+    if table.num_rows != n_rows:
+        raise RuntimeError(f"ray engine: {table.num_rows} of {n_rows} rows in {work}; run again to finish")
+    reasons = table.column("reason").to_pylist()
+    skipped = [(path, r) for path, r in zip(table.column("path").to_pylist(), reasons) if r is not None]
+    good = table.filter(pa.array([r is None for r in reasons]))
+    dim = good.schema.field("embeddings").type.list_size
+    features = datasets.Features({"image": datasets.Image(), "id": datasets.Value("string"),
+                                  "embeddings": datasets.List(datasets.Value("float32"), length=dim)})
+    emb = pa.table({"image": good.column("image"), "id": good.column("id"), "embeddings": good.column("embeddings")})
+    return datasets.Dataset(emb.cast(features.arrow_schema)), skipped

@@ -1,0 +1,126 @@
+"""upload_ds.py --engine ray on a local Ray cluster: same dataset as the default engine, resume, worker crash."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import subprocess
+import sys
+import threading
+
+import datasets
+import numpy as np
+import pytest
+from conftest import ROOT
+
+from embed import embedding_matrix
+
+pytest.importorskip("ray", reason="ray is not installed (pip install -r requirements-ray.txt): ray engine not tested")
+
+
+def upload(*args, env=None, timeout=600):
+    return subprocess.run([sys.executable, str(ROOT / "upload_ds.py"), *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT, env={**os.environ, "RAY_AUTH_MODE": "disabled",
+                                                                     **(env or {})})
+
+
+def skipped_lines(stdout: str) -> list[str]:
+    return sorted(line.strip() for line in stdout.splitlines() if line.strip().startswith("skipped "))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_model):
+    """The default engine's output on the test folder."""
+    from conftest import write_bad_images, write_good_images
+
+    tmp = tmp_path_factory.mktemp("ray_ref")
+    folder = tmp / "imgs"
+    write_good_images(folder)
+    write_bad_images(folder)
+    res = upload(folder, "--repo", "me/shop", "--model", tiny_model, "--batch-size", "2", "--no-push",
+                 "--out", tmp / "out", env={"HF_DATASETS_CACHE": str(tmp / "cache")})
+    assert res.returncode == 0, res.stderr
+    return folder, datasets.load_from_disk(str(tmp / "out" / "shop-embeddings")), skipped_lines(res.stdout)
+
+
+def assert_same(ds, ref):
+    assert list(ds["id"]) == list(ref["id"])
+    np.testing.assert_allclose(embedding_matrix(ds), embedding_matrix(ref), atol=1e-5)
+    raw = ds.cast_column("image", datasets.Image(decode=False))
+    ref_raw = ref.cast_column("image", datasets.Image(decode=False))
+    assert [r["image"]["bytes"] for r in raw] == [r["image"]["bytes"] for r in ref_raw]
+
+
+def test_ray_engine_equals_default_engine(reference, tiny_model, tmp_path):
+    folder, ref, ref_skips = reference
+    res = upload(folder, "--repo", "me/shop", "--model", tiny_model, "--batch-size", "2", "--no-push", "--out",
+                 tmp_path / "out", "--engine", "ray", "--num-workers", "2", "--work-dir", tmp_path / "work")
+    assert res.returncode == 0, res.stderr
+    assert skipped_lines(res.stdout) == ref_skips and len(ref_skips) == 4
+    embs = datasets.load_from_disk(str(tmp_path / "out" / "shop-embeddings"))
+    images = datasets.load_from_disk(str(tmp_path / "out" / "shop"))
+    assert images.column_names == ["image", "id"] and embs.column_names == ["image", "id", "embeddings"]
+    assert_same(embs, ref)
+    assert '"model"' in embs.info.description and tiny_model in embs.info.description
+
+
+def test_restart_after_failure_does_not_redo_finished_shards(reference, tiny_model, tmp_path):
+    folder, ref, _ = reference
+    args = [folder, "--repo", "me/shop", "--model", tiny_model, "--batch-size", "2", "--no-push", "--out",
+            tmp_path / "out", "--engine", "ray", "--num-workers", "1", "--shard-size", "2", "--work-dir",
+            tmp_path / "work"]
+    failed = upload(*args, env={"RAY_EMBED_FAIL_AFTER": "3"})
+    assert failed.returncode != 0
+    written = list((tmp_path / "work").glob("*.parquet"))
+    assert written, "the shards finished before the failure must be on disk"
+    res = upload(*args)
+    assert res.returncode == 0, res.stderr
+    line = next(ln for ln in res.stderr.splitlines() if ln.startswith("ray engine: 13 images"))
+    already = int(line.split(",")[1].split()[0])
+    assert 0 < already < 13, line
+    assert_same(datasets.load_from_disk(str(tmp_path / "out" / "shop-embeddings")), ref)
+
+
+def test_worker_crash_still_yields_a_complete_dataset(reference, tiny_model, tmp_path):
+    folder, ref, ref_skips = reference
+    marker = tmp_path / "crashed"
+    res = upload(folder, "--repo", "me/shop", "--model", tiny_model, "--batch-size", "2", "--no-push", "--out",
+                 tmp_path / "out", "--engine", "ray", "--num-workers", "2", "--shard-size", "2", "--work-dir",
+                 tmp_path / "work", env={"RAY_EMBED_CRASH_AFTER": "1", "RAY_EMBED_CRASH_MARKER": str(marker)})
+    assert res.returncode == 0, res.stderr
+    assert marker.exists(), "the injected worker crash did not happen"
+    assert skipped_lines(res.stdout) == ref_skips
+    assert_same(datasets.load_from_disk(str(tmp_path / "out" / "shop-embeddings")), ref)
+
+
+def test_manifest_with_files_and_urls(reference, tiny_model, tmp_path):
+    folder, ref, _ = reference
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        manifest = tmp_path / "products.csv"
+        manifest.write_text("id,path\n"
+                            f"a,{folder / 'rgb.jpg'}\n"
+                            f"b,http://127.0.0.1:{port}/sub/gray.png\n"
+                            f"c,{folder / 'missing.jpg'}\n"
+                            f"d,http://127.0.0.1:{port}/notes.jpg\n")
+        res = upload("--manifest", manifest, "--repo", "me/shop", "--model", tiny_model, "--no-push", "--out",
+                     tmp_path / "out", "--engine", "ray", "--num-workers", "1", "--work-dir", tmp_path / "work")
+    finally:
+        server.shutdown()
+    assert res.returncode == 0, res.stderr
+    embs = datasets.load_from_disk(str(tmp_path / "out" / "shop-embeddings"))
+    assert list(embs["id"]) == ["a", "b"]
+    ref_ids = list(ref["id"])
+    np.testing.assert_allclose(embedding_matrix(embs), embedding_matrix(ref)[[ref_ids.index("rgb"),
+                                                                             ref_ids.index("sub/gray")]], atol=1e-5)
+    assert "unreadable" in res.stdout and "missing.jpg" in res.stdout and "not an image" in res.stdout
+
+
+def test_manifest_needs_ray_engine(tmp_path):
+    (tmp_path / "m.csv").write_text("path\nx.jpg\n")
+    res = upload("--manifest", tmp_path / "m.csv", "--repo", "me/shop", "--no-push", "--out", tmp_path)
+    assert res.returncode == 2 and "--engine ray" in res.stderr
