@@ -137,6 +137,7 @@ class Visit:
     target: int | None = None  # the product to find, in "Find a product" mode
     found_in: int | None = None  # rounds it took, once clicked
     results: list[dict] = field(default_factory=list)  # the shopper's own hunts, newest last
+    lock: threading.Lock = field(default_factory=threading.Lock)  # one click at a time per browser session
 
 
 def build_app(catalog: Catalog, rec: Recommender):
@@ -198,6 +199,10 @@ def build_app(catalog: Catalog, rec: Recommender):
     def on_select(visit: Visit | None, evt: gr.SelectData):
         if visit is None:
             return start()
+        with visit.lock:  # a double click sends two events at once; the second sees the first's result
+            return pick(visit, evt)
+
+    def pick(visit: Visit, evt: gr.SelectData):
         session = visit.session
         index = evt.index if isinstance(evt.index, int) else None
         if index is None or not 0 <= index < len(session.shown) or visit.found_in is not None:
@@ -221,7 +226,7 @@ def build_app(catalog: Catalog, rec: Recommender):
         with gr.Row():
             products = gr.Gallery(label="Products", columns=5, rows=2, height="auto", allow_preview=False, scale=4,
                                   object_fit="contain", elem_id="products", interactive=False, buttons=[])
-            target = gr.Image(label="Find this product", visible=False, interactive=False, elem_id="target",
+            target = gr.Image(label="Find this product", visible=False, interactive=False, elem_id="target", height=280,
                               scale=1, buttons=[])
         with gr.Row():
             restart = gr.Button("Start over", elem_id="start-over")

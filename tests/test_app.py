@@ -245,3 +245,39 @@ def test_find_a_product_mode_counts_rounds(server):
         # after finding, further clicks change nothing
         again = shopper.pick(0, value(gallery)[0])
         assert again[3] == status
+
+
+def test_double_click_in_one_session_advances_once(tmp_path):
+    """Two events of one browser session at once (a double click): one round advances, no error."""
+    import gradio as gr
+
+    import app
+
+    catalog = app.Catalog(datasets.load_from_disk(str(make_catalog(tmp_path / "cat", n=50))), "t", tmp_path)
+    rec = app.Recommender(catalog.embeddings, seed=0)
+    demo = app.build_app(catalog, rec)
+    fns = {f.api_name: f.fn for f in demo.fns.values()}
+    visit = fns["start"]()[0]
+    slow = visit.session.next_round
+
+    def next_round_slowly(*a, **k):
+        time.sleep(0.2)  # widen the window in which a second click could slip in
+        return slow(*a, **k)
+
+    visit.session.next_round = next_round_slowly
+    item = {"image": {"path": catalog.thumb(visit.session.shown[3])}, "caption": ""}
+    outs, errors = [], []
+
+    def click():
+        try:
+            outs.append(fns["pick"](visit, gr.SelectData(None, {"index": 3, "value": item})))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=click) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(outs) == 2
+    assert visit.session.round == 2 and len(visit.session.picks) == 1
