@@ -7,6 +7,9 @@ followed by fresh random ones. No product is ever shown twice in a session.
 
 Seen products are excluded inside the FAISS search with a per-session N-bit bitmap (`IDSelectorBitmap`), so a
 round costs one scan of the index and never a Python loop over the catalog.
+
+That rule is strategy "mean"; "random" (the baseline), "rocchio" and "bayes" (a belief over the wanted product,
+galleries chosen to narrow it fastest) plug in the same way: see STRATEGIES.
 """
 
 from __future__ import annotations
@@ -122,7 +125,7 @@ def belief_space(rec: Recommender) -> np.ndarray:
     """Unit rows the belief update compares: the embeddings, or on big catalogs their PCA projection (made once)."""
     if rec.n * rec.dim <= BAYES_EXACT_BUDGET or rec.dim <= BAYES_DIM:
         return rec.unit
-    with rec._lock:
+    with rec._belief_lock:
         if rec._belief is None:
             pca = faiss.PCAMatrix(rec.dim, BAYES_DIM)
             sample = np.random.default_rng(0).choice(rec.n, min(rec.n, 100_000), replace=False)
@@ -273,8 +276,8 @@ class Recommender:
         if ivf is not None and nprobe is not None:
             ivf.nprobe = nprobe
         self._seeds = np.random.SeedSequence(seed)
-        self._seed_lock = threading.Lock()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # for drawing session seeds
+        self._belief_lock = threading.Lock()  # for building belief_space's projection once
         self._belief: np.ndarray | None = None  # belief_space's projection, made on first use
 
     def new_session(self, seed: int | None = None, strategy: str | None = None, **params) -> Session:
@@ -286,7 +289,7 @@ class Recommender:
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}; choose from {sorted(STRATEGIES)}")
         if seed is None:
-            with self._seed_lock:
+            with self._lock:
                 (seed,) = self._seeds.spawn(1)
         return Session(self, np.random.default_rng(seed), strategy, params)
 
