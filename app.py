@@ -24,13 +24,13 @@ from pathlib import Path
 
 import gradio as gr
 
+from demo import DEFAULT_CACHE, load_demo_catalog
 from embed import embedding_matrix, open_image, to_rgb
 from hubcheck import HubUnavailableError, require_hub
 from recommender import STRATEGIES, Recommender, Session, belief_space
 
 log = logging.getLogger("app")
 THUMB_PX = 256
-DEFAULT_CACHE = Path(os.environ.get("CACHE_DIR", Path.home() / ".cache" / "product-recommender"))
 
 
 class CatalogError(ValueError):
@@ -286,8 +286,6 @@ def prepare(args: argparse.Namespace) -> tuple[Catalog, Recommender]:
     if args.dataset:
         ds, name = load_dataset_source(args.dataset), args.dataset
     else:
-        from demo import load_demo_catalog
-
         ds, name = load_demo_catalog(size=args.demo_size, cache_dir=cache), f"demo: Fashion-MNIST ({args.demo_size})"
     catalog = Catalog(ds, name, cache)
     try:
