@@ -180,8 +180,13 @@ class ImageEncoder:
 
     def describe(self) -> dict:
         """What produced the vectors: recorded with every embeddings dataset so the app can check it."""
-        return {"model": self.model_name, "pooling": self.pooling if self.processor is not None else "mean",
-                "dim": self.dim, "normalized": "l2"}
+        return describe_model(self.model_name, self.pooling, self.dim)
+
+
+def describe_model(model: str, pooling: str, dim: int) -> dict:
+    """The record of which model and pooling made a set of vectors (EfficientNet always averages its features)."""
+    return {"model": model, "pooling": "mean" if model == EFFICIENTNET_MODEL else pooling, "dim": dim,
+            "normalized": "l2"}
 
 
 # ---------------------------------------------------------------------------------------- datasets -> vectors

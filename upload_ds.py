@@ -24,7 +24,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from embed import DEFAULT_MODEL, to_rgb
+from embed import DEFAULT_MODEL, describe_model, to_rgb
 from hubcheck import HubUnavailableError, require_hub
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".jfif", ".avif", ".heic"}
@@ -132,14 +132,19 @@ def images_dataset(scan: FolderScan):
     import datasets
 
     files = [(id_, str(p)) for id_, p in scan.images]
-    h = hashlib.sha256()
-    for id_, p in files:
-        st = os.stat(p)
-        h.update(f"{id_}\x00{p}\x00{st.st_size}\x00{st.st_mtime_ns}\n".encode())
     features = datasets.Features({"image": datasets.Image(), "id": datasets.Value("string")})
     return datasets.Dataset.from_generator(
-        _image_rows, features=features, gen_kwargs={"files": files}, fingerprint=h.hexdigest()[:32]
+        _image_rows, features=features, gen_kwargs={"files": files}, fingerprint=files_key(files)[:32]
     )
+
+
+def files_key(rows: list[tuple[str, str]], salt: str = "") -> str:
+    """A hash of (id, source) rows with each local file's size and mtime, so a changed file changes the key."""
+    h = hashlib.sha256(salt.encode())
+    for id_, src in rows:
+        st = os.stat(src) if os.path.exists(src) else None  # URLs have no local stamp
+        h.update(f"{id_}\x00{src}\x00{st and st.st_size}\x00{st and st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
 
 
 def resolve_token() -> str | None:
@@ -196,19 +201,16 @@ def build_ray(img_dir: str | None, manifest: str | None, model: str, batch_size:
 
     import ray_embed
 
+    rel: dict[str, str] = {}  # source -> name in the skip report (folder-relative for folders)
     if manifest:
         rows, root = ray_embed.read_manifest(manifest), Path(manifest).parent
-        rel = dict((src, src) for _, src in rows)
     else:
         root = Path(img_dir)
         files = list_folder(root)
         rows = list(zip(make_ids(root, files), map(str, files)))
         rel = {str(p): p.relative_to(root).as_posix() for p in files}
-    h = hashlib.sha256(f"{model}\x00{pooling}\x00{max_pixels}\n".encode())
-    for id_, src in rows:
-        stamp = os.stat(src) if os.path.exists(src) else None
-        h.update(f"{id_}\x00{src}\x00{stamp and stamp.st_size}\x00{stamp and stamp.st_mtime_ns}\n".encode())
-    work = Path(work_dir) if work_dir else Path(datasets.config.HF_DATASETS_CACHE) / "ray-embed" / h.hexdigest()[:24]
+    key = files_key(rows, salt=f"{model}\x00{pooling}\x00{max_pixels}\n")
+    work = Path(work_dir) if work_dir else Path(datasets.config.HF_DATASETS_CACHE) / "ray-embed" / key[:24]
     emb_ds, skipped = ray_embed.run(rows, work, model, pooling, batch_size, num_workers, gpus_per_worker, ray_address,
                                     max_pixels, shard_size, log=lambda msg: print(msg, file=sys.stderr))
     scan = FolderScan(root, images=list(zip(emb_ds["id"], [None] * len(emb_ds))),
@@ -216,8 +218,7 @@ def build_ray(img_dir: str | None, manifest: str | None, model: str, batch_size:
     if not len(emb_ds):
         raise ValueError(f"none of the {len(rows)} images could be read:\n{scan.report()}")
     dim = emb_ds.features["embeddings"].length
-    emb_ds.info.description = json.dumps({"model": model, "pooling": "mean" if model == "efficientnet-lite0" else
-                                          pooling, "dim": dim, "normalized": "l2", "source": "upload_ds.py (ray)"})
+    emb_ds.info.description = json.dumps({**describe_model(model, pooling, dim), "source": "upload_ds.py (ray)"})
     return scan, emb_ds.select_columns(["image", "id"]), emb_ds
 
 
