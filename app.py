@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import re
+import socket
 import sys
 import threading
 import time
@@ -24,101 +24,15 @@ from pathlib import Path
 
 import gradio as gr
 
-from demo import DEFAULT_CACHE, load_demo_catalog
-from embed import embedding_matrix, open_image, to_rgb
-from hubcheck import HubUnavailableError, require_hub
+from catalog import DEFAULT_CACHE, Catalog, CatalogError, load_dataset_source
+from cli import ArgumentParser, env, env_flag, whole_number
+from cli import run as run_cli
+from demo import load_demo_catalog
 from recommender import STRATEGIES, Recommender, Session, belief_space
 
 log = logging.getLogger("app")
-THUMB_PX = 256
-
-
-class CatalogError(ValueError):
-    """The dataset given to the app cannot be used (missing, unreachable, wrong columns, bad embeddings)."""
-
-
-# -------------------------------------------------------------------------------------------------- catalog
-def load_dataset_source(src: str):
-    """A local directory from `save_to_disk` (load_from_disk) or a Hub dataset id (load_dataset, split train)."""
-    import datasets
-
-    path = Path(src).expanduser()
-    if path.exists():
-        try:
-            ds = datasets.load_from_disk(str(path))
-        except Exception as exc:
-            raise CatalogError(f"{src} is not a dataset saved with save_to_disk: {exc}") from exc
-        if isinstance(ds, datasets.DatasetDict):
-            if "train" not in ds:
-                raise CatalogError(f"{src} has splits {list(ds)} but no 'train' split")
-            ds = ds["train"]
-        return ds
-    if src.startswith((".", "/", "~")) or src.count("/") != 1:
-        raise CatalogError(f"{src} is neither an existing directory nor a Hub dataset id (USER/NAME)")
-    try:
-        require_hub(f"loading the dataset {src!r}")
-        return datasets.load_dataset(src, split="train")
-    except HubUnavailableError as exc:
-        raise CatalogError(str(exc)) from exc
-    except Exception as exc:
-        raise CatalogError(f"could not load the Hub dataset {src!r}: {exc}") from exc
-
-
-class Catalog:
-    """The products a shop shows: images (as gallery-sized thumbnail files), labels and embeddings."""
-
-    def __init__(self, ds, name: str, cache_dir: Path = DEFAULT_CACHE, image_column: str = "image") -> None:
-        import datasets
-
-        missing = [c for c in (image_column, "embeddings") if c not in ds.column_names]
-        if missing:
-            raise CatalogError(f"dataset {name} has no {' or '.join(map(repr, missing))} column "
-                               f"(columns: {ds.column_names}); make it with upload_ds.py")
-        if len(ds) == 0:
-            raise CatalogError(f"dataset {name} has no rows")
-        try:
-            self.embeddings = embedding_matrix(ds)
-        except ValueError as exc:
-            raise CatalogError(f"dataset {name}: {exc}") from exc
-        self.name = name
-        self.n = len(ds)
-        self.images = ds.select_columns([image_column]).cast_column(image_column, datasets.Image(decode=False))
-        self.image_column = image_column
-        label_col = "category" if "category" in ds.column_names else "id" if "id" in ds.column_names else None
-        self.labels = [str(v) for v in ds[label_col]] if label_col else [f"#{i}" for i in range(self.n)]
-        try:
-            self.model = json.loads(ds.info.description or "{}").get("model")
-        except (ValueError, AttributeError):
-            self.model = None
-        self.thumb_dir = Path(cache_dir) / "thumbs" / f"{ds._fingerprint}-{THUMB_PX}"
-        self.thumb_dir.mkdir(parents=True, exist_ok=True)
-
-    def thumb(self, row: int) -> str:
-        """Path of the product's gallery-sized JPEG, made on first use and kept on disk."""
-        path = self.thumb_dir / f"r{row}.jpg"
-        if not path.exists():
-            img = to_rgb(open_image(self.images[row][self.image_column]))
-            img.thumbnail((THUMB_PX, THUMB_PX))
-            tmp = path.with_name(f".{path.name}.{threading.get_ident()}")
-            img.save(tmp, "JPEG", quality=88)
-            os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
-        return str(path)
-
-    def warm_thumbnails(self) -> threading.Thread:
-        """Make every thumbnail in a background thread so rounds only read files."""
-
-        def work() -> None:
-            t = time.perf_counter()
-            for row in range(self.n):
-                try:
-                    self.thumb(row)
-                except Exception as exc:  # a broken image must not stop the rest
-                    log.warning("thumbnail of row %d failed: %s", row, exc)
-            log.info("thumbnails of %d products ready in %.1f s", self.n, time.perf_counter() - t)
-
-        thread = threading.Thread(target=work, name="thumbnails", daemon=True)
-        thread.start()
-        return thread
+SESSION_IDLE_S = 2 * 3600  # a browser session's state is dropped after this long without an event
+MAX_RESULTS = 500  # Find-a-product results kept per shopper
 
 
 def row_of_thumb(value) -> int | None:
@@ -137,25 +51,64 @@ class Visit:
     target: int | None = None  # the product to find, in "Find a product" mode
     found_in: int | None = None  # rounds it took, once clicked
     results: list[dict] = field(default_factory=list)  # the shopper's own hunts, newest last
-    lock: threading.Lock = field(default_factory=threading.Lock)  # one click at a time per browser session
+    lock: threading.Lock = field(default_factory=threading.Lock)  # one event at a time per browser session
+
+    def saved(self, catalog: Catalog) -> dict:
+        """What the shopper's browser keeps (gr.BrowserState) so a reload resumes here: plain JSON data."""
+        return {"catalog": catalog.key, **self.session.to_dict(), "target": self.target, "found_in": self.found_in,
+                "results": self.results[-MAX_RESULTS:]}
 
 
-def build_app(catalog: Catalog, rec: Recommender):
+def restore_visit(saved, catalog: Catalog, rec: Recommender) -> Visit | None:
+    """The Visit a browser saved, or None when there is none, it is of another catalog, or it does not check out."""
+    if not isinstance(saved, dict) or saved.get("catalog") != catalog.key:
+        return None
+    try:
+        session = rec.restore_session(saved)
+        target, found_in, results = saved.get("target"), saved.get("found_in"), saved.get("results") or []
+        if target is not None and not (isinstance(target, int) and 0 <= target < catalog.n):
+            raise ValueError(f"target {target!r} is not a product")
+        if found_in is not None and not (isinstance(found_in, int) and target is not None):
+            raise ValueError(f"found_in {found_in!r} is not a round")
+        if not isinstance(results, list) or not all(
+                isinstance(r, dict) and r.get("strategy") in STRATEGIES and
+                (r.get("rounds") is None or isinstance(r.get("rounds"), int)) for r in results):
+            raise ValueError("results are not a list of {strategy, rounds}")
+    except ValueError as exc:
+        log.info("a browser's saved session was not restored: %s", exc)
+        return None
+    results = [{"strategy": r["strategy"], "rounds": r["rounds"]} for r in results[-MAX_RESULTS:]]
+    return Visit(session, target=target, found_in=found_in, results=results)
+
+
+def build_app(catalog: Catalog, rec: Recommender, session_idle_s: float = SESSION_IDLE_S):
     """The Gradio Blocks of the shop over one catalog and one recommender (shared, read-only)."""
     strategies = sorted(STRATEGIES)
 
+    def showable_round(session: Session) -> None:
+        """Swap out products of the current round whose image turns out unreadable (a few tries at most)."""
+        for _ in range(5):
+            bad = [row for row in session.shown if catalog.showable(row) is None]
+            if not bad:
+                return
+            session.withdraw(bad)
+
     def gallery_items(session: Session) -> list[tuple[str, str]]:
-        return [(catalog.thumb(row), ("★ match · " if i < session.n_similar else "✦ new · ") + catalog.labels[row])
-                for i, row in enumerate(session.shown)]
+        items = []
+        for i, row in enumerate(session.shown):
+            path = catalog.showable(row)
+            if path is not None:
+                items.append((path, ("★ match · " if i < session.n_similar else "✦ new · ") + catalog.labels[row]))
+        return items
 
     def status(visit: Visit) -> str:
         session = visit.session
-        seen = f"{session.n_seen:,} of {catalog.n:,} products seen"
+        seen = f"{session.n_seen:,} of {catalog.n - session.n_hidden:,} products seen"
         if visit.found_in is not None:
             return (f"**Found it in {visit.found_in} round{'s' * (visit.found_in != 1)}** with strategy "
                     f"*{session.strategy}*. Press *Find a product* for another, or *Start over* to shop.")
         if session.exhausted and not session.shown:
-            return f"**You have seen all {catalog.n:,} products.** Press *Start over* to browse again. ({seen})"
+            return f"**You have seen all {session.n_seen:,} products.** Press *Start over* to browse again."
         if visit.target is not None:
             return f"**Round {session.round}** · {seen} · Find the product shown on the right, by clicking " \
                    f"what looks most like it."
@@ -174,21 +127,40 @@ def build_app(catalog: Catalog, rec: Recommender):
     def render(visit: Visit, extras: bool = True):
         """All outputs; with extras=False the target image and results table are left as they are (cheaper)."""
         session = visit.session
-        target = catalog.thumb(visit.target) if visit.target is not None else None
-        return (visit, gr.Gallery(value=gallery_items(session), selected_index=None),
-                [(catalog.thumb(row), catalog.labels[row]) for row in session.picks], status(visit),
+        showable_round(session)
+        target = catalog.showable(visit.target) if visit.target is not None else None
+        picks = [(path, catalog.labels[row]) for row in session.picks if (path := catalog.showable(row))]
+        return (visit, gr.Gallery(value=gallery_items(session), selected_index=None), picks, status(visit),
                 gr.Image(value=target, visible=target is not None) if extras else gr.skip(),
-                results_table(visit) if extras else gr.skip())
+                results_table(visit) if extras else gr.skip(), visit.saved(catalog), catalog.summary())
+
+    def draw_target(session: Session) -> int | None:
+        """A random product that can be shown, to hunt for."""
+        for _ in range(100):
+            row = int(session.rng.integers(catalog.n))
+            if not rec.is_excluded(row) and catalog.showable(row) is not None:
+                return row
+        return None
 
     def new_visit(strategy: str | None, old: Visit | None, hunt: bool) -> Visit:
         strategy = strategy if strategy in STRATEGIES else rec.strategy
-        visit = Visit(rec.new_session(strategy=strategy), results=old.results if old else [])
-        if old is not None and old.target is not None and old.found_in is None and old.session.round > 0:
-            visit.results.append({"strategy": old.session.strategy, "rounds": None})  # abandoned hunt
+        results = []
+        if old is not None:
+            with old.lock:  # two Start-over clicks at once record the abandoned hunt once
+                if old.target is not None and old.found_in is None and old.session.round > 0:
+                    old.results.append({"strategy": old.session.strategy, "rounds": None})
+                old.target = None
+                results = old.results
+        visit = Visit(rec.new_session(strategy=strategy), results=results)
         if hunt:
-            visit.target = int(visit.session.rng.integers(catalog.n))
+            visit.target = draw_target(visit.session)
         visit.session.next_round()
         return visit
+
+    def load(saved):
+        """A page (re)load: resume what this browser saved, or start a new visit."""
+        visit = restore_visit(saved, catalog, rec)
+        return render(visit) if visit is not None else render(new_visit(None, None, hunt=False))
 
     def start(strategy: str | None = None, visit: Visit | None = None):
         return render(new_visit(strategy, visit, hunt=False))
@@ -196,9 +168,11 @@ def build_app(catalog: Catalog, rec: Recommender):
     def find_product(strategy: str | None = None, visit: Visit | None = None):
         return render(new_visit(strategy, visit, hunt=True))
 
-    def on_select(visit: Visit | None, evt: gr.SelectData):
-        if visit is None:
-            return start()
+    def on_select(visit: Visit | None, saved, evt: gr.SelectData):
+        if visit is None:  # the server let this session's state go (idle, or a restart): the browser has it
+            visit = restore_visit(saved, catalog, rec)
+            if visit is None:
+                return start()
         with visit.lock:  # a double click sends two events at once; the second sees the first's result
             return pick(visit, evt)
 
@@ -219,9 +193,11 @@ def build_app(catalog: Catalog, rec: Recommender):
         return render(visit, extras=False)
 
     with gr.Blocks(title="Visual product recommender") as demo:
-        gr.Markdown(f"## Find your product\nClick the product you like best; each round shows products that look "
-                    f"like your picks, plus a few new ones. Catalog: **{catalog.name}**, {catalog.n:,} products.")
-        state = gr.State(None)
+        gr.Markdown("## Find your product\nClick the product you like best; each round shows products that look "
+                    "like your picks, plus a few new ones.")
+        header = gr.Markdown(catalog.summary(), elem_id="catalog")
+        state = gr.State(None, time_to_live=session_idle_s, delete_callback=lambda visit: None)
+        saved = gr.BrowserState(None, storage_key=f"product-recommender-{catalog.key}")
         info = gr.Markdown(elem_id="status")
         with gr.Row():
             products = gr.Gallery(label="Products", columns=5, rows=2, height="auto", allow_preview=False, scale=4,
@@ -241,66 +217,112 @@ def build_app(catalog: Catalog, rec: Recommender):
                                 elem_id="strategy")
             results = gr.Dataframe(headers=["strategy", "rounds to find"], value=[], interactive=False,
                                    label="Find a product: your results", elem_id="results")
-        outputs = [state, products, picks, info, target, results]
-        demo.load(start, None, outputs, api_name="start")
-        products.select(on_select, [state], outputs, api_name="pick", concurrency_limit=None)
+        outputs = [state, products, picks, info, target, results, saved, header]
+        demo.load(load, [saved], outputs, api_name="start")
+        products.select(on_select, [state, saved], outputs, api_name="pick", concurrency_limit=None)
         restart.click(start, [strategy, state], outputs, api_name="start_over")
         hunt.click(find_product, [strategy, state], outputs, api_name="find_product")
         strategy.input(start, [strategy, state], outputs, api_name="set_strategy")
+
+        def on_unload(request: gr.Request) -> None:
+            forget_session(demo, request)
+
+        demo.unload(on_unload)
     return demo
 
 
+def forget_session(demo: gr.Blocks, request: gr.Request) -> None:
+    """A closed tab: drop its state and Gradio's record of it now.
+
+    Gradio keeps a closed session's gr.State for an hour, and its per-session record (~150 KB) until
+    `state_session_capacity` sessions push it out; the shopper's place lives on in the browser
+    (gr.BrowserState), so nothing is lost by letting it go at once.
+    """
+    holder = getattr(demo, "state_holder", None)
+    session_hash = getattr(request, "session_hash", None)
+    if holder is None or session_hash is None:
+        return
+    holder.delete_state(session_hash)
+    with holder.lock:
+        holder.session_data.pop(session_hash, None)
+        holder.time_last_used.pop(session_hash, None)
+
+
 # ---------------------------------------------------------------------------------------------------- main
-def env(name: str, default=None):
-    """An environment setting, '' counting as unset."""
-    value = os.environ.get(name, "")
-    return value if value != "" else default
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Flags, each defaulting to its environment variable."""
-    ap = argparse.ArgumentParser(prog="app.py", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    """Flags, each defaulting to its environment variable; a bad value of either is one `error:` line, exit 2."""
+    ap = ArgumentParser(prog="app.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default=env("DATASET"), metavar="SRC",
                     help="Hub dataset id or directory saved by upload_ds.py --out (env DATASET); "
                          "default: the built-in demo catalog")
     ap.add_argument("--host", default=env("HOST", env("GRADIO_SERVER_NAME")), help="address to listen on (env HOST)")
-    ap.add_argument("--port", type=int, default=int(env("PORT", env("GRADIO_SERVER_PORT", 7860))),
-                    help="port (env PORT, default 7860)")
-    ap.add_argument("--share", action="store_true", default=env("SHARE", "0").lower() in ("1", "true", "yes"),
+    ap.add_argument("--port", type=whole_number(1, 65535, "PORT"),
+                    default=env("PORT", env("GRADIO_SERVER_PORT", "7860")), help="port (env PORT, default 7860)")
+    ap.add_argument("--share", action="store_true", default=env_flag("SHARE"),
                     help="create a public share link (env SHARE)")
-    ap.add_argument("--per-round", type=int, default=int(env("PER_ROUND", 10)), help="products per round (10)")
-    ap.add_argument("--similar", type=int, default=int(env("SIMILAR", 5)), help="similar products per round (5)")
+    ap.add_argument("--per-round", type=whole_number(1, 100, "PER_ROUND"), default=env("PER_ROUND", "10"),
+                    help="products per round (env PER_ROUND, default 10)")
+    ap.add_argument("--similar", type=whole_number(0, 100, "SIMILAR"), default=env("SIMILAR", "5"),
+                    help="similar products per round, at most --per-round (env SIMILAR, default 5)")
     ap.add_argument("--strategy", default=env("STRATEGY", "mean"), choices=sorted(STRATEGIES),
                     help="recommendation strategy (env STRATEGY, default mean)")
-    ap.add_argument("--demo-size", type=int, default=int(env("DEMO_SIZE", 2000)),
+    ap.add_argument("--demo-size", type=whole_number(1, 70_000, "DEMO_SIZE"), default=env("DEMO_SIZE", "2000"),
                     help="products in the built-in demo catalog (env DEMO_SIZE, default 2000)")
     ap.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="thumbnails and demo cache (env CACHE_DIR)")
-    return ap.parse_args(argv)
+    ap.add_argument("--max-sessions", type=whole_number(1, None, "MAX_SESSIONS"), default=env("MAX_SESSIONS", "1000"),
+                    help="browser sessions kept in memory at once; the least recently used beyond it is dropped and "
+                         "resumes from the browser's copy (env MAX_SESSIONS, default 1000)")
+    args = ap.parse_args(argv)
+    if args.similar > args.per_round:
+        ap.error(f"--similar ({args.similar}) cannot exceed --per-round ({args.per_round})")
+    if args.strategy not in STRATEGIES:  # argparse does not check a default (here: STRATEGY) against choices
+        ap.error(f"STRATEGY {args.strategy!r} is not one of {sorted(STRATEGIES)}")
+    return args
+
+
+def port_problem(host: str | None, port: int) -> str | None:
+    """Why the server could not listen on host:port (in use, not allowed), or None when it can."""
+    with socket.socket(socket.AF_INET6 if host and ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host or "127.0.0.1", port))
+        except OSError as exc:
+            return f"cannot listen on {host or '127.0.0.1'}:{port}: {exc.strerror or exc}; pass --port (or PORT)"
+    return None
 
 
 def prepare(args: argparse.Namespace) -> tuple[Catalog, Recommender]:
-    """Load the catalog and build the index once; raises CatalogError with a one-line reason."""
+    """Load the catalog, check a sample of its images and build the index once; CatalogError with one line."""
     t = time.perf_counter()
     cache = Path(args.cache_dir)
     if args.dataset:
         ds, name = load_dataset_source(args.dataset), args.dataset
     else:
-        ds, name = load_demo_catalog(size=args.demo_size, cache_dir=cache), f"demo: Fashion-MNIST ({args.demo_size})"
+        try:
+            ds = load_demo_catalog(size=args.demo_size, cache_dir=cache)
+        except (ValueError, FileNotFoundError) as exc:
+            raise CatalogError(f"demo catalog: {exc}") from exc
+        name = f"demo: Fashion-MNIST ({args.demo_size})"
     catalog = Catalog(ds, name, cache)
     try:
         rec = Recommender(catalog.embeddings, per_round=args.per_round, similar=args.similar, strategy=args.strategy)
     except ValueError as exc:
         raise CatalogError(f"dataset {name}: {exc}") from exc
+    catalog.on_unavailable = rec.exclude
+    catalog.check_sample()
     log.info("catalog %s: %d products, %d-d embeddings%s; ready in %.1f s", name, catalog.n, rec.dim,
              f" ({catalog.model})" if catalog.model else "", time.perf_counter() - t)
     return catalog, rec
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Start the server; exit code 2 with one error line when the catalog cannot be used."""
+    """Start the server; exit code 2 with one error line when the settings or the catalog cannot be used."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = parse_args(argv)
+    problem = port_problem(args.host, args.port)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     t = time.perf_counter()
     try:
         catalog, rec = prepare(args)
@@ -308,14 +330,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     gr.set_static_paths([str(catalog.thumb_dir)])
-    catalog.warm_thumbnails()
+    catalog.check_all()
     threading.Thread(target=belief_space, args=(rec,), name="belief", daemon=True).start()  # for "bayes" sessions
     demo = build_app(catalog, rec)
     log.info("start-up %.1f s; serving %d products", time.perf_counter() - t, catalog.n)
-    demo.queue(default_concurrency_limit=None).launch(server_name=args.host, server_port=args.port,
-                                                      share=args.share)
+    try:
+        demo.queue(default_concurrency_limit=None).launch(server_name=args.host, server_port=args.port,
+                                                          share=args.share, state_session_capacity=args.max_sessions)
+    except OSError as exc:  # the port was taken between the check and the start
+        print(f"error: cannot start the server: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, interrupted="stopped"))

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from catalog import DEFAULT_CACHE
+
 CATEGORIES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
               "Ankle boot"]
 DEBIAN_DIR = Path(os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
@@ -31,7 +33,6 @@ SUBSET_PER_CATEGORY = 200
 DISPLAY_PX = 112  # 4x the 28 px originals, nearest-neighbour so they stay crisp
 DEMO_MODEL = "efficientnet-lite0"
 CACHE_VERSION = "v2"
-DEFAULT_CACHE = Path(os.environ.get("CACHE_DIR", Path.home() / ".cache" / "product-recommender"))
 
 
 def read_idx(path: Path) -> np.ndarray:

@@ -132,7 +132,7 @@ def load_embeddings(src: str, demo_size: int, cache_dir: str | None) -> tuple[np
         ds = load_demo_catalog(size=demo_size, cache_dir=cache_dir)
         name = f"demo catalog ({demo_size} Fashion-MNIST products)"
     else:
-        from app import load_dataset_source
+        from catalog import load_dataset_source
 
         ds, name = load_dataset_source(src), src
     cats = np.asarray(ds["category"]) if "category" in ds.column_names else None

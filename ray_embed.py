@@ -21,12 +21,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from embed import ImageEncoder
+from folder import DEFAULT_MAX_PIXELS, check_image, display_name
 
 URL_TIMEOUT_S = 60
 
 
-def read_source(src: str) -> bytes:
-    """The bytes of a local path, a file:// URL or an http(s) URL."""
+def read_source(src: str | bytes) -> bytes:
+    """The bytes of a local path (str, or bytes for a name that is not UTF-8), a file:// URL or an http(s) URL."""
+    src = os.fsdecode(src)
     if src.startswith(("http://", "https://", "file://")):
         with urllib.request.urlopen(src, timeout=URL_TIMEOUT_S) as resp:
             return resp.read()
@@ -35,10 +37,8 @@ def read_source(src: str) -> bytes:
 
 def read_and_check(batch: pa.Table, max_pixels: int) -> pa.Table:
     """Stage 1 (tasks): read each file and fully decode it; bad files keep empty bytes and a reason."""
-    from upload_ds import check_image
-
     images, reasons = [], []
-    for src in batch.column("path").to_pylist():
+    for src in map(os.fsdecode, batch.column("path").to_pylist()):
         try:
             data = read_source(src)
         except Exception as exc:  # missing, permission, network: reported, never fatal
@@ -46,7 +46,7 @@ def read_and_check(batch: pa.Table, max_pixels: int) -> pa.Table:
             reasons.append(f"unreadable: {type(exc).__name__}: {exc}")
             continue
         reason = check_image(data, max_pixels)
-        images.append({"bytes": b"" if reason else data, "path": os.path.basename(src.rstrip("/"))})
+        images.append({"bytes": b"" if reason else data, "path": display_name(os.path.basename(src.rstrip("/")))})
         reasons.append(reason)
     return batch.append_column("image", pa.array(images, pa.struct([("bytes", pa.binary()), ("path", pa.string())])))\
         .append_column("reason", pa.array(reasons, pa.string()))
@@ -126,14 +126,15 @@ def finished_orders(work: Path) -> set[int]:
 
 def run(rows: list[tuple[str, str]], work_dir: str | os.PathLike, model: str, pooling: str = "cls",
         batch_size: int = 32, num_workers: int = 2, gpus_per_worker: float = 0, ray_address: str | None = None,
-        max_pixels: int = 89_478_485, shard_size: int = 64, cpus_per_worker: float | None = None, log=print):
+        max_pixels: int = DEFAULT_MAX_PIXELS, shard_size: int = 64, cpus_per_worker: float | None = None, log=print):
     """Embed `rows` (id, source) on Ray; returns (embeddings dataset in row order, [(source, reason)] skipped)."""
     import ray
 
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     done = finished_orders(work)
-    todo = [{"order": i, "id": ident, "path": src} for i, (ident, src) in enumerate(rows) if i not in done]
+    # paths travel as bytes (os.fsencode): Arrow strings must be UTF-8, file names need not be
+    todo = [{"order": i, "id": ident, "path": os.fsencode(src)} for i, (ident, src) in enumerate(rows) if i not in done]
     log(f"ray engine: {len(rows)} images, {len(done)} already in {work}, {len(todo)} to do")
     if todo:
         started_here = not ray.is_initialized()
@@ -178,7 +179,7 @@ def assemble(work: Path, n_rows: int):
     if table.num_rows != n_rows:
         raise RuntimeError(f"ray engine: {table.num_rows} of {n_rows} rows in {work}; run again to finish")
     reasons = table.column("reason").to_pylist()
-    skipped = [(path, r) for path, r in zip(table.column("path").to_pylist(), reasons) if r is not None]
+    skipped = [(os.fsdecode(path), r) for path, r in zip(table.column("path").to_pylist(), reasons) if r is not None]
     good = table.filter(pa.array([r is None for r in reasons]))
     dim = good.schema.field("embeddings").type.list_size
     features = datasets.Features({"image": datasets.Image(), "id": datasets.Value("string"),

@@ -157,6 +157,9 @@ def strategy_bayes(session: Session, n: int) -> list[int]:
         st["logp"] = np.zeros(rec.n, dtype=np.float32)
         st["rounds_used"] = 0
     logp = st["logp"]
+    if st.get("hidden") != session.n_hidden:  # rows excluded by the catalog or withdrawn: never the target
+        logp[~session.unseen_mask()] = -np.inf
+        st["hidden"] = session.n_hidden
     space = belief_space(rec)
     # fold in every round not used yet: the shown rows are out, and the pick (if any) weighs the rest
     while st["rounds_used"] < len(session.history):
@@ -247,6 +250,24 @@ def register_strategy(name: str, fn: Callable[[Session, int], list[int]], slots:
 
 
 # ----------------------------------------------------------------------------------------------- recommender
+def _full_bitmap(n: int) -> np.ndarray:
+    """An n-bit little-endian bitmap (FAISS IDSelectorBitmap layout) with every bit set."""
+    bits = np.zeros((n + 7) // 8, dtype=np.uint8)
+    bits[: n // 8] = 0xFF
+    if n % 8:
+        bits[n // 8] = (1 << (n % 8)) - 1
+    return bits
+
+
+def _rows_of(values, n: int, what: str) -> list[int]:
+    """`values` as a list of ints in [0, n), or a ValueError naming `what`."""
+    if not isinstance(values, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"{what} must be a list of whole numbers")
+    if any(not 0 <= v < n for v in values):
+        raise ValueError(f"{what} has a number outside [0, {n})")
+    return list(values)
+
+
 class Recommender:
     """The catalog's index plus the round rule; cheap to share between any number of shopper sessions."""
 
@@ -276,9 +297,30 @@ class Recommender:
         if ivf is not None and nprobe is not None:
             ivf.nprobe = nprobe
         self._seeds = np.random.SeedSequence(seed)
-        self._lock = threading.Lock()  # for drawing session seeds
+        self._lock = threading.Lock()  # for drawing session seeds and reading/changing the availability bitmap
+        self._available_bits = _full_bitmap(self.n)  # rows a new session may show: cleared by `exclude`
+        self.n_excluded = 0
         self._belief_lock = threading.Lock()  # for building belief_space's projection once
         self._belief: np.ndarray | None = None  # belief_space's projection, made on first use
+
+    def exclude(self, rows) -> int:
+        """Never show `rows` in sessions started from now on (e.g. products whose image cannot be shown).
+
+        Returns how many of them were not excluded already. Live sessions are told with `Session.withdraw`.
+        """
+        rows = np.unique(np.asarray(rows, dtype=np.int64).ravel())
+        if rows.size and (rows[0] < 0 or rows[-1] >= self.n):
+            raise ValueError(f"rows to exclude must be in [0, {self.n}), got {rows[0]}..{rows[-1]}")
+        with self._lock:
+            was = (self._available_bits[rows >> 3] >> (rows & 7).astype(np.uint8)) & 1
+            new = rows[was == 1]
+            np.bitwise_and.at(self._available_bits, new >> 3, ~(np.uint8(1) << (new & 7).astype(np.uint8)))
+            self.n_excluded += int(new.size)
+        return int(new.size)
+
+    def is_excluded(self, row: int) -> bool:
+        """Whether `row` is kept out of new sessions."""
+        return not (self._available_bits[row >> 3] >> (row & 7)) & 1
 
     def new_session(self, seed: int | None = None, strategy: str | None = None, **params) -> Session:
         """Start a shopper session; same `seed` -> same rounds, None -> drawn from the recommender's seed.
@@ -292,6 +334,43 @@ class Recommender:
             with self._lock:
                 (seed,) = self._seeds.spawn(1)
         return Session(self, np.random.default_rng(seed), strategy, params)
+
+    def restore_session(self, saved: dict, seed: int | None = None) -> Session:
+        """A session in the state `Session.to_dict()` saved (e.g. kept by the shopper's browser over a reload).
+
+        The saved data is checked as untrusted input: a ValueError says what is wrong with it.
+        """
+        if not isinstance(saved, dict):
+            raise ValueError("a saved session must be a dict")
+        strategy = saved.get("strategy")
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}")
+        history, picks, pick_rounds = saved.get("history"), saved.get("picks"), saved.get("pick_rounds")
+        if not (isinstance(history, list) and isinstance(picks, list) and isinstance(pick_rounds, list)):
+            raise ValueError("history, picks and pick_rounds must be lists")
+        history = [_rows_of(r, self.n, f"round {i + 1}") for i, r in enumerate(history)]
+        if any(not 1 <= len(r) <= self.per_round for r in history):
+            raise ValueError(f"every round must show 1 to {self.per_round} products")
+        flat = [row for r in history for row in r]
+        if len(set(flat)) != len(flat):
+            raise ValueError("a product appears in two rounds")
+        picks, pick_rounds = _rows_of(picks, self.n, "picks"), _rows_of(pick_rounds, len(history) + 1, "pick_rounds")
+        if len(picks) != len(pick_rounds) or pick_rounds != sorted(set(pick_rounds)) or 0 in pick_rounds:
+            raise ValueError("picks and pick_rounds must pair up, one pick per round at most, in order")
+        if any(pick not in history[r - 1] for pick, r in zip(picks, pick_rounds)):
+            raise ValueError("a pick is not a product of the round it was picked from")
+        picked_last = bool(pick_rounds) and pick_rounds[-1] == len(history)  # that pick found nothing more to show
+        params = saved.get("params") or {}
+        if not isinstance(params, dict) or not all(isinstance(v, (int, float)) for v in params.values()):
+            raise ValueError("params must map names to numbers")
+        session = self.new_session(seed=seed, strategy=strategy, **params)
+        session.n_hidden -= sum(1 for row in flat if session.is_seen(row))  # excluded since, but shown then
+        session._mark_seen(flat)
+        session.history, session.picks, session.pick_rounds = history, picks, pick_rounds
+        session.shown = [] if picked_last or not history else list(history[-1])
+        n_similar = saved.get("n_similar", 0)
+        session.n_similar = min(n_similar, len(session.shown)) if isinstance(n_similar, int) and n_similar > 0 else 0
+        return session
 
 
 class Session:
@@ -308,13 +387,11 @@ class Session:
         self.shown: list[int] = []  # the current round
         self.n_similar = 0  # how many of `shown` (at its front) came from the strategy
         self.state: dict = {}  # strategy-owned memory
-        self.n_seen = 0
-        n = rec.n
-        self._unseen_bits = np.zeros((n + 7) // 8, dtype=np.uint8)
-        self._unseen_bits[: n // 8] = 0xFF
-        if n % 8:
-            self._unseen_bits[n // 8] = (1 << (n % 8)) - 1
-        self._selector = faiss.IDSelectorBitmap(n, faiss.swig_ptr(self._unseen_bits))
+        self.n_seen = 0  # rows shown to the shopper
+        with rec._lock:
+            self._unseen_bits = rec._available_bits.copy()  # a bit per row: set while it may still be shown
+            self.n_hidden = rec.n_excluded  # rows never to be shown: excluded by the catalog, or withdrawn
+        self._selector = faiss.IDSelectorBitmap(rec.n, faiss.swig_ptr(self._unseen_bits))
         self._params = _search_params(rec.index, self._selector)
 
     @property
@@ -329,13 +406,17 @@ class Session:
 
     @property
     def remaining(self) -> int:
-        """Rows not shown yet."""
-        return self.rec.n - self.n_seen
+        """Rows that may still be shown."""
+        return self.rec.n - self.n_seen - self.n_hidden
 
     @property
     def exhausted(self) -> bool:
-        """True once every product of the catalog has been shown."""
-        return self.n_seen >= self.rec.n
+        """True once every product of the catalog that can be shown has been shown."""
+        return self.remaining <= 0
+
+    def unseen_mask(self) -> np.ndarray:
+        """(N,) bool: the rows that may still be shown."""
+        return np.unpackbits(self._unseen_bits, bitorder="little", count=self.rec.n).astype(bool)
 
     def pick_after(self, round_no: int) -> int | None:
         """The row picked from round `round_no` (1-based), or None when that round got no pick."""
@@ -376,15 +457,48 @@ class Session:
                             break
             return out
         # Few rows left (> 3/4 of the catalog seen): list them; amortised O(per_round) per round overall.
-        unseen = np.flatnonzero(np.unpackbits(self._unseen_bits, bitorder="little")[: self.rec.n])
+        unseen = np.flatnonzero(self.unseen_mask())
         if taken:
             unseen = unseen[~np.isin(unseen, np.fromiter(taken, dtype=np.int64))]
         return [int(r) for r in self.rng.choice(unseen, size=k, replace=False)]
 
-    def _mark_seen(self, rows: list[int]) -> None:
+    def _clear_bits(self, rows: list[int]) -> None:
         for row in rows:
             self._unseen_bits[row >> 3] &= ~np.uint8(1 << (row & 7))
+
+    def _mark_seen(self, rows: list[int]) -> None:
+        self._clear_bits(rows)
         self.n_seen += len(rows)
+
+    def withdraw(self, rows) -> list[int]:
+        """Never show `rows` again (e.g. their image turned out unreadable); returns the round as it is now.
+
+        Withdrawn rows of the current round leave it and fresh random unseen rows take their places at its end,
+        so the gallery stays full; the current round's history entry is updated to what the shopper will see.
+        """
+        rows = {int(r) for r in rows}
+        gone = [r for r in self.shown if r in rows]
+        unseen = [r for r in rows - set(gone) if 0 <= r < self.rec.n and not self.is_seen(r)]
+        self._clear_bits(unseen)
+        self.n_hidden += len(unseen) + len(gone)
+        if gone:
+            self.n_seen -= len(gone)
+            self.n_similar -= sum(1 for r in self.shown[: self.n_similar] if r in rows)
+            kept = [r for r in self.shown if r not in rows]
+            fresh = self.random_unseen(len(gone), exclude=set(kept))
+            self._mark_seen(fresh)
+            self.shown = kept + fresh
+            if self.history:
+                if self.shown:
+                    self.history[-1] = list(self.shown)
+                else:
+                    self.history.pop()
+        return list(self.shown)
+
+    def to_dict(self) -> dict:
+        """What `Recommender.restore_session` needs to rebuild this session: JSON-ready plain data."""
+        return {"strategy": self.strategy, "params": dict(self.params), "history": [list(r) for r in self.history],
+                "picks": list(self.picks), "pick_rounds": list(self.pick_rounds), "n_similar": self.n_similar}
 
     def next_round(self, pick: int | None = None) -> list[int]:
         """Record `pick` (a row of the current round) and return the next round's rows; [] once exhausted."""

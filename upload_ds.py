@@ -10,121 +10,107 @@ An interrupted run, started again with the same arguments, resumes where it stop
 from __future__ import annotations
 
 import argparse
-import hashlib
-import io
+import ctypes
 import json
 import os
+import re
+import shutil
 import sys
+import tempfile
 import time
-import warnings
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
-from embed import DEFAULT_MODEL, describe_model, to_rgb
+from cli import ArgumentParser, whole_number
+from cli import run as run_cli
+from embed import DEFAULT_MODEL, describe_model
+from folder import (
+    DEFAULT_MAX_PIXELS,
+    FolderScan,
+    display_name,
+    files_key,
+    image_rows,
+    list_folder,
+    make_ids,
+    scan_folder,
+)
 from hubcheck import HubUnavailableError, require_hub
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".jfif", ".avif", ".heic"}
-DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb limit (~ 9459 x 9459)
+REPO_PART = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?")
+REPO_MAX = 96  # the Hub's limit on a repo name, which NAME-embeddings must meet too
+RESUME_HINT = "interrupted: the work done so far is kept; run the same command again to resume"
 
 
-@dataclass
-class FolderScan:
-    """Result of reading a folder: the images to keep (id, path) and the files skipped, each with its reason."""
+# ---------------------------------------------------------------------------------------------- safe writes
+def repo_problem(repo: str, need_user: bool) -> str | None:
+    """Why `repo` is not a Hub dataset id we can write as NAME and NAME-embeddings, or None when it is fine.
 
-    root: Path
-    images: list[tuple[str, Path]] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-
-    def report(self) -> str:
-        """A count line plus one line per skipped file."""
-        lines = [f"{len(self.images)} images kept, {len(self.skipped)} skipped"]
-        lines += [f"  skipped {name}: {reason}" for name, reason in self.skipped]
-        return "\n".join(lines)
-
-
-def find_image_files(img_dir: Path) -> list[Path]:
-    """Image files under `img_dir`, recursively, by extension (case-insensitive), in a stable sorted order."""
-    files = [p for p in img_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and not p.is_dir()]
-    return sorted(files, key=lambda p: p.relative_to(img_dir).as_posix())
-
-
-def check_image(src: Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> str | None:
-    """Why a file (path or its bytes) cannot be used as a product image, or None when it decodes fully to RGB."""
-    try:
-        if (len(src) if isinstance(src, bytes) else src.stat().st_size) == 0:
-            return "zero-byte file"
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as img:
-                w, h = img.size
-                if w * h > max_pixels:
-                    return f"decompression-bomb size: {w}x{h} = {w * h:,} pixels > limit {max_pixels:,}"
-                img.load()
-                to_rgb(img)
-    except UnidentifiedImageError:
-        return "not an image (unrecognised format)"
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        return f"decompression-bomb size: {exc}"
-    except PermissionError:
-        return "unreadable: permission denied"
-    except OSError as exc:
-        text = str(exc)
-        if "truncated" in text or "broken data stream" in text or "end of file" in text.lower():
-            return f"truncated: {text}"
-        return f"unreadable: {text}"
-    except Exception as exc:  # a codec bug on a strange file must not stop the whole folder
-        return f"unreadable: {type(exc).__name__}: {exc}"
+    The Hub's rules: USER/NAME (or NAME alone when nothing is pushed), letters, digits, '-', '_', '.', no
+    '--' or '..', not starting or ending with '.' or '-', at most 96 characters, not ending in '.git'.
+    """
+    parts = repo.split("/")
+    if len(parts) > 2 or (need_user and len(parts) != 2):
+        return f"--repo must be USER/NAME{'' if need_user else ' or NAME'}, got {repo!r}"
+    for part in parts:
+        if not REPO_PART.fullmatch(part):
+            return (f"--repo {repo!r}: {part!r} must use only letters, digits, '-', '_' and '.', and not start or "
+                    "end with '.' or '-'")
+        if "--" in part or ".." in part or part.endswith(".git"):
+            return f"--repo {repo!r}: {part!r} may not contain '--' or '..' or end in '.git'"
+    if len(parts[-1]) + len("-embeddings") > REPO_MAX:
+        return f"--repo {repo!r}: NAME must be at most {REPO_MAX - len('-embeddings')} characters"
     return None
 
 
-def make_ids(root: Path, files: list[Path]) -> list[str]:
-    """id = path relative to root without extension; files that would share an id keep their extension."""
-    stems = [p.relative_to(root).with_suffix("").as_posix() for p in files]
-    counts = Counter(stems)
-    return [s if counts[s] == 1 else p.relative_to(root).as_posix() for s, p in zip(stems, files)]
+def check_out_dir(out: Path, names: list[str], overwrite: bool) -> None:
+    """Fail now, not after embedding, when `out` cannot take the datasets `names` (ValueError, one line)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {display_name(out)} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise ValueError(f"--out {display_name(out)} is not writable: {exc.strerror or exc}") from exc
+    present = [n for n in names if (out / n).exists()]
+    if present and not overwrite:
+        raise ValueError(f"{', '.join(display_name(out / n) for n in present)} already exist"
+                         f"{'s' * (len(present) == 1)}; pass --overwrite to replace, or choose another --out/--repo")
+    for n in present:
+        if not (out / n).is_dir():
+            raise ValueError(f"{display_name(out / n)} is a file, not a saved dataset; move it away first")
 
 
-def list_folder(root: Path) -> list[Path]:
-    """The folder's image files, or a clear error for a missing folder, a file, or no images."""
-    if not root.exists():
-        raise FileNotFoundError(f"image folder {root} does not exist")
-    if not root.is_dir():
-        raise NotADirectoryError(f"{root} is not a folder")
-    files = find_image_files(root)
-    if not files:
-        raise ValueError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) found under {root}")
-    return files
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where that is not available."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
-def scan_folder(img_dir: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, progress: bool = True) -> FolderScan:
-    """Find and fully decode every image under `img_dir` (in parallel), keeping the good ones in sorted order."""
-    from tqdm.auto import tqdm
+def save_replacing(ds, dest: Path, card: str | None = None) -> None:
+    """`save_to_disk` to `dest`, atomically replacing what is there.
 
-    root = Path(img_dir)
-    files = list_folder(root)
-    ids = make_ids(root, files)
-    scan = FolderScan(root)
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        reasons = pool.map(lambda p: check_image(p, max_pixels), files)
-        for path, id_, reason in tqdm(zip(files, ids, reasons), total=len(files), desc="reading", unit="img",
-                                      disable=not progress):
-            if reason is None:
-                scan.images.append((id_, path))
-            else:
-                scan.skipped.append((path.relative_to(root).as_posix(), reason))
-    if not scan.images:
-        raise ValueError(f"none of the {len(files)} image files under {root} could be read:\n{scan.report()}")
-    return scan
-
-
-def _image_rows(files: list[tuple[str, str]]):
-    """Generator for Dataset.from_generator: one row per product, the image's original file bytes inside."""
-    for id_, path in files:
-        yield {"image": {"bytes": Path(path).read_bytes(), "path": Path(path).name}, "id": id_}
+    The new dataset is written beside `dest`, then swapped in by rename, then the old files are unlinked: a
+    server that has the old Arrow files memory-mapped keeps reading them (save_to_disk over them would
+    truncate them under it: SIGBUS), and the next start sees the new dataset. No moment without a dataset.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+    try:
+        ds.save_to_disk(str(tmp))
+        if card is not None:
+            (tmp / "README.md").write_text(card)
+        if not dest.exists():
+            os.replace(tmp, dest)
+        elif not _exchange(tmp, dest):  # two renames: a moment without `dest`, never a half-written one
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
+            os.replace(dest, old / "ds")
+            os.replace(tmp, dest)
+            tmp = old
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # the old dataset after a swap, or a failed write
 
 
 def images_dataset(scan: FolderScan):
@@ -134,17 +120,8 @@ def images_dataset(scan: FolderScan):
     files = [(id_, str(p)) for id_, p in scan.images]
     features = datasets.Features({"image": datasets.Image(), "id": datasets.Value("string")})
     return datasets.Dataset.from_generator(
-        _image_rows, features=features, gen_kwargs={"files": files}, fingerprint=files_key(files)[:32]
+        image_rows, features=features, gen_kwargs={"files": files}, fingerprint=files_key(files)[:32]
     )
-
-
-def files_key(rows: list[tuple[str, str]], salt: str = "") -> str:
-    """A hash of (id, source) rows with each local file's size and mtime, so a changed file changes the key."""
-    h = hashlib.sha256(salt.encode())
-    for id_, src in rows:
-        st = os.stat(src) if os.path.exists(src) else None  # URLs have no local stamp
-        h.update(f"{id_}\x00{src}\x00{st and st.st_size}\x00{st and st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
 
 
 def resolve_token() -> str | None:
@@ -202,11 +179,12 @@ def build_ray(img_dir: str | None, manifest: str | None, model: str, batch_size:
     import ray_embed
 
     rel: dict[str, str] = {}  # source -> name in the skip report (folder-relative for folders)
+    skipped_dirs: list[tuple[str, str]] = []
     if manifest:
         rows, root = ray_embed.read_manifest(manifest), Path(manifest).parent
     else:
         root = Path(img_dir)
-        files = list_folder(root)
+        files, skipped_dirs = list_folder(root)
         rows = list(zip(make_ids(root, files), map(str, files)))
         rel = {str(p): p.relative_to(root).as_posix() for p in files}
     key = files_key(rows, salt=f"{model}\x00{pooling}\x00{max_pixels}\n")
@@ -214,7 +192,7 @@ def build_ray(img_dir: str | None, manifest: str | None, model: str, batch_size:
     emb_ds, skipped = ray_embed.run(rows, work, model, pooling, batch_size, num_workers, gpus_per_worker, ray_address,
                                     max_pixels, shard_size, log=lambda msg: print(msg, file=sys.stderr))
     scan = FolderScan(root, images=list(zip(emb_ds["id"], [None] * len(emb_ds))),
-                      skipped=[(rel.get(src, src), reason) for src, reason in skipped])
+                      skipped=skipped_dirs + [(rel.get(src, src), reason) for src, reason in skipped])
     if not len(emb_ds):
         raise ValueError(f"none of the {len(rows)} images could be read:\n{scan.report()}")
     dim = emb_ds.features["embeddings"].length
@@ -224,9 +202,7 @@ def build_ray(img_dir: str | None, manifest: str | None, model: str, batch_size:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit code."""
-    ap = argparse.ArgumentParser(
-        prog="upload_ds.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = ArgumentParser(prog="upload_ds.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("img_dir", metavar="IMG_DIR", nargs="?",
                     help="folder of product images, searched recursively (or give --manifest)")
     ap.add_argument("--repo", required=True, metavar="USER/NAME",
@@ -234,28 +210,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=DEFAULT_MODEL,
                     help=f"Hub id or local dir of a vision model, or 'efficientnet-lite0' (default {DEFAULT_MODEL})")
     ap.add_argument("--pooling", choices=("cls", "mean"), default="cls", help="token pooling (default cls)")
-    ap.add_argument("--batch-size", type=int, default=32, help="images per model batch (default 32)")
+    ap.add_argument("--batch-size", type=whole_number(1), default=32, help="images per model batch (default 32)")
     ap.add_argument("--private", action="store_true", help="create the Hub repos as private")
     ap.add_argument("--out", metavar="DIR", help="also save both datasets with save_to_disk under DIR")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="replace datasets of the same name under --out (atomically: a running app keeps serving)")
     ap.add_argument("--no-push", action="store_true", help="do not push to the Hub (then --out is required)")
-    ap.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+    ap.add_argument("--max-pixels", type=whole_number(1), default=DEFAULT_MAX_PIXELS,
                     help="skip images larger than this many pixels (decompression-bomb guard)")
     ray = ap.add_argument_group("distributed engine (pip install -r requirements-ray.txt)")
     ray.add_argument("--engine", choices=("local", "ray"), default="local",
                      help="local: this process; ray: Ray Data stages on a local or existing Ray cluster")
     ray.add_argument("--ray-address", metavar="ADDR", help="join this Ray cluster (default: start a local one)")
-    ray.add_argument("--num-workers", type=int, default=2, help="embedding actors (default 2)")
+    ray.add_argument("--num-workers", type=whole_number(1), default=2, help="embedding actors (default 2)")
     ray.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per embedding actor (default 0)")
     ray.add_argument("--manifest", metavar="CSV", help="images listed in a CSV (path or url column, optional id)")
     ray.add_argument("--work-dir", metavar="DIR", help="where the ray engine keeps its Parquet shards")
-    ray.add_argument("--shard-size", type=int, default=64, help="images per read task and Parquet shard (64)")
+    ray.add_argument("--shard-size", type=whole_number(1), default=64,
+                     help="images per read task and Parquet shard (64)")
     args = ap.parse_args(argv)
     if (args.img_dir is None) == (args.manifest is None):
         ap.error("give either IMG_DIR or --manifest CSV")
     if args.engine != "ray" and (args.manifest or args.ray_address or args.work_dir):
         ap.error("--manifest, --ray-address and --work-dir go with --engine ray")
-    if args.num_workers < 1 or args.gpus_per_worker < 0 or args.shard_size < 1:
-        ap.error("--num-workers and --shard-size must be at least 1, --gpus-per-worker at least 0")
+    if not args.gpus_per_worker >= 0:
+        ap.error("--gpus-per-worker must be at least 0")
     if args.engine == "ray":
         try:
             import ray as _ray  # noqa: F401
@@ -263,14 +242,16 @@ def main(argv: list[str] | None = None) -> int:
             ap.error("--engine ray needs Ray: pip install -r requirements-ray.txt")
     if args.no_push and not args.out:
         ap.error("--no-push needs --out DIR, or nothing would be kept")
-    if args.batch_size < 1:
-        ap.error("--batch-size must be at least 1")
-    repo = args.repo.strip("/")
-    if not repo or repo.count("/") > 1:
-        ap.error(f"--repo must look like USER/NAME, got {args.repo!r}")
-    name = repo.split("/")[-1]
-    if not args.no_push and "/" not in repo:
-        ap.error(f"--repo must be USER/NAME to push, got {args.repo!r}")
+    problem = repo_problem(args.repo, need_user=not args.no_push)
+    if problem:
+        ap.error(problem)
+    name = args.repo.split("/")[-1]
+    names = [name, f"{name}-embeddings"]
+    if args.out:
+        try:
+            check_out_dir(Path(args.out), names, args.overwrite)
+        except ValueError as exc:
+            ap.error(str(exc))
 
     token = None
     if not args.no_push:
@@ -280,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
                   "(huggingface-cli login); or use --no-push --out DIR to save locally only", file=sys.stderr)
             return 2
         try:
-            require_hub(f"pushing to {repo}")
+            require_hub(f"pushing to {args.repo}")
         except HubUnavailableError as exc:
             print(f"error: {exc}; use --no-push --out DIR to save locally", file=sys.stderr)
             return 2
@@ -305,13 +286,12 @@ def main(argv: list[str] | None = None) -> int:
     meta = json.loads(emb_ds.info.description)
     if args.out:
         out = Path(args.out)
-        for ds, sub in ((images_ds, name), (emb_ds, f"{name}-embeddings")):
-            ds.save_to_disk(str(out / sub))
-        (out / f"{name}-embeddings" / "README.md").write_text(f"# {name}-embeddings\n\n{model_card_text(emb_ds)}")
-        print(f"saved {out / name} and {out / (name + '-embeddings')}")
+        save_replacing(images_ds, out / names[0])
+        save_replacing(emb_ds, out / names[1], card=f"# {names[1]}\n\n{model_card_text(emb_ds)}")
+        print(f"saved {display_name(out / names[0])} and {display_name(out / names[1])}")
     if not args.no_push:
         try:
-            pushed = push(images_ds, emb_ds, repo, token, args.private)
+            pushed = push(images_ds, emb_ds, args.repo, token, args.private)
         except Exception as exc:
             print(f"error: push to the Hub failed: {scrub(f'{type(exc).__name__}: {exc}', token)}", file=sys.stderr)
             return 1
@@ -324,4 +304,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, interrupted=RESUME_HINT))

@@ -30,7 +30,7 @@ def wait_for_thumbnails(log: Path, timeout: float = 900) -> None:
     """Block until the app logs that every thumbnail is made (so rounds are measured warm)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if "thumbnails of" in log.read_text():
+        if "product images checked" in log.read_text():
             return
         time.sleep(0.5)
     raise TimeoutError("thumbnails not ready")

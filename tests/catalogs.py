@@ -10,10 +10,13 @@ import numpy as np
 from PIL import Image
 
 
-def make_catalog(path: Path, n: int = 60, seed: int = 0, size: int = 48, dim: int = 192) -> Path:
+def make_catalog(path: Path, n: int = 60, seed: int = 0, size: int = 48, dim: int = 192, bad_rows=(),
+                 as_paths: bool = False) -> Path:
     """Save a dataset of `n` coloured-shape PNGs with ids, categories and pixel-derived unit embeddings.
 
     The first 192 dimensions come from the picture's 8x8 colour thumbnail; `dim` > 192 pads with noise.
+    `bad_rows` get a PNG cut off half way (undecodable); `as_paths` stores each image as a PNG file beside the
+    dataset and the image column as plain relative path strings (a bad row's file is missing).
     """
     rng = np.random.default_rng(seed)
     images, ids, cats, embs = [], [], [], []
@@ -27,14 +30,22 @@ def make_catalog(path: Path, n: int = 60, seed: int = 0, size: int = 48, dim: in
         arr[mask] = colour
         buf = io.BytesIO()
         Image.fromarray(arr).save(buf, "PNG")
-        images.append({"bytes": buf.getvalue(), "path": f"p{i}.png"})
+        data = buf.getvalue()[: len(buf.getvalue()) // 2] if i in bad_rows else buf.getvalue()
+        if as_paths:
+            (path / "files").mkdir(parents=True, exist_ok=True)
+            if i not in bad_rows:
+                (path / "files" / f"p{i}.png").write_bytes(data)
+            images.append(f"files/p{i}.png")
+        else:
+            images.append({"bytes": data, "path": f"p{i}.png"})
         ids.append(f"p{i:03d}")
         cats.append(["round", "box", "wedge"][shape])
         small = np.asarray(Image.fromarray(arr).resize((8, 8)), dtype=np.float32).ravel() / 255 - 0.5
         if dim > small.size:
             small = np.concatenate([small, 0.05 * rng.standard_normal(dim - small.size).astype(np.float32)])
         embs.append(small[:dim] / np.linalg.norm(small[:dim]))
-    features = datasets.Features({"image": datasets.Image(), "id": datasets.Value("string"),
+    features = datasets.Features({"image": datasets.Value("string") if as_paths else datasets.Image(),
+                                  "id": datasets.Value("string"),
                                   "category": datasets.Value("string"),
                                   "embeddings": datasets.List(datasets.Value("float32"), length=dim)})
     datasets.Dataset.from_dict({"image": images, "id": ids, "category": cats, "embeddings": embs},

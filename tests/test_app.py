@@ -228,17 +228,17 @@ def test_find_a_product_mode_counts_rounds(server):
     shopper = Shopper(url)
     shopper.call("start")
     for strategy in ("bayes", "mean"):
-        _, gallery, _, status, target, table = shopper.call("find_product", [strategy, None])
+        _, gallery, _, status, target, table, *_ = shopper.call("find_product", [strategy, None])
         target_row = int(re.search(r"r(\d+)\.jpg", json.dumps(target)).group(1))
         assert "Find the product" in status
         for rounds in range(1, N // 10 + 1):  # noqa: B007 - read after the loop
             rows = gallery_rows(gallery)
             if target_row in rows:
                 i = rows.index(target_row)
-                _, gallery, _, status, target, table = shopper.pick(i, value(gallery)[i])
+                _, gallery, _, status, target, table, *_ = shopper.pick(i, value(gallery)[i])
                 break
             # click what looks most like the target: the first (most similar) product
-            _, gallery, _, status, target, table = shopper.pick(0, value(gallery)[0])
+            _, gallery, _, status, target, table, *_ = shopper.pick(0, value(gallery)[0])
         assert f"Found it in {rounds} round" in status
         data = table["data"] if isinstance(table, dict) else table
         assert [strategy, rounds] in [list(r) for r in data]
@@ -257,7 +257,7 @@ def test_double_click_in_one_session_advances_once(tmp_path):
     rec = app.Recommender(catalog.embeddings, seed=0)
     demo = app.build_app(catalog, rec)
     fns = {f.api_name: f.fn for f in demo.fns.values()}
-    visit = fns["start"]()[0]
+    visit = fns["start"](None)[0]
     slow = visit.session.next_round
 
     def next_round_slowly(*a, **k):
@@ -270,7 +270,7 @@ def test_double_click_in_one_session_advances_once(tmp_path):
 
     def click():
         try:
-            outs.append(fns["pick"](visit, gr.SelectData(None, {"index": 3, "value": item})))
+            outs.append(fns["pick"](visit, None, gr.SelectData(None, {"index": 3, "value": item})))
         except Exception as exc:  # noqa: BLE001
             errors.append(exc)
 

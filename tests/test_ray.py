@@ -38,6 +38,9 @@ def reference(tmp_path_factory, tiny_model):
     folder = tmp / "imgs"
     write_good_images(folder)
     write_bad_images(folder)
+    from PIL import Image
+
+    Image.new("RGB", (20, 16), "orange").save(folder / os.fsdecode(b"caf\xe9.png"))  # a name that is not UTF-8
     res = upload(folder, "--repo", "me/shop", "--model", tiny_model, "--batch-size", "2", "--no-push",
                  "--out", tmp / "out", env={"HF_DATASETS_CACHE": str(tmp / "cache")})
     assert res.returncode == 0, res.stderr
@@ -58,6 +61,7 @@ def test_ray_engine_equals_default_engine(reference, tiny_model, tmp_path):
                  tmp_path / "out", "--engine", "ray", "--num-workers", "2", "--work-dir", tmp_path / "work")
     assert res.returncode == 0, res.stderr
     assert skipped_lines(res.stdout) == ref_skips and len(ref_skips) == 4
+    assert "caf\\xe9" in ref["id"]
     embs = datasets.load_from_disk(str(tmp_path / "out" / "shop-embeddings"))
     images = datasets.load_from_disk(str(tmp_path / "out" / "shop"))
     assert images.column_names == ["image", "id"] and embs.column_names == ["image", "id", "embeddings"]

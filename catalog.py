@@ -1,0 +1,215 @@
+"""The catalog layer shared by app.py and evaluate.py: load a shop's dataset, and know which products can be shown.
+
+    load_dataset_source(SRC)  -> a `datasets.Dataset` (a folder saved by upload_ds.py --out, or a Hub id)
+    Catalog(ds, name)         -> embeddings, labels, and gallery thumbnails, each made once and kept on disk
+
+Every product image is checked once: a few at start (a catalog whose images mostly fail is a CatalogError
+then), the rest in a background thread that makes the thumbnails. A product whose image cannot be shown is
+reported to `on_unavailable` (the app passes `Recommender.exclude`), so no gallery ever shows it and no page
+or click fails because of it. No UI imports here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from embed import embedding_matrix, open_image, to_rgb
+from hubcheck import HubUnavailableError, require_hub
+
+log = logging.getLogger("catalog")
+THUMB_PX = 256
+SAMPLE_AT_START = 48  # product images decoded before serving; most of them failing stops the start
+DEFAULT_CACHE = Path(os.environ.get("CACHE_DIR") or Path.home() / ".cache" / "product-recommender")
+
+
+class CatalogError(ValueError):
+    """The dataset cannot be used as a catalog (missing, unreachable, wrong columns, bad embeddings, no images)."""
+
+
+def load_dataset_source(src: str):
+    """A local folder from `save_to_disk` (load_from_disk) or a Hub dataset id (load_dataset, split train)."""
+    import datasets
+
+    path = Path(src).expanduser()
+    if path.is_file():
+        raise CatalogError(f"{src} is a file; give the folder that upload_ds.py --out (save_to_disk) wrote, "
+                           "or a Hub dataset id USER/NAME")
+    if path.is_dir():
+        if _saved_without_rows(path):  # load_from_disk fails on these with "list index out of range"
+            raise CatalogError(f"dataset {src} has no rows")
+        try:
+            ds = datasets.load_from_disk(str(path))
+        except Exception as exc:
+            raise CatalogError(f"{src} is not a dataset saved with save_to_disk: {exc}") from exc
+        if isinstance(ds, datasets.DatasetDict):
+            if "train" not in ds:
+                raise CatalogError(f"{src} has splits {list(ds)} but no 'train' split")
+            ds = ds["train"]
+        return ds
+    if path.exists():
+        raise CatalogError(f"{src} is neither a folder nor a file")
+    if src.startswith((".", "/", "~")) or src.count("/") != 1:
+        raise CatalogError(f"{src} is neither an existing directory nor a Hub dataset id (USER/NAME)")
+    try:
+        require_hub(f"loading the dataset {src!r}")
+        return datasets.load_dataset(src, split="train")
+    except HubUnavailableError as exc:
+        raise CatalogError(str(exc)) from exc
+    except Exception as exc:
+        raise CatalogError(f"could not load the Hub dataset {src!r}: {exc}") from exc
+
+
+def _saved_without_rows(path: Path) -> bool:
+    """Whether `path` is a dataset that save_to_disk wrote with no data files (a 0-row dataset)."""
+    try:
+        return json.loads((path / "state.json").read_text()).get("_data_files") == []
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def dataset_folder(ds) -> Path | None:
+    """The folder a dataset was loaded from (for image paths relative to it), or None."""
+    files = getattr(ds, "cache_files", None) or []
+    return Path(files[0]["filename"]).parent if files else None
+
+
+class Catalog:
+    """The products a shop shows: embeddings, labels, and images as gallery-sized thumbnail files."""
+
+    def __init__(self, ds, name: str, cache_dir: str | os.PathLike = DEFAULT_CACHE, image_column: str = "image",
+                 base_dir: str | os.PathLike | None = None) -> None:
+        import datasets
+
+        missing = [c for c in (image_column, "embeddings") if c not in ds.column_names]
+        if missing:
+            raise CatalogError(f"dataset {name} has no {' or '.join(map(repr, missing))} column "
+                               f"(columns: {ds.column_names}); make it with upload_ds.py")
+        if len(ds) == 0:
+            raise CatalogError(f"dataset {name} has no rows")
+        try:
+            self.embeddings = embedding_matrix(ds)
+        except ValueError as exc:
+            raise CatalogError(f"dataset {name}: {exc}") from exc
+        self.name = name
+        self.n = len(ds)
+        feature = ds.features[image_column]
+        if isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string"):
+            self.images = ds.select_columns([image_column])  # plain paths, opened relative to the dataset
+        elif isinstance(feature, datasets.Image):
+            self.images = ds.select_columns([image_column]).cast_column(image_column, datasets.Image(decode=False))
+        else:
+            raise CatalogError(f"dataset {name}: column {image_column!r} must hold images or image paths, "
+                               f"got {feature}")
+        self.image_column = image_column
+        self.base_dir = Path(base_dir) if base_dir is not None else dataset_folder(ds)
+        label_col = "category" if "category" in ds.column_names else "id" if "id" in ds.column_names else None
+        self.labels = [str(v) for v in ds[label_col]] if label_col else [f"#{i}" for i in range(self.n)]
+        try:
+            self.model = json.loads(ds.info.description or "{}").get("model")
+        except (ValueError, AttributeError):
+            self.model = None
+        self.key = f"{ds._fingerprint}-{self.n}"  # which catalog: a browser's saved place is only for this one
+        self.thumb_dir = Path(cache_dir) / "thumbs" / f"{ds._fingerprint}-{THUMB_PX}"
+        self.thumb_dir.mkdir(parents=True, exist_ok=True)
+        self.unavailable: dict[int, str] = {}  # row -> why its image cannot be shown
+        self.checked = 0  # rows the background check has been through
+        self.on_unavailable: Callable[[list[int]], object] | None = None
+        self._lock = threading.Lock()
+
+    # -- images
+    def image(self, row: int):
+        """The product's image as a PIL image (decoded lazily); paths are taken relative to the dataset folder."""
+        value = self.images[row][self.image_column]
+        if isinstance(value, dict) and not value.get("bytes"):
+            value = value.get("path")
+        if value is None:
+            raise ValueError("no image stored")
+        if isinstance(value, str) and not os.path.isabs(value) and self.base_dir is not None:
+            value = str(self.base_dir / value)
+        return open_image(value)
+
+    def thumb(self, row: int) -> str:
+        """Path of the product's gallery-sized JPEG, made on first use and kept on disk; raises if it cannot be."""
+        path = self.thumb_dir / f"r{row}.jpg"
+        if not path.exists():
+            img = to_rgb(self.image(row))
+            img.thumbnail((THUMB_PX, THUMB_PX))
+            tmp = path.with_name(f".{path.name}.{threading.get_ident()}")
+            img.save(tmp, "JPEG", quality=88)
+            os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+        return str(path)
+
+    def showable(self, row: int) -> str | None:
+        """The product's thumbnail path, or None (and the product marked unavailable) when it cannot be made."""
+        if row in self.unavailable:
+            return None
+        try:
+            return self.thumb(row)
+        except Exception as exc:  # any failure of one product's image stays that product's problem
+            self.mark_unavailable({row: f"{type(exc).__name__}: {exc}"})
+            return None
+
+    def mark_unavailable(self, reasons: dict[int, str]) -> None:
+        """Record products whose image cannot be shown, log them, and tell `on_unavailable`."""
+        with self._lock:
+            new = {r: why for r, why in reasons.items() if r not in self.unavailable}
+            self.unavailable.update(new)
+        for row, why in list(new.items())[:20]:
+            log.warning("product %d (%s) cannot be shown and is left out of every gallery: %s", row,
+                        self.labels[row], why[:300])
+        if len(new) > 20:
+            log.warning("... and %d more products cannot be shown", len(new) - 20)
+        if new and self.on_unavailable is not None:
+            self.on_unavailable(sorted(new))
+
+    # -- checks
+    def check_sample(self, k: int = SAMPLE_AT_START, seed: int = 0) -> None:
+        """Decode up to `k` products now; a CatalogError when more than half of them cannot be shown."""
+        rows = np.sort(np.random.default_rng(seed).choice(self.n, min(k, self.n), replace=False))
+        failed = [int(r) for r in rows if self.showable(int(r)) is None]
+        if len(failed) * 2 > len(rows):
+            why = self.unavailable[failed[0]]
+            raise CatalogError(f"dataset {self.name}: {len(failed)} of {len(rows)} product images checked cannot "
+                               f"be shown (row {failed[0]}: {why[:200]})")
+
+    def check_all(self, background: bool = True) -> threading.Thread | None:
+        """Check every product image once by making its thumbnail (in a thread), logging progress and failures."""
+
+        def work() -> None:
+            t = last = time.perf_counter()
+            for row in range(self.n):
+                self.showable(row)
+                self.checked = row + 1
+                if time.perf_counter() - last > 10:
+                    last = time.perf_counter()
+                    log.info("checking product images: %d of %d (%d cannot be shown)", row + 1, self.n,
+                             len(self.unavailable))
+            bad = len(self.unavailable)
+            log.info("product images checked in %.1f s: %d of %d can be shown%s", time.perf_counter() - t,
+                     self.n - bad, self.n, f", {bad} left out (see the warnings above)" if bad else "")
+            if bad * 2 > self.n:
+                log.error("most product images of %s cannot be shown; check the dataset", self.name)
+
+        if not background:
+            work()
+            return None
+        thread = threading.Thread(target=work, name="check-images", daemon=True)
+        thread.start()
+        return thread
+
+    def summary(self) -> str:
+        """One line for the page header: how many products, and how many cannot be shown."""
+        text = f"Catalog: **{self.name}**, {self.n - len(self.unavailable):,} products"
+        if self.unavailable:
+            text += f" ({len(self.unavailable):,} left out: their image cannot be shown)"
+        if self.checked < self.n:
+            text += f" · checking images: {self.checked * 100 // self.n}%"
+        return text

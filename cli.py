@@ -1,0 +1,62 @@
+"""What the project's command lines share: one-line errors, settings from environment variables, Ctrl-C.
+
+Every CLI here fails the same way: one line `error: <cause>` on stderr and exit code 2, before any expensive
+work; a setting given by an environment variable is checked like the flag it stands for (even with --help
+the bad value is not what stops the run); Ctrl-C ends with one line, not a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one line, `error: ...`, exit code 2 (the usage block is what --help is for)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"error: {message} (see {self.prog} --help)\n")
+
+
+def env(name: str, default: str | None = None) -> str | None:
+    """An environment setting as text, '' counting as unset; converted and checked by the flag's `type`."""
+    value = os.environ.get(name, "")
+    return value if value.strip() != "" else default
+
+
+def env_flag(name: str) -> bool:
+    """A yes/no environment setting (1, true, yes, on)."""
+    return (env(name) or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def whole_number(low: int, high: int | None = None, env_name: str | None = None) -> Callable[[str], int]:
+    """An argparse `type`: an int in [low, high], with an error that names the environment variable too."""
+
+    def convert(text: str) -> int:
+        try:
+            value = int(str(text).strip())
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            span = f"from {low:,} to {high:,}" if high is not None else f"of at least {low:,}"
+            where = f" (from the flag or the environment variable {env_name})" if env_name else ""
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number {span}{where}")
+        return value
+
+    convert.__name__ = "whole number"
+    return convert
+
+
+def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None,
+        interrupted: str = "interrupted") -> int:
+    """Call `main(argv)`; Ctrl-C becomes the one line `interrupted` and exit code 130."""
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        print(f"\n{interrupted}", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -1,0 +1,411 @@
+"""Hostile but realistic input (issue 14): each test is one finding that used to break the shop.
+
+1 bad image in a catalog · 2 a dataset rewritten under a running app · 3 writes outside --out ·
+4 a non-UTF-8 file name · 5 closed sessions' memory · 6 unclear errors · 7 reloads, double Start over,
+symlinked folders.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import requests
+from catalogs import make_catalog
+from conftest import ROOT, pattern
+from gradio_http import Shopper, free_port, gallery_rows, start_app
+from PIL import Image
+
+
+def value(gallery):
+    return gallery["value"] if isinstance(gallery, dict) and "value" in gallery else gallery
+
+
+def run(script: str, *args, env=None, timeout=300):
+    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})})
+
+
+def one_error(res) -> str:
+    """The single `error:` line of a failed run (and that it is the only one, with no traceback)."""
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert res.returncode == 2 and len(errors) == 1, (res.returncode, res.stderr[-3000:])
+    assert "Traceback" not in res.stderr
+    return errors[0]
+
+
+# ------------------------------------------------------------------------------------ 1. one bad image
+def in_process_shop(tmp_path, **catalog_args):
+    import app
+
+    path = make_catalog(tmp_path / "cat", **catalog_args)
+    catalog = app.Catalog(datasets.load_from_disk(str(path)), "t", tmp_path / "cache")
+    rec = app.Recommender(catalog.embeddings, seed=0)
+    catalog.on_unavailable = rec.exclude
+    demo = app.build_app(catalog, rec)
+    return catalog, rec, {f.api_name: f.fn for f in demo.fns.values()}
+
+
+@pytest.mark.parametrize("as_paths", [False, True], ids=["bytes", "path-strings"])
+def test_bad_image_never_breaks_a_page_or_a_click(tmp_path, as_paths):
+    """Before the background check has found it, a gallery holding the bad row swaps it out; no event fails."""
+    import gradio as gr
+
+    bad = 7
+    catalog, rec, fns = in_process_shop(tmp_path, n=30, bad_rows=(bad,), as_paths=as_paths)
+    assert catalog.checked == 0 and not catalog.unavailable  # nothing checked yet: the worst case
+    for _ in range(12):  # page loads: each draws 10 of 30 rows, so the bad one turns up
+        visit, gallery = fns["start"](None)[:2]
+        found = re.findall(r"r(\d+)\.jpg", json.dumps(gallery.value, default=str))
+        rows = [int(r) for r in dict.fromkeys(found)]  # each item names its file more than once
+        assert len(visit.session.shown) == 10 and bad not in visit.session.shown
+        assert rows == visit.session.shown
+    assert catalog.unavailable.keys() == {bad} and rec.is_excluded(bad)
+    # a shopper clicks to the end of the catalog: 29 products, never the bad one, every click answered
+    visit = fns["start"](None)[0]
+    shown = list(visit.session.shown)
+    while visit.session.shown:
+        item = {"image": {"path": catalog.thumb(visit.session.shown[0])}}
+        visit = fns["pick"](visit, None, gr.SelectData(None, {"index": 0, "value": item}))[0]
+        shown += visit.session.shown
+    assert sorted(shown) == [r for r in range(30) if r != bad]
+    assert "29 products" in catalog.summary() and "1 left out" in catalog.summary()
+    for _ in range(5):  # Start over and Find a product never draw it either
+        visit = fns["find_product"]("mean", visit)[0]
+        assert visit.target != bad and bad not in visit.session.shown
+
+
+def test_app_counts_bad_images_and_refuses_a_mostly_broken_catalog(tmp_path):
+    cat = make_catalog(tmp_path / "cat", n=30, bad_rows=(3, 17))
+    env = {**os.environ, "APP_LOG": str(tmp_path / "app.log"), "CACHE_DIR": str(tmp_path / "cache")}
+    proc, url = start_app(["--dataset", str(cat)], env)
+    try:
+        deadline = time.time() + 60
+        while "product images checked" not in (tmp_path / "app.log").read_text() and time.time() < deadline:
+            time.sleep(0.2)
+        logged = (tmp_path / "app.log").read_text()
+        assert "28 of 30 can be shown, 2 left out" in logged and "product 3 (round)" in logged
+        for _ in range(12):
+            shopper = Shopper(url)
+            out = shopper.call("start")
+            assert len(gallery_rows(out[1])) == 10 and not {3, 17} & set(gallery_rows(out[1]))
+            assert "28 products (2 left out" in out[7]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    broken = make_catalog(tmp_path / "broken", n=20, bad_rows=range(15))
+    line = one_error(run("app.py", "--dataset", broken, env={"CACHE_DIR": str(tmp_path / "c2")}, timeout=120))
+    assert "cannot be shown" in line
+
+
+# --------------------------------------------------------------------- 2 and 3. safe writes under --out
+def make_folder(path: Path, n: int, seed: int = 0) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.fromarray(pattern(40, 32, seed * 100 + i)).save(path / f"item{i:02d}.png")
+    return path
+
+
+def test_rewriting_the_dataset_under_a_running_app(tmp_path, tiny_model):
+    """upload_ds.py --out into the dataset the app serves: refused without --overwrite; with it, atomic."""
+    out = tmp_path / "out"
+    res = run("upload_ds.py", make_folder(tmp_path / "v1", 12), "--repo", "me/shop", "--model", tiny_model,
+              "--no-push", "--out", out)
+    assert res.returncode == 0, res.stderr
+    env = {**os.environ, "APP_LOG": str(tmp_path / "app.log"), "CACHE_DIR": str(tmp_path / "cache")}
+    proc, url = start_app(["--dataset", str(out / "shop-embeddings")], env)
+    try:
+        shopper = Shopper(url)
+        gallery = shopper.call("start")[1]
+        v2 = make_folder(tmp_path / "v2", 5, seed=1)
+        refused = run("upload_ds.py", v2, "--repo", "me/shop", "--model", tiny_model, "--no-push", "--out", out)
+        assert "--overwrite" in one_error(refused) and "embedding:" not in refused.stderr
+        assert len(datasets.load_from_disk(str(out / "shop-embeddings"))) == 12  # untouched
+        res = run("upload_ds.py", v2, "--repo", "me/shop", "--model", tiny_model, "--no-push", "--out", out,
+                  "--overwrite")
+        assert res.returncode == 0, res.stderr
+        # the running app still reads the old (now unlinked) files: thumbnails made again come from them
+        for thumb in (tmp_path / "cache" / "thumbs").glob("*/r*.jpg"):
+            if int(thumb.stem[1:]) not in gallery_rows(gallery):  # the page still shows (and sends) those
+                thumb.unlink()
+        assert len(gallery_rows(shopper.pick(0, value(gallery)[0])[1])) == 2  # the old catalog's last 2
+        out2 = Shopper(url).call("start")
+        assert len(gallery_rows(out2[1])) == 10 and proc.poll() is None
+        assert requests.get(value(out2[1])[0]["image"]["url"], timeout=10).ok
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert proc.returncode != -signal.SIGBUS
+    assert len(datasets.load_from_disk(str(out / "shop-embeddings"))) == 5  # the next start sees the new one
+    assert sorted(p.name for p in out.iterdir()) == ["shop", "shop-embeddings"]  # nothing left beside them
+
+
+@pytest.mark.parametrize("repo", ["me/..", "me/.", "me/.hidden", "me/shop-", "me/a--b", "me/a..b", "a/b/c",
+                                  "me/sh op", "me/" + "x" * 90, "me/x.git", "../me/shop", "me/ünï"])
+def test_repo_names_that_would_write_elsewhere_are_refused(repo, tmp_path):
+    folder = make_folder(tmp_path / "imgs", 2)
+    out = tmp_path / "deep" / "out"
+    line = one_error(run("upload_ds.py", folder, "--repo", repo, "--no-push", "--out", out,
+                         "--model", tmp_path / "no-model"))
+    assert "--repo" in line and "no-model" not in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs"]  # nothing written anywhere
+
+
+@pytest.mark.parametrize("case", ["file", "unwritable"])
+def test_bad_out_fails_before_embedding(case, tmp_path):
+    folder = make_folder(tmp_path / "imgs", 2)
+    if case == "file":
+        out = tmp_path / "out.txt"
+        out.write_text("a file")
+    else:
+        out = Path("/proc/no-such-dir/out")  # not creatable, even by root
+    t = time.perf_counter()
+    res = run("upload_ds.py", folder, "--repo", "me/shop", "--no-push", "--out", out, "--model", tmp_path / "no-model")
+    line = one_error(res)
+    assert ("is a file" if case == "file" else "not writable") in line
+    assert "no-model" not in res.stderr and "embedding:" not in res.stderr and time.perf_counter() - t < 30
+
+
+def test_save_replacing_swaps_atomically(tmp_path):
+    import upload_ds
+
+    dest = tmp_path / "ds"
+    upload_ds.save_replacing(datasets.Dataset.from_dict({"x": [1, 2, 3]}), dest)
+    old = datasets.load_from_disk(str(dest))  # memory-maps the old Arrow file, as the app does
+    upload_ds.save_replacing(datasets.Dataset.from_dict({"x": [7]}), dest, card="# card")
+    assert list(old["x"]) == [1, 2, 3]  # still readable: its files were unlinked, not truncated
+    assert list(datasets.load_from_disk(str(dest))["x"]) == [7] and (dest / "README.md").read_text() == "# card"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+# ----------------------------------------------------------------------------- 4. odd file names
+NON_UTF8 = os.fsdecode(b"caf\xe9-\xff.png")  # latin-1 bytes: not UTF-8, a str with surrogate escapes here
+
+
+def test_non_utf8_file_names_are_embedded_not_fatal(tmp_path, tiny_model):
+    folder = make_folder(tmp_path / "imgs", 3)
+    Image.fromarray(pattern(30, 30, 9)).save(folder / NON_UTF8, format="PNG")
+    (folder / os.fsdecode(b"broken-\xfe.jpg")).write_bytes(b"not a jpeg")
+    out = tmp_path / "out"
+    res = run("upload_ds.py", folder, "--repo", "me/shop", "--model", tiny_model, "--no-push", "--out", out)
+    assert res.returncode == 0, res.stderr
+    assert "4 images kept, 1 skipped" in res.stdout
+    assert "skipped broken-\\xfe.jpg: not an image" in res.stdout  # the odd name shown, escaped
+    ids = datasets.load_from_disk(str(out / "shop-embeddings"))["id"]
+    assert "caf\\xe9-\\xff" in ids and len(ids) == 4
+
+
+# --------------------------------------------------------------------------- 5. closed sessions
+def test_closed_tabs_free_their_sessions(tmp_path):
+    """A tab that closes (its heartbeat stream ends) has its state and Gradio's record dropped at once."""
+    import app
+    catalog, rec, _ = in_process_shop(tmp_path, n=40)
+    demo = app.build_app(catalog, rec)
+    port = free_port()
+    demo.queue(default_concurrency_limit=None).launch(server_name="127.0.0.1", server_port=port,
+                                                      prevent_thread_lock=True, state_session_capacity=50)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        holder = demo.state_holder
+        assert holder.capacity == 50
+        shoppers, beats = [], []
+        for _ in range(8):
+            shopper = Shopper(url)
+            beat = requests.get(f"{url}/gradio_api/heartbeat/{shopper.session_hash}", stream=True, timeout=30)
+            beat.lines = beat.iter_lines()  # kept: a dropped line iterator would close the stream
+            next(beat.lines)  # the stream is open
+            gallery = shopper.call("start")[1]
+            shopper.pick(1, value(gallery)[1])
+            shoppers.append(shopper)
+            beats.append(beat)
+        hashes = {s.session_hash for s in shoppers}
+        assert hashes <= set(holder.session_data)
+        visit = holder.session_data[shoppers[0].session_hash].state_data
+        assert any(isinstance(v, app.Visit) for v in visit.values())
+        for beat in beats[:6]:
+            beat.close()  # six tabs close
+        deadline = time.time() + 20
+        while time.time() < deadline and hashes & set(holder.session_data) != {s.session_hash for s in shoppers[6:]}:
+            time.sleep(0.2)
+        assert hashes & set(holder.session_data) == {s.session_hash for s in shoppers[6:]}
+        gallery = shoppers[7].call("start_over")[1]  # the open tabs keep shopping
+        assert len(gallery_rows(gallery)) == 10
+    finally:
+        for beat in beats:
+            beat.close()
+        demo.close()
+
+
+def test_session_state_is_compact():
+    """Per-session engine memory: an N-bit bitmap, plus 4 bytes a product for a bayes belief (1M: ~4.1 MB)."""
+    import tracemalloc
+
+    from recommender import Recommender
+
+    x = np.random.default_rng(0).standard_normal((200_000, 16)).astype(np.float32)
+    rec = Recommender(x, seed=0)
+    tracemalloc.start()
+    session = rec.new_session(strategy="bayes")
+    rows = session.next_round()
+    session.next_round(pick=rows[0])
+    del rows
+    size, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert size <= 200_000 // 8 + 4 * 200_000 + 64_000, size  # bitmap + float32 belief + small change
+
+
+# ------------------------------------------------------------------------------------ 6. clear errors
+@pytest.mark.parametrize("case", ["file", "zero_rows", "per_round_0", "similar_11", "port_99999", "PORT=abc",
+                                  "PORT=abc --help", "PER_ROUND=x", "STRATEGY=fast", "port_in_use"])
+def test_app_settings_errors_are_one_line(case, tmp_path):
+    env, args = {"CACHE_DIR": str(tmp_path / "cache")}, []
+    if case == "file":
+        (tmp_path / "data.arrow").write_text("x")
+        args, word = ["--dataset", tmp_path / "data.arrow"], "is a file"
+    elif case == "zero_rows":
+        features = datasets.Features({"image": datasets.Image(),
+                                      "embeddings": datasets.List(datasets.Value("float32"))})
+        datasets.Dataset.from_dict({"image": [], "embeddings": []}, features=features).save_to_disk(str(tmp_path / "z"))
+        args, word = ["--dataset", tmp_path / "z"], "has no rows"
+    elif case == "per_round_0":
+        args, word = ["--per-round", "0"], "--per-round"
+    elif case == "similar_11":
+        args, word = ["--similar", "11"], "cannot exceed --per-round"
+    elif case == "port_99999":
+        args, word = ["--port", "99999"], "--port"
+    elif case.startswith("PORT=abc"):
+        env["PORT"], word = "abc", "PORT"
+        args = ["--help"] if "help" in case else []
+    elif case == "PER_ROUND=x":
+        env["PER_ROUND"], word = "x", "PER_ROUND"
+    elif case == "STRATEGY=fast":
+        env["STRATEGY"], word = "fast", "STRATEGY"
+    else:
+        blocker = socket.socket()
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        args, word = ["--port", blocker.getsockname()[1], "--host", "127.0.0.1"], "in use"
+    try:
+        res = run("app.py", *args, env=env, timeout=60)
+    finally:
+        if case == "port_in_use":
+            blocker.close()
+    if case == "PORT=abc --help":  # --help still helps; the bad setting is not what stops it
+        assert res.returncode == 0 and "--port" in res.stdout
+        return
+    assert word in one_error(res)
+    if case != "zero_rows" and case != "file":
+        assert "dataset" not in one_error(res).lower()
+
+
+def test_ctrl_c_during_upload_is_one_line_and_resumes(tmp_path, tiny_model):
+    folder = make_folder(tmp_path / "imgs", 2000)
+    args = [sys.executable, str(ROOT / "upload_ds.py"), str(folder), "--repo", "me/shop", "--model", tiny_model,
+            "--no-push", "--out", str(tmp_path / "out"), "--batch-size", "1"]
+    env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: err.extend(iter(lambda: proc.stderr.read(1), "")), daemon=True)
+    reader.start()
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:  # until the embedding is a little way in
+        done = re.findall(r"embedding:\s+(\d+)%", "".join(err))
+        if done and int(done[-1]) >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    reader.join(timeout=10)
+    text = "".join(err)
+    assert proc.returncode == 130, text[-2000:]
+    assert "Traceback" not in text and "run the same command again to resume" in text.splitlines()[-1]
+    res = subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert res.returncode == 0 and "2000 images kept" in res.stdout
+
+
+# ------------------------------------------------------------------- 7. reloads, Start over, symlinks
+def test_reload_resumes_picks_and_results(tmp_path):
+    cat = make_catalog(tmp_path / "cat", n=60)
+    env = {**os.environ, "APP_LOG": str(tmp_path / "app.log"), "CACHE_DIR": str(tmp_path / "cache")}
+    proc, url = start_app(["--dataset", str(cat)], env)
+    try:
+        tab = Shopper(url)
+        _, gallery, *_ = tab.call("find_product", ["mean", None])
+        picked = []
+        for i in (2, 5):
+            picked.append(gallery_rows(gallery)[i])
+            out = tab.pick(i, value(gallery)[i])
+            gallery = out[1]
+        saved = out[6]
+        assert saved["picks"] == picked and saved["target"] is not None
+        # a reload: a new Gradio session whose page sends what the browser kept
+        reloaded = Shopper(url).call("start", [saved])
+        assert gallery_rows(reloaded[1]) == gallery_rows(gallery) and gallery_rows(reloaded[2]) == picked
+        assert "Round 3" in reloaded[3] and f"r{saved['target']}.jpg" in json.dumps(reloaded[4])
+        # the server let the session go (idle, restart): the next click resumes from the browser's copy
+        after = Shopper(url).call("pick", [None, saved], event_data={"index": 0, "value": value(gallery)[0]})
+        assert gallery_rows(after[2]) == picked + [gallery_rows(gallery)[0]] and "Round 4" in after[3]
+        # tampered or foreign data starts afresh instead of failing
+        for junk in ({"catalog": saved["catalog"], "history": [[1, 1]], "picks": [], "pick_rounds": [],
+                      "strategy": "mean"}, {"catalog": "another-shop"}, "garbage", [1, 2], None):
+            fresh = Shopper(url).call("start", [junk])
+            assert value(fresh[2]) == [] and "Round 1" in fresh[3]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_concurrent_start_over_records_an_abandoned_hunt_once(tmp_path):
+    catalog, rec, fns = in_process_shop(tmp_path, n=40)
+    visit = fns["find_product"]("mean", None)[0]
+    assert visit.target is not None
+    outs = []
+    threads = [threading.Thread(target=lambda: outs.append(fns["start_over"]("mean", visit))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(outs) == 4
+    assert visit.results == [{"strategy": "mean", "rounds": None}]
+    assert all(o[0].results == [{"strategy": "mean", "rounds": None}] for o in outs)
+
+
+def test_symlinked_folders_are_followed_or_reported(tmp_path):
+    from folder import scan_folder
+
+    shop = make_folder(tmp_path / "shop", 2)
+    outside = make_folder(tmp_path / "elsewhere" / "shoes", 3, seed=2)
+    (shop / "shoes").symlink_to(outside, target_is_directory=True)  # followed: its images are products
+    (shop / "again").symlink_to(shop, target_is_directory=True)  # a loop back to the folder itself
+    (outside / "up").symlink_to(tmp_path / "elsewhere", target_is_directory=True)  # a loop from outside
+    (shop / "inner").mkdir()
+    (shop / "inner-link").symlink_to(shop / "inner", target_is_directory=True)
+    Image.fromarray(pattern(20, 20, 5)).save(shop / "inner" / "x.png")
+    scan = scan_folder(shop, progress=False)
+    assert [i for i, _ in scan.images] == ["inner/x", "item00", "item01", "shoes/item00", "shoes/item01",
+                                           "shoes/item02"]
+    reasons = dict(scan.skipped)
+    assert len(reasons) == 3
+    assert "loops back" in reasons["again"] and "loops back" in reasons["shoes/up"]
+    assert "inside the image folder" in reasons["inner-link"]
+    assert "skipped again:" in scan.report()
+
+
+def test_layers_do_not_import_the_ui_or_each_other():
+    """Logic files never import app.py; ray_embed.py and upload_ds.py share folder.py instead of each other."""
+    for name in ("evaluate.py", "catalog.py", "recommender.py", "embed.py", "folder.py", "demo.py"):
+        src = (ROOT / name).read_text()
+        assert "import app" not in src and "from app " not in src and "gradio" not in src, name
+    ray_src = (ROOT / "ray_embed.py").read_text()
+    assert "upload_ds" not in ray_src.replace("upload_ds.py", "")
