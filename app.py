@@ -12,9 +12,12 @@ All round logic lives in recommender.py; this file only loads the catalog, makes
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
+import os
 import re
+import secrets
 import socket
 import sys
 import threading
@@ -78,11 +81,17 @@ def restore_visit(saved, catalog: Catalog, rec: Recommender) -> Visit | None:
         log.info("a browser's saved session was not restored: %s", exc)
         return None
     results = [{"strategy": r["strategy"], "rounds": r["rounds"]} for r in results[-MAX_RESULTS:]]
+    if target is not None and rec.is_excluded(target):  # its image has since turned out unreadable
+        target, found_in = None, None
     return Visit(session, target=target, found_in=found_in, results=results)
 
 
-def build_app(catalog: Catalog, rec: Recommender, session_idle_s: float = SESSION_IDLE_S):
-    """The Gradio Blocks of the shop over one catalog and one recommender (shared, read-only)."""
+def build_app(catalog: Catalog, rec: Recommender, session_idle_s: float = SESSION_IDLE_S, secret: str | None = None):
+    """The Gradio Blocks of the shop over one catalog and one recommender (shared, read-only).
+
+    `secret` encrypts what each browser keeps of its visit; the same secret across restarts lets a reload
+    after a restart resume too (None: a new one per process).
+    """
     strategies = sorted(STRATEGIES)
 
     def showable_round(session: Session) -> None:
@@ -196,8 +205,8 @@ def build_app(catalog: Catalog, rec: Recommender, session_idle_s: float = SESSIO
         gr.Markdown("## Find your product\nClick the product you like best; each round shows products that look "
                     "like your picks, plus a few new ones.")
         header = gr.Markdown(catalog.summary(), elem_id="catalog")
-        state = gr.State(None, time_to_live=session_idle_s, delete_callback=lambda visit: None)
-        saved = gr.BrowserState(None, storage_key=f"product-recommender-{catalog.key}")
+        state = gr.State(None, time_to_live=session_idle_s)
+        saved = gr.BrowserState(None, storage_key=f"product-recommender-{catalog.key}", secret=secret)
         info = gr.Markdown(elem_id="status")
         with gr.Row():
             products = gr.Gallery(label="Products", columns=5, rows=2, height="auto", allow_preview=False, scale=4,
@@ -224,11 +233,53 @@ def build_app(catalog: Catalog, rec: Recommender, session_idle_s: float = SESSIO
         hunt.click(find_product, [strategy, state], outputs, api_name="find_product")
         strategy.input(start, [strategy, state], outputs, api_name="set_strategy")
 
+        memory = MemoryKeeper()
+
         def on_unload(request: gr.Request) -> None:
             forget_session(demo, request)
+            memory.soon()
 
         demo.unload(on_unload)
     return demo
+
+
+class MemoryKeeper:
+    """Gives freed memory back to the OS (glibc): a closed tab's memory leaves the process, not just Python.
+
+    glibc keeps freed heap memory for reuse, and its mmap threshold grows after each large free, so the big
+    temporary arrays of rounds end up on heaps that never shrink. At start the threshold is pinned (large
+    arrays always get their own mapping, unmapped when freed); after tabs close, `malloc_trim` hands back the
+    free pages, at most once per `every_s`. Does nothing where libc has no such calls.
+    """
+
+    def __init__(self, every_s: float = 5.0, mmap_threshold: int = 256 * 1024) -> None:
+        import ctypes
+
+        try:
+            self._libc = ctypes.CDLL(None)
+            self._trim = self._libc.malloc_trim
+            m_mmap_threshold = -3
+            self._libc.mallopt(m_mmap_threshold, mmap_threshold)
+        except (OSError, AttributeError):
+            self._trim = None
+        self.every_s = every_s
+        self._pending = threading.Lock()
+
+    def soon(self) -> None:
+        """Trim within `every_s` (several closes in that time share one trim)."""
+        if self._trim is None or not self._pending.acquire(blocking=False):
+            return
+
+        def later() -> None:
+            try:
+                gc.collect()
+                self._trim(0)
+            finally:
+                self._pending.release()
+
+        timer = threading.Timer(self.every_s, later)
+        timer.daemon = True
+        timer.start()
 
 
 def forget_session(demo: gr.Blocks, request: gr.Request) -> None:
@@ -246,6 +297,10 @@ def forget_session(demo: gr.Blocks, request: gr.Request) -> None:
     with holder.lock:
         holder.session_data.pop(session_hash, None)
         holder.time_last_used.pop(session_hash, None)
+    queue = getattr(demo, "_queue", None)  # its per-session message queue and (empty) set of pending events
+    if queue is not None and not queue.pending_event_ids_session.get(session_hash):
+        queue.pending_event_ids_session.pop(session_hash, None)
+        queue.pending_messages_per_session.pop(session_hash, None)
 
 
 # ---------------------------------------------------------------------------------------------------- main
@@ -278,6 +333,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.strategy not in STRATEGIES:  # argparse does not check a default (here: STRATEGY) against choices
         ap.error(f"STRATEGY {args.strategy!r} is not one of {sorted(STRATEGIES)}")
     return args
+
+
+def browser_secret(cache_dir: Path) -> str | None:
+    """The key for what browsers keep, made once and kept in the cache folder (None if it cannot be kept)."""
+    path = cache_dir / "browser-secret"
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(24))
+        return path.read_text().strip() or None
+    except OSError as exc:
+        log.warning("cannot keep the browser-state key in %s (%s): a reload after a restart starts afresh", path, exc)
+        return None
 
 
 def port_problem(host: str | None, port: int) -> str | None:
@@ -329,10 +402,11 @@ def main(argv: list[str] | None = None) -> int:
     except CatalogError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "1000")  # Gradio keeps 10,000 events' records by default
     gr.set_static_paths([str(catalog.thumb_dir)])
     catalog.check_all()
     threading.Thread(target=belief_space, args=(rec,), name="belief", daemon=True).start()  # for "bayes" sessions
-    demo = build_app(catalog, rec)
+    demo = build_app(catalog, rec, secret=browser_secret(Path(args.cache_dir)))
     log.info("start-up %.1f s; serving %d products", time.perf_counter() - t, catalog.n)
     try:
         demo.queue(default_concurrency_limit=None).launch(server_name=args.host, server_port=args.port,

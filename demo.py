@@ -24,6 +24,8 @@ import numpy as np
 from PIL import Image
 
 from catalog import DEFAULT_CACHE
+from cli import ArgumentParser, whole_number
+from cli import run as run_cli
 
 CATEGORIES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
               "Ankle boot"]
@@ -158,9 +160,9 @@ def make_subset(path: Path = SUBSET_FILE, per_category: int = SUBSET_PER_CATEGOR
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: build/load the demo catalog, or regenerate the shipped subset."""
-    ap = argparse.ArgumentParser(prog="demo.py", description=__doc__,
+    ap = ArgumentParser(prog="demo.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", type=int, default=2000, help="products in the catalog (default 2000)")
+    ap.add_argument("--size", type=whole_number(1, 70_000), default=2000, help="products in the catalog (default 2000)")
     ap.add_argument("--source", choices=("auto", "debian", "subset"), default="auto")
     ap.add_argument("--cache-dir", default=str(DEFAULT_CACHE))
     ap.add_argument("--make-subset", action="store_true", help="regenerate data/fashion-mnist-subset.npz")
@@ -178,4 +180,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

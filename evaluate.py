@@ -18,6 +18,8 @@ import time
 
 import numpy as np
 
+from cli import ArgumentParser, whole_number
+from cli import run as run_cli
 from recommender import STRATEGIES, Recommender
 
 
@@ -141,7 +143,7 @@ def load_embeddings(src: str, demo_size: int, cache_dir: str | None) -> tuple[np
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
-    ap = argparse.ArgumentParser(prog="evaluate.py", description=__doc__,
+    ap = ArgumentParser(prog="evaluate.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--dataset", metavar="SRC", help="'demo', a Hub dataset id, or a directory from upload_ds.py")
@@ -150,16 +152,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--user", choices=("noiseless", "noisy"), default="noiseless")
     ap.add_argument("--temperature", type=float, default=0.05, help="noisy shopper's softmax temperature")
     ap.add_argument("--epsilon", type=float, default=0.05, help="noisy shopper's chance of a random click")
-    ap.add_argument("--targets", type=int, default=500, help="number of targets (all products if more)")
-    ap.add_argument("--per-round", type=int, default=10)
-    ap.add_argument("--similar", type=int, default=5)
-    ap.add_argument("--max-rounds", type=int, default=None, help="cap on rounds (default N / per-round)")
+    ap.add_argument("--targets", type=whole_number(1), default=500, help="number of targets (all products if more)")
+    ap.add_argument("--per-round", type=whole_number(1), default=10)
+    ap.add_argument("--similar", type=whole_number(0), default=5)
+    ap.add_argument("--max-rounds", type=whole_number(1), default=None, help="cap on rounds (default N / per-round)")
     ap.add_argument("--sweep", action="store_true", help="also sweep mean's similar/random split 0..per-round")
     ap.add_argument("--plot", metavar="PNG", help="write cumulative %% found vs rounds")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--demo-size", type=int, default=2000)
+    ap.add_argument("--demo-size", type=whole_number(1, 70_000), default=2000)
     ap.add_argument("--cache-dir", default=None)
     args = ap.parse_args(argv)
+    if args.similar > args.per_round:
+        ap.error(f"--similar ({args.similar}) cannot exceed --per-round ({args.per_round})")
     strategies = [s.strip() for s in args.strategy.split(",") if s.strip()]
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown:
@@ -170,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             n, d, c = (int(v) for v in args.synthetic.split(","))
         except ValueError:
             ap.error("--synthetic takes N,d,clusters, e.g. 500,64,20")
+        if min(n, d, c) < 1:
+            ap.error("--synthetic N,d,clusters must all be at least 1")
         x, name = synthetic_catalog(n, d, c, seed=args.seed), f"synthetic ({n} products, d={d}, {c} clusters)"
     else:
         try:
@@ -205,4 +211,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -66,20 +66,25 @@ def walk_folder(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
 
     walked = {root_real}  # real paths of the folders walked or about to be, so no folder is walked twice
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=unreadable):
-        walked.add(os.path.realpath(dirpath))
+        here = os.path.realpath(dirpath)
+        walked.add(here)
         keep = []
         for name in sorted(dirnames):
             sub = os.path.join(dirpath, name)
+            target = os.path.realpath(sub)
             if os.path.islink(sub):
-                target = os.path.realpath(sub)
-                if target == root_real or target.startswith(root_real + os.sep):
+                loop = here == target or (here + os.sep).startswith(target + os.sep) or \
+                    root_real.startswith(target + os.sep)
+                if not loop and target.startswith(root_real + os.sep):
                     skipped.append((_relative(root, sub), "symlinked folder points inside the image folder; its "
                                                           "images are included once, under their own path"))
                     continue
-                if target in walked or root_real.startswith(target + os.sep):
+                if loop or target in walked:
                     skipped.append((_relative(root, sub), "symlinked folder loops back to a folder already walked"))
                     continue
-                walked.add(target)
+            elif target in walked:  # a real folder reached again through a link above it
+                continue
+            walked.add(target)
             keep.append(name)
         dirnames[:] = keep
         files += [Path(dirpath, f) for f in filenames

@@ -335,10 +335,11 @@ class Recommender:
                 (seed,) = self._seeds.spawn(1)
         return Session(self, np.random.default_rng(seed), strategy, params)
 
-    def restore_session(self, saved: dict, seed: int | None = None) -> Session:
+    def restore_session(self, saved: dict, seed: int | None = None, **params) -> Session:
         """A session in the state `Session.to_dict()` saved (e.g. kept by the shopper's browser over a reload).
 
-        The saved data is checked as untrusted input: a ValueError says what is wrong with it.
+        The saved data is checked as untrusted input: a ValueError says what is wrong with it. Strategy tuning
+        (`params`) is the caller's, never the saved data's.
         """
         if not isinstance(saved, dict):
             raise ValueError("a saved session must be a dict")
@@ -360,9 +361,6 @@ class Recommender:
         if any(pick not in history[r - 1] for pick, r in zip(picks, pick_rounds)):
             raise ValueError("a pick is not a product of the round it was picked from")
         picked_last = bool(pick_rounds) and pick_rounds[-1] == len(history)  # that pick found nothing more to show
-        params = saved.get("params") or {}
-        if not isinstance(params, dict) or not all(isinstance(v, (int, float)) for v in params.values()):
-            raise ValueError("params must map names to numbers")
         session = self.new_session(seed=seed, strategy=strategy, **params)
         session.n_hidden -= sum(1 for row in flat if session.is_seen(row))  # excluded since, but shown then
         session._mark_seen(flat)
@@ -497,7 +495,7 @@ class Session:
 
     def to_dict(self) -> dict:
         """What `Recommender.restore_session` needs to rebuild this session: JSON-ready plain data."""
-        return {"strategy": self.strategy, "params": dict(self.params), "history": [list(r) for r in self.history],
+        return {"strategy": self.strategy, "history": [list(r) for r in self.history],
                 "picks": list(self.picks), "pick_rounds": list(self.pick_rounds), "n_similar": self.n_similar}
 
     def next_round(self, pick: int | None = None) -> list[int]:

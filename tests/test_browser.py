@@ -74,3 +74,27 @@ def test_shopper_clicks_through_rounds(browser, shop, tmp_path):
     page.wait_for_function("document.querySelector('#status').innerText.includes('Round 1')", timeout=15_000)
     page.wait_for_function("document.querySelectorAll('#picks .thumbnail-item img').length === 0", timeout=15_000)
     page.close()
+
+
+def test_reload_keeps_the_shoppers_place(browser, shop):
+    """Picks survive a page reload in the same browser (gr.BrowserState), then shopping goes on from there."""
+    context = browser.new_context(viewport={"width": 1280, "height": 1100})
+    page = context.new_page()
+    page.goto(shop)
+    page.wait_for_function("document.querySelectorAll('#products .thumbnail-item img').length === 10",
+                           timeout=30_000)
+    for r in range(1, 3):
+        page.locator("#products .thumbnail-item").nth(r).click()
+        page.wait_for_function(f"document.querySelectorAll('#picks .thumbnail-item img').length === {r}",
+                               timeout=15_000)
+    page.wait_for_function("document.querySelector('#status').innerText.includes('Round 3')", timeout=15_000)
+    gallery, picks = gallery_srcs(page, "products"), gallery_srcs(page, "picks")
+    page.reload()
+    page.wait_for_function("document.querySelectorAll('#picks .thumbnail-item img').length === 2", timeout=30_000)
+    page.wait_for_function("document.querySelector('#status').innerText.includes('Round 3')", timeout=15_000)
+    assert gallery_srcs(page, "picks") == picks and gallery_srcs(page, "products") == gallery
+    page.locator("#products .thumbnail-item").nth(0).click()
+    page.wait_for_function("document.querySelectorAll('#picks .thumbnail-item img').length === 3", timeout=15_000)
+    assert "Round 4" in page.inner_text("#status")
+    assert "80 products" in page.inner_text("#catalog")
+    context.close()

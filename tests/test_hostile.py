@@ -409,3 +409,14 @@ def test_layers_do_not_import_the_ui_or_each_other():
         assert "import app" not in src and "from app " not in src and "gradio" not in src, name
     ray_src = (ROOT / "ray_embed.py").read_text()
     assert "upload_ds" not in ray_src.replace("upload_ds.py", "")
+
+
+def test_browser_key_survives_restarts(tmp_path):
+    """The key that encrypts what browsers keep is made once per cache folder, so a reload after a restart works."""
+    import app
+
+    first = app.browser_secret(tmp_path / "cache")
+    assert first and app.browser_secret(tmp_path / "cache") == first
+    assert oct((tmp_path / "cache" / "browser-secret").stat().st_mode & 0o777) == "0o600"
+    (tmp_path / "file").write_text("x")
+    assert app.browser_secret(tmp_path / "file") is None  # cannot be kept: a warning, and a key per process

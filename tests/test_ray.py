@@ -80,9 +80,9 @@ def test_restart_after_failure_does_not_redo_finished_shards(reference, tiny_mod
     assert written, "the shards finished before the failure must be on disk"
     res = upload(*args)
     assert res.returncode == 0, res.stderr
-    line = next(ln for ln in res.stderr.splitlines() if ln.startswith("ray engine: 13 images"))
+    line = next(ln for ln in res.stderr.splitlines() if ln.startswith("ray engine: 14 images"))
     already = int(line.split(",")[1].split()[0])
-    assert 0 < already < 13, line
+    assert 0 < already < 14, line
     assert_same(datasets.load_from_disk(str(tmp_path / "out" / "shop-embeddings")), ref)
 
 

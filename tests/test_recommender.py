@@ -253,3 +253,48 @@ def test_sessions_isolated_under_threads():
 def test_no_ui_imports():
     src = Path(recommender.__file__).read_text()
     assert "gradio" not in src and "import embed" not in src
+
+
+@pytest.mark.parametrize("strategy", ["mean", "random", "rocchio", "bayes"])
+def test_excluded_and_withdrawn_rows_are_never_shown(strategy):
+    """Rows the catalog cannot show: excluded before a session, or withdrawn from a live one mid-round."""
+    x = np.random.default_rng(0).standard_normal((100, 8)).astype(np.float32)
+    rec = Recommender(x, seed=0, strategy=strategy)
+    assert rec.exclude([3, 5, 7, 99, 3]) == 4 and rec.exclude([5]) == 0
+    session = rec.new_session(seed=1)
+    shown, rows = [], session.next_round()
+    while rows:
+        if session.round in (2, 4):  # found unreadable while this round is on screen
+            bad = [rows[0], next(r for r in range(100) if not session.is_seen(r))]  # one on screen, one not
+            rec.exclude(bad)
+            rows = session.withdraw(bad)
+            assert len(rows) == 10 and not set(bad) & set(rows) and session.history[-1] == rows
+        shown += rows
+        rows = session.next_round(pick=rows[-1])
+    excluded = {r for r in range(100) if rec.is_excluded(r)}
+    assert len(shown) == len(set(shown)) and not excluded & set(shown)
+    assert set(shown) | excluded == set(range(100)) and session.exhausted
+    assert session.n_seen + session.n_hidden == 100
+
+
+def test_saved_session_resumes_and_tampering_is_refused():
+    import json
+
+    x = np.random.default_rng(0).standard_normal((100, 8)).astype(np.float32)
+    rec = Recommender(x, seed=0)
+    session = rec.new_session(seed=2)
+    rows = session.next_round()
+    rows = session.next_round(pick=rows[2])
+    saved = json.loads(json.dumps(session.to_dict()))  # what a browser keeps
+    again = rec.restore_session(saved)
+    assert (again.shown, again.picks, again.history, again.n_seen, again.n_similar) == \
+        (session.shown, session.picks, session.history, session.n_seen, session.n_similar)
+    nxt = again.next_round(pick=again.shown[0])
+    assert not set(nxt) & {r for h in session.history for r in h}
+    for bad, word in [({**saved, "strategy": "x"}, "strategy"), ({**saved, "history": [[1, 1]]}, "two rounds"),
+                      ({**saved, "history": [[1, 200]]}, "outside"), ({**saved, "history": [[True]]}, "whole"),
+                      ({**saved, "history": [list(range(11))]}, "1 to 10"),
+                      ({**saved, "picks": [saved["history"][1][0]]}, "not a product of the round"),
+                      ({**saved, "pick_rounds": [3]}, "outside"), ("junk", "dict")]:
+        with pytest.raises(ValueError, match=word):
+            rec.restore_session(bad)
