@@ -36,6 +36,7 @@ from recommender import STRATEGIES, Recommender, Session, belief_space
 log = logging.getLogger("app")
 SESSION_IDLE_S = 2 * 3600  # a browser session's state is dropped after this long without an event
 MAX_RESULTS = 500  # Find-a-product results kept per shopper
+DEFAULT_THREADS = max(4, 2 * (os.cpu_count() or 1))  # Gradio's own default is 40
 
 
 def row_of_thumb(value) -> int | None:
@@ -327,6 +328,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--max-sessions", type=whole_number(1, None, "MAX_SESSIONS"), default=env("MAX_SESSIONS", "1000"),
                     help="browser sessions kept in memory at once; the least recently used beyond it is dropped and "
                          "resumes from the browser's copy (env MAX_SESSIONS, default 1000)")
+    ap.add_argument("--threads", type=whole_number(1, 1000, "THREADS"), default=env("THREADS", str(DEFAULT_THREADS)),
+                    help="worker threads for shoppers' events; rounds are CPU work, so more threads than cores only "
+                         f"add memory (env THREADS, default {DEFAULT_THREADS} here: twice the cores, at least 4)")
     args = ap.parse_args(argv)
     if args.similar > args.per_round:
         ap.error(f"--similar ({args.similar}) cannot exceed --per-round ({args.per_round})")
@@ -410,7 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     log.info("start-up %.1f s; serving %d products", time.perf_counter() - t, catalog.n)
     try:
         demo.queue(default_concurrency_limit=None).launch(server_name=args.host, server_port=args.port,
-                                                          share=args.share, state_session_capacity=args.max_sessions)
+                                                          share=args.share, state_session_capacity=args.max_sessions,
+                                                          max_threads=args.threads)
     except OSError as exc:  # the port was taken between the check and the start
         print(f"error: cannot start the server: {exc}", file=sys.stderr)
         return 2
