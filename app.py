@@ -95,21 +95,17 @@ def build_app(catalog: Catalog, rec: Recommender, session_idle_s: float = SESSIO
     """
     strategies = sorted(STRATEGIES)
 
-    def showable_round(session: Session) -> None:
-        """Swap out products of the current round whose image turns out unreadable (a few tries at most)."""
-        for _ in range(5):
-            bad = [row for row in session.shown if catalog.showable(row) is None]
-            if not bad:
-                return
-            session.withdraw(bad)
-
     def gallery_items(session: Session) -> list[tuple[str, str]]:
-        items = []
-        for i, row in enumerate(session.shown):
-            path = catalog.showable(row)
-            if path is not None:
-                items.append((path, ("★ match · " if i < session.n_similar else "✦ new · ") + catalog.labels[row]))
-        return items
+        """The current round as (thumbnail, caption); products whose image turns out unreadable are swapped out
+        (a few tries at most, then left off the gallery)."""
+        for _ in range(5):
+            paths = {row: catalog.showable(row) for row in session.shown}
+            bad = [row for row, path in paths.items() if path is None]
+            if not bad:
+                break
+            session.withdraw(bad)
+        return [(paths[row], ("★ match · " if i < session.n_similar else "✦ new · ") + catalog.labels[row])
+                for i, row in enumerate(session.shown) if paths.get(row) is not None]
 
     def status(visit: Visit) -> str:
         session = visit.session
@@ -137,10 +133,10 @@ def build_app(catalog: Catalog, rec: Recommender, session_idle_s: float = SESSIO
     def render(visit: Visit, extras: bool = True):
         """All outputs; with extras=False the target image and results table are left as they are (cheaper)."""
         session = visit.session
-        showable_round(session)
+        gallery = gallery_items(session)  # first: it may swap products, which the status line counts
         target = catalog.showable(visit.target) if visit.target is not None else None
         picks = [(path, catalog.labels[row]) for row in session.picks if (path := catalog.showable(row))]
-        return (visit, gr.Gallery(value=gallery_items(session), selected_index=None), picks, status(visit),
+        return (visit, gr.Gallery(value=gallery, selected_index=None), picks, status(visit),
                 gr.Image(value=target, visible=target is not None) if extras else gr.skip(),
                 results_table(visit) if extras else gr.skip(), visit.saved(catalog), catalog.summary())
 

@@ -94,11 +94,6 @@ def walk_folder(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
     return files, skipped
 
 
-def find_image_files(img_dir: Path) -> list[Path]:
-    """Image files under `img_dir`, recursively, by extension (case-insensitive), in a stable sorted order."""
-    return walk_folder(Path(img_dir))[0]
-
-
 def check_image(src: str | os.PathLike | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> str | None:
     """Why a file (path or its bytes) cannot be used as a product image, or None when it decodes fully to RGB."""
     try:
