@@ -31,7 +31,7 @@ from catalog import DEFAULT_CACHE, Catalog, CatalogError, load_dataset_source
 from cli import ArgumentParser, env, env_flag, whole_number
 from cli import run as run_cli
 from demo import load_demo_catalog
-from recommender import STRATEGIES, Recommender, Session, belief_space
+from recommender import AUTO_SQ8_BYTES, COMPRESSIONS, STRATEGIES, Recommender, Session, belief_space, choose_compression
 
 log = logging.getLogger("app")
 SESSION_IDLE_S = 2 * 3600  # a browser session's state is dropped after this long without an event
@@ -327,7 +327,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--threads", type=whole_number(1, 1000, "THREADS"), default=env("THREADS", str(DEFAULT_THREADS)),
                     help="worker threads for shoppers' events; rounds are CPU work, so more threads than cores only "
                          f"add memory (env THREADS, default {DEFAULT_THREADS} here: twice the cores, at least 4)")
+    ap.add_argument("--compression", default=env("COMPRESSION", "auto"), choices=["auto", *COMPRESSIONS],
+                    help="how rounds scan the catalog: none (float32 rows in memory), sq8 (8-bit codes in memory, "
+                         "float32 rows left on disk; the same galleries, ~0.3x the time and a quarter of the memory), "
+                         f"auto: sq8 from {AUTO_SQ8_BYTES >> 20} MB of float32 rows, e.g. "
+                         f"{AUTO_SQ8_BYTES // (4 * 768):,} products of 768-d (env COMPRESSION, default auto)")
     args = ap.parse_args(argv)
+    if args.compression not in ("auto", *COMPRESSIONS):
+        ap.error(f"COMPRESSION {args.compression!r} is not one of auto, {', '.join(COMPRESSIONS)}")
     if args.similar > args.per_round:
         ap.error(f"--similar ({args.similar}) cannot exceed --per-round ({args.per_round})")
     if args.strategy not in STRATEGIES:  # argparse does not check a default (here: STRATEGY) against choices
@@ -377,14 +384,20 @@ def prepare(args: argparse.Namespace) -> tuple[Catalog, Recommender]:
             raise CatalogError(f"demo catalog: {exc}") from exc
         name = f"demo: Fashion-MNIST ({args.demo_size})"
     catalog = Catalog(ds, name, cache)
+    dim = catalog.embeddings[0].shape[1]
+    compression = choose_compression(args.compression, catalog.n, dim)
     try:
-        rec = Recommender(catalog.embeddings, per_round=args.per_round, similar=args.similar, strategy=args.strategy)
+        rec = Recommender(catalog.embeddings, per_round=args.per_round, similar=args.similar, strategy=args.strategy,
+                          compression=compression)
     except ValueError as exc:
         raise CatalogError(f"dataset {name}: {exc}") from exc
     catalog.on_unavailable = rec.exclude
     catalog.check_sample()
-    log.info("catalog %s: %d products, %d-d embeddings%s; ready in %.1f s", name, catalog.n, rec.dim,
-             f" ({catalog.model})" if catalog.model else "", time.perf_counter() - t)
+    index = (f"8-bit codes ({rec.codes.nbytes / 2**20:,.0f} MB; float32 rows read from disk)" if rec.codes else
+             f"float32 ({rec.n * rec.dim * 4 / 2**20:,.0f} MB)")
+    log.info("catalog %s: %d products, %d-d embeddings%s; index: %s (--compression %s); ready in %.1f s", name,
+             catalog.n, rec.dim, f" ({catalog.model})" if catalog.model else "", index, args.compression,
+             time.perf_counter() - t)
     return catalog, rec
 
 

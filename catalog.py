@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embed import embedding_matrix, open_image, to_rgb
+from embed import embedding_blocks, open_image, to_rgb
 from hubcheck import HubUnavailableError, require_hub
 
 log = logging.getLogger("catalog")
@@ -95,7 +95,7 @@ class Catalog:
         if len(ds) == 0:
             raise CatalogError(f"dataset {name} has no rows")
         try:
-            self.embeddings = embedding_matrix(ds)
+            self.embeddings = embedding_blocks(ds)  # views of the mapped Arrow file: read, never copied whole
         except ValueError as exc:
             raise CatalogError(f"dataset {name}: {exc}") from exc
         self.name = name

@@ -6,7 +6,9 @@ from `rec.new_session()`; a session shows `per_round` products a round: the firs
 followed by fresh random ones. No product is ever shown twice in a session.
 
 Seen products are excluded inside the FAISS search with a per-session N-bit bitmap (`IDSelectorBitmap`), so a
-round costs one scan of the index and never a Python loop over the catalog.
+round costs one scan of the index and never a Python loop over the catalog. With `compression="sq8"` that scan
+reads 8-bit codes (a quarter of the bytes) and still returns the float32 answer (see sq8.py), while the float32
+rows stay where they are, e.g. in a memory-mapped file (see rows.py).
 
 That rule is strategy "mean"; "random" (the baseline), "rocchio" and "bayes" (a belief over the wanted product,
 galleries chosen to narrow it fastest) plug in the same way: see STRATEGIES.
@@ -20,51 +22,57 @@ from collections.abc import Callable
 import faiss
 import numpy as np
 
-CHUNK_ROWS = 65536  # rows validated/normalised/added at a time, bounding the temporary copy
+from rows import CHUNK_BYTES, CHUNK_ROWS, UnitRows, as_chunks, read_blocks
+from sq8 import ExactSQ8
+
+COMPRESSIONS = ("none", "sq8")
+AUTO_SQ8_BYTES = 256 << 20  # "auto" scans 8-bit codes from this many bytes of float32 rows (87k x 768) up
 
 
-def _check_and_normalise(block: np.ndarray, offset: int) -> np.ndarray:
-    """Return float32 unit rows of `block`; a zero/NaN/inf row is a ValueError naming its row index."""
-    block = np.asarray(block, dtype=np.float32)
-    finite = np.isfinite(block).all(axis=1)
-    norms = np.linalg.norm(block, axis=1)
-    bad = np.flatnonzero(~finite | (norms == 0) | ~np.isfinite(norms))
-    if bad.size:
-        row = int(bad[0]) + offset
-        what = "NaN or inf" if not finite[bad[0]] else "zero (or overflowing) norm"
-        raise ValueError(f"embedding row {row} is invalid: {what}")
-    return block / norms[:, None]
+def choose_compression(setting: str | None, n: int, dim: int) -> str | None:
+    """The compression for `Recommender`: `setting` itself, or for "auto" sq8 once the float32 rows reach
+    AUTO_SQ8_BYTES (there a float32 round scans >= 256 MB, ~20 ms here, and sq8 does the same in ~0.3x)."""
+    if setting == "auto":
+        return "sq8" if n * dim * 4 >= AUTO_SQ8_BYTES else None
+    return None if setting in (None, "none") else setting
 
-
-def build_index(embeddings: np.ndarray, index_factory: str | None = None) -> tuple[faiss.Index, np.ndarray]:
+def build_index(embeddings, index_factory: str | None = None) -> tuple[faiss.Index, np.ndarray]:
     """Build the inner-product index over L2-normalised rows; return it and an (N, d) view of the unit rows.
 
-    With the exact (default) index the returned matrix is a view into the index's own storage, so the catalog
-    is held once. With an approximate `index_factory` string the unit rows are kept beside the index (the index
-    may store them compressed), trained on the catalog itself.
+    `embeddings` is an (N, d) array (a memmap is read a block at a time) or a list of such blocks. With the
+    exact (default) index the returned matrix is a view into the index's own storage, so the catalog is held
+    once. With an approximate `index_factory` string the unit rows are kept beside the index (the index may
+    store them compressed), trained on the catalog itself.
     """
-    embeddings = np.asarray(embeddings)
-    if embeddings.ndim != 2:
-        raise ValueError(f"embeddings must be a 2-D (N, d) array, got shape {embeddings.shape}")
-    n, d = embeddings.shape
-    if n == 0:
-        raise ValueError("embeddings is empty (N == 0): a catalog needs at least one product")
-    if d == 0:
-        raise ValueError("embeddings have dimension 0")
+    chunks = _checked_chunks(embeddings)
+    n, d = sum(len(c) for c in chunks), chunks[0].shape[1]
     if index_factory is None:
         index = faiss.IndexFlatIP(d)
-        for start in range(0, n, CHUNK_ROWS):
-            index.add(_check_and_normalise(embeddings[start : start + CHUNK_ROWS], start))
+        index.codes.resize(n * d * 4)  # the final size at once: adding block by block would regrow (and copy) it
         unit = faiss.rev_swig_ptr(index.get_xb(), n * d).reshape(n, d)
+        for start, block in read_blocks(chunks):
+            unit[start : start + len(block)] = block
+        index.ntotal = n
         return index, unit
     unit = np.empty((n, d), dtype=np.float32)
-    for start in range(0, n, CHUNK_ROWS):
-        unit[start : start + CHUNK_ROWS] = _check_and_normalise(embeddings[start : start + CHUNK_ROWS], start)
+    for start, block in read_blocks(chunks):
+        unit[start : start + len(block)] = block
     index = faiss.index_factory(d, index_factory, faiss.METRIC_INNER_PRODUCT)
     if not index.is_trained:
         index.train(unit)
     index.add(unit)
     return index, unit
+
+
+def _checked_chunks(embeddings) -> list[np.ndarray]:
+    """`rows.as_chunks`, refusing an empty catalog or zero-width rows with a clear ValueError."""
+    chunks = as_chunks(embeddings)
+    n, d = sum(len(c) for c in chunks), chunks[0].shape[1]
+    if n == 0:
+        raise ValueError("embeddings is empty (N == 0): a catalog needs at least one product")
+    if d == 0:
+        raise ValueError("embeddings have dimension 0")
+    return chunks
 
 
 def _search_params(index: faiss.Index, selector: faiss.IDSelector) -> faiss.SearchParameters:
@@ -119,21 +127,33 @@ def strategy_rocchio(session: Session, n: int) -> list[int]:
 BAYES_DEFAULTS = {"temperature": 0.05, "epsilon": 0.05, "particles": 512, "candidates": 96}
 BAYES_EXACT_BUDGET = 100_000_000  # N * d up to which the belief uses the full embeddings (e.g. 130k x 768)
 BAYES_DIM = 64  # beyond it, a PCA projection of this many dimensions keeps a round O(N * 64)
+BAYES_PCA_SAMPLE = 30_000  # rows the projection is fitted on (64 of 768 dimensions need no more)
 
 
 def belief_space(rec: Recommender) -> np.ndarray:
-    """Unit rows the belief update compares: the embeddings, or on big catalogs their PCA projection (made once)."""
-    if rec.n * rec.dim <= BAYES_EXACT_BUDGET or rec.dim <= BAYES_DIM:
+    """Unit rows the belief update compares: the embeddings, or on big catalogs their PCA projection (made once).
+
+    Rows that stay on disk (compression "sq8") are read once, a block at a time, into the projection.
+    """
+    small = rec.n * rec.dim <= BAYES_EXACT_BUDGET or rec.dim <= BAYES_DIM
+    if small and isinstance(rec.unit, np.ndarray):
         return rec.unit
     with rec._belief_lock:
         if rec._belief is None:
-            pca = faiss.PCAMatrix(rec.dim, BAYES_DIM)
-            sample = np.random.default_rng(0).choice(rec.n, min(rec.n, 100_000), replace=False)
-            pca.train(np.ascontiguousarray(rec.unit[np.sort(sample)]))
-            proj = np.empty((rec.n, BAYES_DIM), dtype=np.float32)
-            for start in range(0, rec.n, CHUNK_ROWS):
-                block = pca.apply_py(np.ascontiguousarray(rec.unit[start : start + CHUNK_ROWS]))
-                proj[start : start + len(block)] = block / np.maximum(np.linalg.norm(block, axis=1), 1e-12)[:, None]
+            dim = min(rec.dim, BAYES_DIM) if not small else rec.dim
+            pca = None
+            if dim < rec.dim:
+                pca = faiss.PCAMatrix(rec.dim, dim)
+                sample = np.random.default_rng(0).choice(rec.n, min(rec.n, BAYES_PCA_SAMPLE), replace=False)
+                pca.train(np.ascontiguousarray(rec.unit[np.sort(sample)]))
+            proj = np.empty((rec.n, dim), dtype=np.float32)
+            step = min(CHUNK_ROWS, CHUNK_BYTES // (4 * rec.dim))
+            for start in range(0, rec.n, step):
+                block = np.ascontiguousarray(rec.unit[start : start + step])
+                if pca is not None:
+                    block = pca.apply_py(block)
+                    block /= np.maximum(np.linalg.norm(block, axis=1), 1e-12)[:, None]
+                proj[start : start + len(block)] = block
             rec._belief = proj
     return rec._belief
 
@@ -280,7 +300,15 @@ class Recommender:
         seed: int | None = None,
         index_factory: str | None = None,
         nprobe: int | None = None,
+        compression: str | None = None,
+        threads: int | None = None,
     ) -> None:
+        """`embeddings`: (N, d) array, memmap or list of blocks (e.g. a dataset's Arrow blocks), normalised here.
+
+        `compression`: None / "none" scans float32 rows held in the index; "sq8" scans 8-bit codes and re-ranks
+        against the float32 rows, which are only read, never copied (same results, see sq8.py). `threads`:
+        how many parts the sq8 scan is split into (default: the CPU count from 262,144 rows up).
+        """
         if per_round < 1:
             raise ValueError(f"per_round must be at least 1, got {per_round}")
         if similar < 0 or similar > per_round:
@@ -290,10 +318,22 @@ class Recommender:
         self.per_round = per_round
         self.similar = similar
         self.strategy = strategy
+        compression = None if compression in (None, "none") else compression
+        if compression is not None and compression not in COMPRESSIONS:
+            raise ValueError(f"unknown compression {compression!r}; choose from {COMPRESSIONS}")
+        if compression is not None and index_factory is not None:
+            raise ValueError("compression and index_factory cannot be combined: sq8 is exact, an index_factory not")
         self.index_factory = index_factory
-        self.index, self.unit = build_index(embeddings, index_factory)
+        self.compression = compression
+        self.codes: ExactSQ8 | None = None
+        if compression == "sq8":
+            self.index = None
+            self.unit = UnitRows(_checked_chunks(embeddings))
+            self.codes = ExactSQ8(self.unit, threads)  # reads (and so validates) every row
+        else:
+            self.index, self.unit = build_index(embeddings, index_factory)
         self.n, self.dim = self.unit.shape
-        ivf = faiss.try_extract_index_ivf(self.index)
+        ivf = faiss.try_extract_index_ivf(self.index) if self.index is not None else None
         if ivf is not None and nprobe is not None:
             ivf.nprobe = nprobe
         self._seeds = np.random.SeedSequence(seed)
@@ -389,8 +429,9 @@ class Session:
         with rec._lock:
             self._unseen_bits = rec._available_bits.copy()  # a bit per row: set while it may still be shown
             self.n_hidden = rec.n_excluded  # rows never to be shown: excluded by the catalog, or withdrawn
-        self._selector = faiss.IDSelectorBitmap(rec.n, faiss.swig_ptr(self._unseen_bits))
-        self._params = _search_params(rec.index, self._selector)
+        if rec.index is not None:
+            self._selector = faiss.IDSelectorBitmap(rec.n, faiss.swig_ptr(self._unseen_bits))
+            self._params = _search_params(rec.index, self._selector)
 
     @property
     def round(self) -> int:
@@ -427,13 +468,27 @@ class Session:
         return not (self._unseen_bits[row >> 3] >> (row & 7)) & 1
 
     def search(self, query: np.ndarray, k: int) -> list[int]:
-        """The `k` unseen rows with the highest inner product with `query`, best first (exact on a flat index)."""
+        """The `k` unseen rows with the highest inner product with `query`, best first, ties to the lower row.
+
+        Exact on the flat index and with sq8 (both give the same rows); approximate with an index_factory.
+        """
         k = min(k, self.remaining)
         if k <= 0:
             return []
         query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
-        _, ids = self.rec.index.search(query, k, params=self._params)
-        return [int(i) for i in ids[0] if i >= 0]
+        if self.rec.codes is not None:
+            _, ids = self.rec.codes.search(query, k, self._unseen_bits, self.remaining)
+            return ids.tolist()
+        m = min(k + 1, self.remaining)  # one more, to see whether the k-th place is tied
+        while True:
+            scores, ids = self.rec.index.search(query, m, params=self._params)
+            keep = ids[0] >= 0
+            scores, ids = scores[0][keep], ids[0][keep]
+            # FAISS's heap settles a tie at the k-th place by scan order; widen until the tie is all in hand
+            if len(ids) <= k or scores[-1] < scores[k - 1] or m >= self.remaining:
+                break
+            m = min(m * 4, self.remaining)
+        return ids[np.lexsort((ids, -scores))][:k].tolist()
 
     def random_unseen(self, k: int, exclude: set[int] | None = None) -> list[int]:
         """`k` distinct rows drawn uniformly from the unseen rows not in `exclude`."""

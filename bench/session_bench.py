@@ -71,12 +71,13 @@ def run(products: int, sessions: int, batch: int, dim: int, workers: int, tmp: P
                 beat.close()
             figures["before"] = settle(proc.pid)
             figures["before_anon"] = rss_mb(proc.pid, "RssAnon")
-            peak, t = 0.0, time.perf_counter()
+            peak, t, figures["trend"] = 0.0, time.perf_counter(), []
             for start in range(0, sessions, batch):
                 tabs = list(pool.map(lambda k: visit(url, config, k, True), range(start, min(start + batch, sessions))))
                 peak = max(peak, rss_mb(proc.pid))
                 for _, beat in tabs:
                     beat.close()
+                figures["trend"].append((start + len(tabs), settle(proc.pid, 7), rss_mb(proc.pid, "RssAnon")))
             figures["seconds"] = time.perf_counter() - t
             figures["peak"] = peak
             figures["after"] = settle(proc.pid)
@@ -106,6 +107,8 @@ def main() -> None:
           f"({f['before'] - f['idle']:+.0f} MB), peak with {args.batch} open {f['peak']:.0f} MB, after "
           f"{args.sessions:,} more opened and closed {f['after']:.0f} MB: {grown:+.0f} MB (bound +50 MB) "
           f"{'OK' if grown <= 50 else 'OVER'}; of it anonymous memory {f['after_anon'] - f['before_anon']:+.0f} MB")
+    print("after each batch closed (sessions, RSS MB, anonymous MB): " + ", ".join(
+        f"{n:,} {rss:.0f} {anon:.0f}" for n, rss, anon in f["trend"]))
     print(f"same number of sessions that never close (bounded only by --max-sessions): {f['never_closed']:.0f} MB, "
           f"{f['never_closed'] - f['after']:+.0f} MB, {(f['never_closed'] - f['after']) * 1024 / args.sessions:.0f} "
           f"KB a session")

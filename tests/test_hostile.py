@@ -117,14 +117,20 @@ def make_folder(path: Path, n: int, seed: int = 0) -> Path:
     return path
 
 
-def test_rewriting_the_dataset_under_a_running_app(tmp_path, tiny_model):
-    """upload_ds.py --out into the dataset the app serves: refused without --overwrite; with it, atomic."""
+@pytest.mark.parametrize("compression", ["none", "sq8"])
+def test_rewriting_the_dataset_under_a_running_app(tmp_path, tiny_model, compression):
+    """upload_ds.py --out into the dataset the app serves: refused without --overwrite; with it, atomic.
+
+    With sq8 the app reads float32 rows from the dataset's Arrow file at every round: still the old file's.
+    """
     out = tmp_path / "out"
     res = run("upload_ds.py", make_folder(tmp_path / "v1", 12), "--repo", "me/shop", "--model", tiny_model,
               "--no-push", "--out", out)
     assert res.returncode == 0, res.stderr
-    env = {**os.environ, "APP_LOG": str(tmp_path / "app.log"), "CACHE_DIR": str(tmp_path / "cache")}
+    env = {**os.environ, "APP_LOG": str(tmp_path / "app.log"), "CACHE_DIR": str(tmp_path / "cache"),
+           "COMPRESSION": compression}
     proc, url = start_app(["--dataset", str(out / "shop-embeddings")], env)
+    assert ("8-bit codes" in (tmp_path / "app.log").read_text()) == (compression == "sq8")
     try:
         shopper = Shopper(url)
         gallery = shopper.call("start")[1]
@@ -267,7 +273,8 @@ def test_session_state_is_compact():
 
 # ------------------------------------------------------------------------------------ 6. clear errors
 @pytest.mark.parametrize("case", ["file", "zero_rows", "per_round_0", "similar_11", "port_99999", "PORT=abc",
-                                  "PORT=abc --help", "PER_ROUND=x", "STRATEGY=fast", "port_in_use"])
+                                  "PORT=abc --help", "PER_ROUND=x", "STRATEGY=fast", "COMPRESSION=zip",
+                                  "port_in_use"])
 def test_app_settings_errors_are_one_line(case, tmp_path):
     env, args = {"CACHE_DIR": str(tmp_path / "cache")}, []
     if case == "file":
@@ -291,6 +298,8 @@ def test_app_settings_errors_are_one_line(case, tmp_path):
         env["PER_ROUND"], word = "x", "PER_ROUND"
     elif case == "STRATEGY=fast":
         env["STRATEGY"], word = "fast", "STRATEGY"
+    elif case == "COMPRESSION=zip":
+        env["COMPRESSION"], word = "zip", "COMPRESSION"
     else:
         blocker = socket.socket()
         blocker.bind(("127.0.0.1", 0))
