@@ -5,21 +5,30 @@
     python app.py --dataset out/NAME-embeddings    # or the same saved locally with upload_ds.py --out
 
 Every flag can also be set by an environment variable (DATASET, HOST, PORT, PER_ROUND, SIMILAR, STRATEGY,
-DEMO_SIZE, SHARE, CACHE_DIR), so a Hugging Face Space is configured in its settings, not its code.
+DEMO_SIZE, SHARE, CACHE_DIR, MAX_SESSIONS, THREADS, COMPRESSION), so a Hugging Face Space is configured in its
+settings, not its code.
 All round logic lives in recommender.py; this file only loads the catalog, makes thumbnails and wires events.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+
+if __name__ == "__main__" and "PYTHONMALLOC" not in os.environ:
+    # Run on the C library's malloc, not Python's small-object arenas: an arena is only handed back when every
+    # object in it is gone, so a server that once held many sessions kept ~+60 MB after they all closed;
+    # with malloc, MemoryKeeper's malloc_trim returns it (bench/session_bench.py). Done before the big imports.
+    os.environ["PYTHONMALLOC"] = "malloc"
+    os.execv(sys.executable, sys.orig_argv)
+
 import argparse
 import gc
 import json
 import logging
-import os
 import re
 import secrets
 import socket
-import sys
 import threading
 import time
 from dataclasses import dataclass, field

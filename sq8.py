@@ -30,16 +30,24 @@ from rows import CHUNK_ROWS, UnitRows, read_blocks
 SHARD_MIN_ROWS = 1 << 18  # below this, one thread scans all the codes; above, the scan is split over threads
 FIRST_CANDIDATES = 64  # fewest rows taken by code in a first scan, beyond k
 GROWTH = 8  # how much the candidate count grows when the first scan could not prove its answer
-_U = 2.0**-24  # float32 unit roundoff
+_U32 = 2.0**-24  # float32 unit roundoff
 
 
-def _codes(block: np.ndarray, lo: np.ndarray, step: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Codes of unit rows (uint8, c - 128 as FAISS's signed layout) and the quantisation error of each row."""
-    x = block.astype(np.float64)
-    t = np.divide(x - lo, step, out=np.zeros_like(x), where=step > 0)
-    c = np.clip(np.floor(t), 0, 255)
-    err = x - (lo + (c + 0.5) * step)
-    return c.astype(np.uint8), err
+def _codes(block: np.ndarray, lo: np.ndarray, inv_step: np.ndarray, step: np.ndarray) -> tuple[np.ndarray, float,
+                                                                                             float]:
+    """Codes of float32 unit rows (0..255; FAISS's signed layout reads them as c - 128), computed in float32, and
+    the block's largest ||x - x^|| and ||c - 127.5|| (float32 sums: callers add their rounding margins)."""
+    t = (block - lo) * inv_step
+    np.floor(t, out=t)
+    np.clip(t, 0, 255, out=t)
+    codes = t.astype(np.uint8)
+    mid = t - 127.5
+    mid_norm = float(np.sqrt(np.einsum("ij,ij->i", mid, mid)).max())
+    t += 0.5
+    t *= step
+    t += lo
+    np.subtract(block, t, out=t)
+    return codes, float(np.sqrt(np.einsum("ij,ij->i", t, t)).max()), mid_norm
 
 
 class ExactSQ8:
@@ -69,17 +77,24 @@ class ExactSQ8:
             index.ntotal = stop - start
             self.shards.append(index)
             views.append((start, stop, faiss.rev_swig_ptr(index.codes.data(), (stop - start) * d).reshape(-1, d)))
-        self.err_norm = 0.0  # largest ||x - x^|| over the catalog
-        self.mid_norm = 0.0  # largest ||c - 127.5|| over the catalog
-        for offset, block in read_blocks(rows.chunks, CHUNK_ROWS // 64):  # pass 2: codes, written in place
-            codes, err = _codes(block, self.lo, self.step)
-            self.err_norm = max(self.err_norm, float(np.sqrt((err * err).sum(axis=1)).max()))
-            mid = codes.astype(np.float64) - 127.5
-            self.mid_norm = max(self.mid_norm, float(np.sqrt((mid * mid).sum(axis=1)).max()))
+        err_norm = mid_norm = 0.0
+        lo32, step32 = lo, self.step.astype(np.float32)
+        inv32 = np.divide(1, self.step, out=np.zeros(d), where=self.step > 0).astype(np.float32)
+        for offset, block in read_blocks(rows.chunks, CHUNK_ROWS // 16):  # pass 2: codes, written in place
+            codes, block_err, block_mid = _codes(block, lo32, inv32, step32)
+            err_norm, mid_norm = max(err_norm, block_err), max(mid_norm, block_mid)
             for start, stop, view in views:
                 a, b = max(offset, start), min(offset + len(block), stop)
                 if a < b:
                     view[a - start : b - start] = codes[a - offset : b - offset]
+        # The codes came from float32 arithmetic: a value within ~1e-5 of a step's edge may land in the next
+        # step, and the norms were summed in float32. Widen each measure by more than those roundings can reach:
+        # the step's float32 rounding over 255.5 steps, 8 roundings of |x| a component, d * u in a sum.
+        self.half_step = self.step / 2 * (1 + 1e-3)  # per dimension: |x_j - x^_j| <= half_step_j
+        slack = 255.5 * float(np.linalg.norm(step32.astype(np.float64) - self.step)) + \
+            np.sqrt(d) * 8 * _U32 * float(self.maxabs.max())
+        self.err_norm = err_norm * (1 + 2 * d * _U32) + slack  # largest ||x - x^|| over the catalog
+        self.mid_norm = mid_norm * (1 + 2 * d * _U32)  # largest ||c - 127.5|| over the catalog
         self._pool = ThreadPoolExecutor(len(self.shards)) if len(self.shards) > 1 else None
         self.scans = 0  # scans made, and searches answered: their ratio says how often a first scan fell short
         self.searches = 0
@@ -101,8 +116,8 @@ class ExactSQ8:
         a0 = float(q64 @ self.lo + 128.5 * w.sum() - 0.5 * r.sum())
         abs_q = np.abs(q64)
         err_q = min(127.5 * float(np.abs(r).sum()), float(np.linalg.norm(r)) * self.mid_norm)
-        err_x = min(float(abs_q @ self.step) / 2, float(np.linalg.norm(q64)) * self.err_norm)
-        gamma = self.dim * _U / (1 - self.dim * _U)
+        err_x = min(float(abs_q @ self.half_step), float(np.linalg.norm(q64)) * self.err_norm)
+        gamma = self.dim * _U32 / (1 - self.dim * _U32)
         err_f32 = gamma * float(abs_q @ self.maxabs)  # the float32 exact score's own rounding
         eps = (err_q + err_x + err_f32) * (1 + 1e-6) + 1e-9 * (1 + abs(a0) + float(abs_q.sum()))
         return u.astype(np.float32).reshape(1, -1), lam, a0, eps

@@ -115,8 +115,17 @@ def child(path: str, n: int, d: int, compression: str, threads: int, sessions: i
     if bayes:
         out["bayes"], _ = time_rounds(rec, max(1, sessions - 1), rounds, strategy="bayes")
         out["belief_bytes"] = rec.n * 4 + (rec.n + 7) // 8  # log-belief per row + the unseen bitmap
-    out["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["peak_rss"] = peak_rss_mib()
     return out
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory (VmHWM: of its own memory map, unlike ru_maxrss, which also counts
+    the parent's peak when the child was started by vfork + exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_child(path: Path, n: int, d: int, compression: str, threads: int, args, bayes: bool) -> dict:
