@@ -65,6 +65,21 @@ def open_image(src: Image.Image | str | os.PathLike | bytes | dict) -> Image.Ima
     return Image.open(src)
 
 
+def appearance_vectors(images: Sequence, size: int = 8) -> np.ndarray:
+    """Colour layout of each picture: (n, 3 * size * size) float32 in [0, 1], the RGB image (EXIF orientation
+    applied, transparency on white, any mode) shrunk to size x size and flattened. What a shopper sees at a
+    glance, colour and silhouette, which a semantic embedding only partly keeps."""
+    if size < 1:
+        raise ValueError(f"size must be at least 1, got {size}")
+    out = np.empty((len(images), 3 * size * size), dtype=np.float32)
+    for i, src in enumerate(images):
+        if src is None:
+            raise ValueError(f"image {i} is missing")
+        small = to_rgb(open_image(src)).resize((size, size), Image.BOX)
+        out[i] = np.asarray(small, dtype=np.float32).reshape(-1) / 255.0
+    return out
+
+
 # --------------------------------------------------------------------------------------------------- encoders
 class ImageEncoder:
     """A vision model mapping images to unit vectors: a Hugging Face model (path or Hub id) or EfficientNet-Lite0."""

@@ -7,6 +7,12 @@
 Each round the shopper sees the gallery; if the target is there it is found (that round counts). Otherwise
 it picks: `noiseless` picks the shown product most similar to the target; `noisy` picks with probability
 proportional to exp(similarity / temperature), or (with probability --epsilon) clicks at random.
+
+Similar by whose eyes? `--perceive` sets what the shopper compares (the strategies never see it), comma
+separated for one table each: `embedding` (the catalog's own embedding: flatters every strategy), `pixels`
+(the product picture itself, 32x32 RGB on white, centred on the catalog mean), `model:NAME` (another encoder's
+embedding of the same pictures), `noise:S` (the embedding plus a fixed per-product Gaussian perturbation of
+scale S / sqrt(d)).
 """
 
 from __future__ import annotations
@@ -22,11 +28,53 @@ from cli import ArgumentParser, whole_number
 from cli import run as run_cli
 from recommender import STRATEGIES, Recommender
 
-
 # ---------------------------------------------------------------------------------------------- the shopper
+PIXELS_SIZE = 32  # the `pixels` shopper sees the picture at 32 x 32
+
+
+def unit_rows(x: np.ndarray, centre: bool = False) -> np.ndarray:
+    """float32 rows, optionally centred on their mean, scaled to length 1 (a row of zeros stays zeros)."""
+    x = np.array(x, dtype=np.float32)
+    if centre:
+        x -= x.mean(axis=0)
+    return x / np.maximum(np.linalg.norm(x, axis=1), 1e-12)[:, None]
+
+
+def perception(kind: str, unit: np.ndarray, ds=None, image_column: str = "image", seed: int = 0) -> np.ndarray:
+    """The rows a shopper compares under perception `kind` (see the module docstring); ValueError if unknown or
+    if it needs pictures and the catalog has none."""
+    if kind == "embedding":
+        return unit
+    if kind.startswith("noise:"):
+        try:
+            scale = float(kind.split(":", 1)[1])
+        except ValueError:
+            raise ValueError(f"--perceive {kind}: noise:S takes a number, e.g. noise:1.0") from None
+        if not scale >= 0:
+            raise ValueError(f"--perceive {kind}: the noise scale must be 0 or more")
+        noise = np.random.default_rng((seed, 7)).standard_normal(unit.shape, dtype=np.float32)
+        return unit_rows(unit + noise * scale / math.sqrt(unit.shape[1]))
+    if kind != "pixels" and not kind.startswith("model:"):
+        raise ValueError(f"--perceive {kind!r}: choose embedding, pixels, model:NAME or noise:S")
+    if ds is None or image_column not in ds.column_names:
+        raise ValueError(f"--perceive {kind}: this catalog has no product pictures (a synthetic catalog has none)")
+    import datasets
+
+    from embed import appearance_vectors
+
+    pictures = ds.select_columns([image_column]).cast_column(image_column, datasets.Image(decode=False))
+    if kind == "pixels":
+        blocks = [appearance_vectors(b[image_column], PIXELS_SIZE) for b in pictures.iter(batch_size=256)]
+        return unit_rows(np.concatenate(blocks), centre=True)
+    from embed import ImageEncoder, embed_dataset, embedding_matrix
+
+    encoder = ImageEncoder(kind.split(":", 1)[1])
+    return unit_rows(embedding_matrix(embed_dataset(pictures, encoder, image_column=image_column)))
+
+
 def choose(unit: np.ndarray, shown: list[int], target: int, user: str, rng: np.random.Generator,
            user_temperature: float = 0.05, user_epsilon: float = 0.05) -> int:
-    """The simulated shopper's click on a gallery that does not contain the target."""
+    """The simulated shopper's click on a gallery that does not contain the target, judged by the rows `unit`."""
     sims = unit[shown] @ unit[target]
     if user == "noiseless":
         return shown[int(np.argmax(sims))]
@@ -37,8 +85,12 @@ def choose(unit: np.ndarray, shown: list[int], target: int, user: str, rng: np.r
 
 
 def hunt(rec: Recommender, target: int, strategy: str, user: str, seed: int, max_rounds: int,
-         user_temperature: float = 0.05, user_epsilon: float = 0.05, **params) -> int | None:
-    """Rounds until the target is shown (1 = found in the first gallery), or None past `max_rounds`."""
+         user_temperature: float = 0.05, user_epsilon: float = 0.05, perceived: np.ndarray | None = None,
+         **params) -> int | None:
+    """Rounds until the target is shown (1 = found in the first gallery), or None past `max_rounds`.
+
+    The shopper judges similarity by the rows `perceived` (default: the catalog's embedding)."""
+    eyes = rec.unit if perceived is None else perceived
     rng = np.random.default_rng((seed, target, 1))
     session = rec.new_session(seed=(seed, target), strategy=strategy, **params)
     shown = session.next_round()
@@ -47,20 +99,22 @@ def hunt(rec: Recommender, target: int, strategy: str, user: str, seed: int, max
             return r
         if not shown or r == max_rounds:
             return None
-        shown = session.next_round(pick=choose(rec.unit, shown, target, user, rng, user_temperature, user_epsilon))
+        shown = session.next_round(pick=choose(eyes, shown, target, user, rng, user_temperature, user_epsilon))
     return None
 
 
 def evaluate(rec: Recommender, strategies: list[str], targets: np.ndarray, user: str = "noiseless",
              seed: int = 0, max_rounds: int | None = None, user_temperature: float = 0.05,
-             user_epsilon: float = 0.05, progress: bool = True, **params) -> dict[str, np.ndarray]:
-    """Rounds per target for each strategy (np.inf where the cap ended the search); params tune strategies."""
+             user_epsilon: float = 0.05, progress: bool = True, perceived: np.ndarray | None = None,
+             **params) -> dict[str, np.ndarray]:
+    """Rounds per target for each strategy (np.inf where the cap ended the search); params tune strategies;
+    `perceived`: the rows the shopper judges by (default the embedding, see `perception`)."""
     from tqdm.auto import tqdm
 
     cap = max_rounds or math.ceil(rec.n / rec.per_round)
     out = {}
     for name in strategies:
-        rounds = [hunt(rec, int(t), name, user, seed, cap, user_temperature, user_epsilon, **params)
+        rounds = [hunt(rec, int(t), name, user, seed, cap, user_temperature, user_epsilon, perceived, **params)
                   for t in tqdm(targets, desc=name, disable=not progress, leave=False)]
         out[name] = np.array([np.inf if r is None else r for r in rounds], dtype=float)
     return out
@@ -124,8 +178,8 @@ def synthetic_catalog(n: int, d: int, clusters: int, seed: int = 0, spread: floa
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def load_embeddings(src: str, demo_size: int, cache_dir: str | None) -> tuple[np.ndarray, np.ndarray | None, str]:
-    """(embeddings, categories or None, name) of 'demo' or a dataset source as app.py takes it."""
+def load_embeddings(src: str, demo_size: int, cache_dir: str | None) -> tuple:
+    """(embeddings, categories or None, name, dataset) of 'demo' or a dataset source as app.py takes it."""
     from embed import embedding_matrix
 
     if src == "demo":
@@ -138,7 +192,7 @@ def load_embeddings(src: str, demo_size: int, cache_dir: str | None) -> tuple[np
 
         ds, name = load_dataset_source(src), src
     cats = np.asarray(ds["category"]) if "category" in ds.column_names else None
-    return embedding_matrix(ds), cats, name
+    return embedding_matrix(ds), cats, name, ds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--synthetic", metavar="N,d,clusters", help="a clustered synthetic catalog, e.g. 500,64,20")
     ap.add_argument("--strategy", default="mean,random", help=f"comma-separated, from {sorted(STRATEGIES)}")
     ap.add_argument("--user", choices=("noiseless", "noisy"), default="noiseless")
+    ap.add_argument("--perceive", default="embedding", metavar="KINDS",
+                    help="what the shopper compares, comma separated, a table each: embedding, pixels, model:NAME, "
+                         "noise:S (default embedding)")
     ap.add_argument("--temperature", type=float, default=0.05, help="noisy shopper's softmax temperature")
     ap.add_argument("--epsilon", type=float, default=0.05, help="noisy shopper's chance of a random click")
     ap.add_argument("--targets", type=whole_number(1), default=500, help="number of targets (all products if more)")
@@ -168,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown:
         ap.error(f"unknown strategy {unknown}; choose from {sorted(STRATEGIES)}")
-    cats = None
+    perceive = [p.strip() for p in args.perceive.split(",") if p.strip()] or ["embedding"]
+    cats = ds = None
     if args.synthetic:
         try:
             n, d, c = (int(v) for v in args.synthetic.split(","))
@@ -179,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         x, name = synthetic_catalog(n, d, c, seed=args.seed), f"synthetic ({n} products, d={d}, {c} clusters)"
     else:
         try:
-            x, cats, name = load_embeddings(args.dataset, args.demo_size, args.cache_dir)
+            x, cats, name, ds = load_embeddings(args.dataset, args.demo_size, args.cache_dir)
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -191,11 +249,18 @@ def main(argv: list[str] | None = None) -> int:
         from demo import category_precision_at_k
 
         print(f"embedding category precision@5: {category_precision_at_k(rec.unit, cats):.3f}")
-    t = time.perf_counter()
-    results = evaluate(rec, strategies, targets, args.user, args.seed, args.max_rounds, args.temperature,
-                       args.epsilon)
-    print(report(results, rec.n, args.per_round))
-    print(f"({time.perf_counter() - t:.1f} s)")
+    try:
+        eyes = {kind: perception(kind, rec.unit, ds, seed=args.seed) for kind in perceive}
+    except ValueError as exc:
+        ap.error(str(exc))
+    for kind, perceived in eyes.items():
+        t = time.perf_counter()
+        results = evaluate(rec, strategies, targets, args.user, args.seed, args.max_rounds, args.temperature,
+                           args.epsilon, perceived=perceived)
+        mismatch = "" if kind == "embedding" else " (not the embedding the strategies use)"
+        print(f"\nshopper perceives: {kind}{mismatch}")
+        print(report(results, rec.n, args.per_round))
+        print(f"({time.perf_counter() - t:.1f} s)")
     if args.sweep:
         print(f"\nsweep of mean's split ({args.user} shopper): similar + random = {args.per_round}")
         print(f"{'similar':>7} {'mean':>6} {'median':>7} {'p90':>5}")
@@ -205,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                                  args.epsilon, progress=False)["mean"])
             print(f"{similar:7d} {s['mean']:6.2f} {s['median']:7.1f} {s['p90']:5.1f}", flush=True)
     if args.plot:
-        plot(results, args.plot, f"{name}, {args.user} shopper")
+        plot(results, args.plot, f"{name}, {args.user} shopper perceiving {kind}")
         print(f"plot written to {args.plot}")
     return 0
 

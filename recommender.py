@@ -288,6 +288,30 @@ def _rows_of(values, n: int, what: str) -> list[int]:
     return list(values)
 
 
+def prepare_views(views: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    """Each view as float32 rows centred on the view's catalog mean and L2-normalised (a row at the mean stays 0).
+
+    A view that is not (n, d) numbers, or has NaN/inf, is a ValueError naming it.
+    """
+    out = {}
+    for name, view in views.items():
+        if name == "embedding":
+            raise ValueError("view name 'embedding' is taken by the catalog's embeddings")
+        try:
+            x = np.array(view, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"view {name!r} is not a matrix of numbers: {exc}") from exc
+        if x.ndim != 2 or x.shape[0] != n or x.shape[1] == 0:
+            raise ValueError(f"view {name!r} must have shape ({n}, d) like the embeddings, got {x.shape}")
+        bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
+        if bad.size:
+            raise ValueError(f"view {name!r} row {int(bad[0])} has NaN or inf")
+        x -= x.mean(axis=0, dtype=np.float64).astype(np.float32)
+        x /= np.maximum(np.linalg.norm(x, axis=1), 1e-12)[:, None]
+        out[name] = x
+    return out
+
+
 class Recommender:
     """The catalog's index plus the round rule; cheap to share between any number of shopper sessions."""
 
@@ -302,12 +326,15 @@ class Recommender:
         nprobe: int | None = None,
         compression: str | None = None,
         threads: int | None = None,
+        views: dict[str, np.ndarray] | None = None,
     ) -> None:
         """`embeddings`: (N, d) array, memmap or list of blocks (e.g. a dataset's Arrow blocks), normalised here.
 
         `compression`: None / "none" scans float32 rows held in the index; "sq8" scans 8-bit codes and re-ranks
         against the float32 rows, which are only read, never copied (same results, see sq8.py). `threads`:
-        how many parts the sq8 scan is split into (default: the CPU count from 262,144 rows up).
+        how many parts the sq8 scan is split into (default: the CPU count from 262,144 rows up). `views`: other
+        per-product features, name -> (N, d_v) (e.g. "appearance", a colour layout), each centred on its catalog
+        mean and L2-normalised here; strategies may weigh them (see `prepare_views`).
         """
         if per_round < 1:
             raise ValueError(f"per_round must be at least 1, got {per_round}")
@@ -333,6 +360,7 @@ class Recommender:
         else:
             self.index, self.unit = build_index(embeddings, index_factory)
         self.n, self.dim = self.unit.shape
+        self.views = prepare_views(views or {}, self.n)
         ivf = faiss.try_extract_index_ivf(self.index) if self.index is not None else None
         if ivf is not None and nprobe is not None:
             ivf.nprobe = nprobe

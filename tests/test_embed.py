@@ -193,3 +193,25 @@ def test_checkpoint_of_another_model_is_not_reused(tiny_model, tmp_path):
 def test_embed_module_has_no_ui_or_cli_imports():
     src = Path(embed.__file__).read_text()
     assert "gradio" not in src and "import upload_ds" not in src and "import recommender" not in src
+
+
+def test_appearance_vectors_of_known_pictures(tmp_path):
+    from embed import appearance_vectors
+
+    red = Image.new("RGB", (40, 20), (255, 0, 0))
+    clear = Image.new("RGBA", (16, 16), (0, 0, 255, 0))  # fully transparent: white
+    half = Image.new("RGB", (16, 16), (0, 0, 0))
+    half.paste((255, 255, 255), (0, 0, 16, 8))  # top half white
+    exif = half.copy()
+    info = exif.getexif()
+    info[0x0112] = 3  # rotated 180 degrees: shown with the white half at the bottom
+    exif.save(tmp_path / "rotated.jpg", exif=info)
+    v = appearance_vectors([red, clear, half, str(tmp_path / "rotated.jpg"), red.convert("L")], size=2)
+    assert v.shape == (5, 12) and v.dtype == np.float32
+    np.testing.assert_allclose(v[0], [1, 0, 0] * 4)
+    np.testing.assert_allclose(v[1], [1] * 12)
+    np.testing.assert_allclose(v[2], [1] * 6 + [0] * 6)
+    np.testing.assert_allclose(v[3], [0] * 6 + [1] * 6, atol=0.05)  # EXIF orientation applied
+    assert np.ptp(v[4]) == 0  # grey
+    with pytest.raises(ValueError, match="size"):
+        appearance_vectors([red], size=0)

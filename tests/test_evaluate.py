@@ -168,3 +168,54 @@ def test_bayes_on_a_big_catalog_uses_a_projection(monkeypatch):
     np.testing.assert_allclose(np.linalg.norm(space, axis=1), 1, atol=1e-5)
     rounds = ev.evaluate(rec, ["bayes", "random"], np.arange(0, 400, 8), progress=False)
     assert ev.summary(rounds["bayes"])["mean"] < 0.5 * ev.summary(rounds["random"])["mean"]
+
+
+# ------------------------------------------------------------------ shoppers with their own eyes (issue 11)
+def test_perceptions_differ_from_the_embedding_and_are_fixed():
+    x = ev.synthetic_catalog(300, 16, 6, seed=1)
+    rec = Recommender(x, seed=0)
+    assert ev.perception("embedding", rec.unit) is rec.unit
+    noisy = ev.perception("noise:1.0", rec.unit, seed=0)
+    np.testing.assert_allclose(np.linalg.norm(noisy, axis=1), 1, atol=1e-5)
+    np.testing.assert_array_equal(noisy, ev.perception("noise:1.0", rec.unit, seed=0))  # per product, fixed
+    cos = (noisy * rec.unit).sum(axis=1)
+    assert 0.4 < cos.mean() < 0.9  # scale 1 / sqrt(d) a component: as long as the embedding row itself
+    np.testing.assert_allclose(ev.perception("noise:0", rec.unit), rec.unit, atol=1e-6)
+    for bad, word in (("noise:x", "number"), ("noise:-1", "0 or more"), ("smell", "choose"),
+                      ("pixels", "no product pictures")):
+        with pytest.raises(ValueError, match=word):
+            ev.perception(bad, rec.unit)
+    # a shopper who sees differently needs more rounds than one who sees through the strategy's embedding
+    targets = np.arange(0, 300, 5)
+    own = ev.summary(ev.evaluate(rec, ["mean"], targets, progress=False)["mean"])["mean"]
+    other = ev.summary(ev.evaluate(rec, ["mean"], targets, progress=False,
+                                   perceived=ev.perception("noise:2.0", rec.unit))["mean"])["mean"]
+    assert other > own
+
+
+def test_pixels_and_model_perceptions_on_a_real_catalog(tmp_path, tiny_model):
+    import datasets
+
+    cat = make_catalog(tmp_path / "cat", n=40)
+    ds = datasets.load_from_disk(str(cat))
+    x = Recommender(ds["embeddings"], seed=0).unit
+    pixels = ev.perception("pixels", x, ds)
+    assert pixels.shape == (40, 3 * 32 * 32)
+    np.testing.assert_allclose(pixels.mean(axis=0) * 40, pixels.sum(axis=0), atol=1e-3)
+    np.testing.assert_allclose(np.linalg.norm(pixels, axis=1), 1, atol=1e-5)
+    model = ev.perception(f"model:{tiny_model}", x, ds)
+    assert model.shape[0] == 40 and np.linalg.matrix_rank(model) > 5  # another encoder's view of the pictures
+    np.testing.assert_allclose(np.linalg.norm(model, axis=1), 1, atol=1e-5)
+
+
+def test_cli_reports_a_table_per_perception(tmp_path):
+    cat = make_catalog(tmp_path / "cat", n=60)
+    res = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--dataset", str(cat), "--strategy",
+                          "mean,bayes", "--targets", "12", "--perceive", "embedding,pixels,noise:1.0"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count("strategy     mean") == 3
+    assert "perceives: pixels (not the embedding" in res.stdout and "perceives: embedding\n" in res.stdout
+    bad = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--synthetic", "50,4,2", "--perceive",
+                          "pixels"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert bad.returncode == 2 and "no product pictures" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

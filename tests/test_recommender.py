@@ -298,3 +298,21 @@ def test_saved_session_resumes_and_tampering_is_refused():
                       ({**saved, "pick_rounds": [3]}, "outside"), ("junk", "dict")]:
         with pytest.raises(ValueError, match=word):
             rec.restore_session(bad)
+
+
+def test_views_are_centred_unit_rows_and_checked():
+    x = np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32)
+    colour = np.random.default_rng(1).random((50, 12)).astype(np.float32) + 5
+    rec = Recommender(x, views={"appearance": colour})
+    v = rec.views["appearance"]
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
+    expected = colour - colour.mean(axis=0)
+    np.testing.assert_allclose(v, expected / np.linalg.norm(expected, axis=1, keepdims=True), atol=1e-5)
+    assert Recommender(x).views == {}
+    bad_rows = colour.copy()
+    bad_rows[7, 3] = np.inf
+    for views, word in (({"appearance": colour[:49]}, "appearance.*shape"), ({"appearance": bad_rows}, "row 7"),
+                        ({"shape": np.zeros((50, 0))}, "shape"), ({"embedding": colour}, "taken"),
+                        ({"appearance": [["a"] * 12] * 50}, "numbers")):
+        with pytest.raises(ValueError, match=word):
+            Recommender(x, views=views)
