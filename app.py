@@ -397,7 +397,7 @@ def prepare(args: argparse.Namespace) -> tuple[Catalog, Recommender]:
     compression = choose_compression(args.compression, catalog.n, dim)
     try:
         rec = Recommender(catalog.embeddings, per_round=args.per_round, similar=args.similar, strategy=args.strategy,
-                          compression=compression)
+                          compression=compression, views=catalog.views)
     except ValueError as exc:
         raise CatalogError(f"dataset {name}: {exc}") from exc
     catalog.on_unavailable = rec.exclude

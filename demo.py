@@ -34,7 +34,7 @@ SUBSET_FILE = Path(__file__).resolve().parent / "data" / "fashion-mnist-subset.n
 SUBSET_PER_CATEGORY = 200
 DISPLAY_PX = 112  # 4x the 28 px originals, nearest-neighbour so they stay crisp
 DEMO_MODEL = "efficientnet-lite0"
-CACHE_VERSION = "v2"
+CACHE_VERSION = "v3"
 
 
 def read_idx(path: Path) -> np.ndarray:

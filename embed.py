@@ -65,7 +65,10 @@ def open_image(src: Image.Image | str | os.PathLike | bytes | dict) -> Image.Ima
     return Image.open(src)
 
 
-def appearance_vectors(images: Sequence, size: int = 8) -> np.ndarray:
+APPEARANCE_SIZE = 8  # datasets get an `appearance` column: each picture's 8 x 8 colour layout (192 numbers)
+
+
+def appearance_vectors(images: Sequence, size: int = APPEARANCE_SIZE) -> np.ndarray:
     """Colour layout of each picture: (n, 3 * size * size) float32 in [0, 1], the RGB image (EXIF orientation
     applied, transparency on white, any mode) shrunk to size x size and flattened. What a shopper sees at a
     glance, colour and silhouette, which a semantic embedding only partly keeps."""
@@ -215,8 +218,10 @@ def embed_dataset(
     checkpoint_dir: str | os.PathLike | None = None,
     shard_size: int = 1024,
     progress: bool = True,
+    appearance_size: int | None = APPEARANCE_SIZE,
 ):
-    """`ds` plus an `embeddings` column (float32, unit rows), computed with `ds.map(batched=True)`.
+    """`ds` plus an `embeddings` column (float32, unit rows), computed with `ds.map(batched=True)`, and (unless
+    `appearance_size` is None) an `appearance` column: `appearance_vectors` of the same pictures.
 
     Work is written shard by shard (`shard_size` rows) under `checkpoint_dir`; a restarted run loads the shards
     already written instead of embedding them again. Without `checkpoint_dir`, a directory beside the dataset's
@@ -229,19 +234,25 @@ def embed_dataset(
         raise ValueError(f"dataset has no {image_column!r} column (columns: {ds.column_names})")
     batch_size = batch_size or encoder.batch_size
     shard_size = max(shard_size, batch_size)
-    key = _checkpoint_key(ds, encoder, image_column, shard_size)
+    key = _checkpoint_key(ds, encoder, image_column, shard_size, appearance_size)
     if checkpoint_dir is None and ds.cache_files:
         checkpoint_dir = Path(ds.cache_files[0]["filename"]).parent / f"embeddings-{key}"
     work = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if work is not None:
         _prepare_checkpoint(work, key)
-    features = datasets.Features({"embeddings": datasets.List(datasets.Value("float32"), length=encoder.dim)})
+    columns = {"embeddings": datasets.List(datasets.Value("float32"), length=encoder.dim)}
+    if appearance_size:
+        columns["appearance"] = datasets.List(datasets.Value("float32"), length=3 * appearance_size**2)
+    features = datasets.Features(columns)
     images_only = ds.select_columns([image_column])
 
     def embed_batch(batch: dict) -> dict:
-        vectors = encoder.embed(batch[image_column])
-        bar.update(len(vectors))
-        return {"embeddings": vectors}
+        images = [open_image(value) for value in batch[image_column]]  # decoded once for both columns
+        out = {"embeddings": encoder.embed(images)}
+        if appearance_size:
+            out["appearance"] = appearance_vectors(images, appearance_size)
+        bar.update(len(images))
+        return out
 
     shards = []
     was_enabled = datasets.is_progress_bar_enabled()
@@ -264,14 +275,15 @@ def embed_dataset(
         if was_enabled:
             datasets.enable_progress_bars()
     vectors = datasets.concatenate_datasets(shards) if shards else datasets.Dataset.from_dict(
-        {"embeddings": []}, features=features)
+        {name: [] for name in columns}, features=features)
     return datasets.concatenate_datasets([ds, vectors], axis=1)
 
 
-def _checkpoint_key(ds, encoder: ImageEncoder, image_column: str, shard_size: int) -> str:
-    """A short stable key of what the shards depend on: the data, the model and how it is cut."""
+def _checkpoint_key(ds, encoder: ImageEncoder, image_column: str, shard_size: int,
+                    appearance_size: int | None = None) -> str:
+    """A short stable key of what the shards depend on: the data, the model, how it is cut, what is in them."""
     parts = [ds._fingerprint, str(len(ds)), image_column, json.dumps(encoder.describe(), sort_keys=True),
-             str(shard_size)]
+             str(shard_size), f"appearance={appearance_size}"]
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]
 
 

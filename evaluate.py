@@ -26,6 +26,7 @@ import numpy as np
 
 from cli import ArgumentParser, whole_number
 from cli import run as run_cli
+from embed import ImageEncoder, appearance_vectors, embed_dataset, embedding_matrix
 from recommender import STRATEGIES, Recommender
 
 # ---------------------------------------------------------------------------------------------- the shopper
@@ -60,16 +61,13 @@ def perception(kind: str, unit: np.ndarray, ds=None, image_column: str = "image"
         raise ValueError(f"--perceive {kind}: this catalog has no product pictures (a synthetic catalog has none)")
     import datasets
 
-    from embed import appearance_vectors
-
     pictures = ds.select_columns([image_column]).cast_column(image_column, datasets.Image(decode=False))
     if kind == "pixels":
         blocks = [appearance_vectors(b[image_column], PIXELS_SIZE) for b in pictures.iter(batch_size=256)]
         return unit_rows(np.concatenate(blocks), centre=True)
-    from embed import ImageEncoder, embed_dataset, embedding_matrix
-
     encoder = ImageEncoder(kind.split(":", 1)[1])
-    return unit_rows(embedding_matrix(embed_dataset(pictures, encoder, image_column=image_column)))
+    return unit_rows(embedding_matrix(embed_dataset(pictures, encoder, image_column=image_column,
+                                                    appearance_size=None)))
 
 
 def choose(unit: np.ndarray, shown: list[int], target: int, user: str, rng: np.random.Generator,
@@ -180,7 +178,6 @@ def synthetic_catalog(n: int, d: int, clusters: int, seed: int = 0, spread: floa
 
 def load_embeddings(src: str, demo_size: int, cache_dir: str | None) -> tuple:
     """(embeddings, categories or None, name, dataset) of 'demo' or a dataset source as app.py takes it."""
-    from embed import embedding_matrix
 
     if src == "demo":
         from demo import load_demo_catalog
@@ -241,10 +238,14 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    rec = Recommender(x, per_round=args.per_round, similar=args.similar, seed=args.seed)
+    views = None
+    if ds is not None and "appearance" in ds.column_names:  # the catalog's colour layouts: a view for bayes
+        views = {"appearance": embedding_matrix(ds, "appearance")}
+    rec = Recommender(x, per_round=args.per_round, similar=args.similar, seed=args.seed, views=views)
     rng = np.random.default_rng(args.seed)
     targets = np.arange(rec.n) if args.targets >= rec.n else rng.choice(rec.n, args.targets, replace=False)
-    print(f"{name}: {rec.n} products, {len(targets)} targets, {args.user} shopper, {args.per_round} per round")
+    print(f"{name}: {rec.n} products, {len(targets)} targets, {args.user} shopper, {args.per_round} per round; "
+          f"views for bayes: {', '.join(['embedding', *rec.views])}")
     if cats is not None:
         from demo import category_precision_at_k
 

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from embed import ImageEncoder
+from embed import APPEARANCE_SIZE, ImageEncoder, appearance_vectors
 from folder import DEFAULT_MAX_PIXELS, check_image, display_name
 
 URL_TIMEOUT_S = 60
@@ -72,8 +72,12 @@ class Embedder:
         flat = np.zeros((len(ok), d), dtype=np.float32)
         flat[np.flatnonzero(ok)] = vectors
         emb = pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), d, mask=pa.array([not k for k in ok]))
+        a = 3 * APPEARANCE_SIZE**2
+        looks = np.zeros((len(ok), a), dtype=np.float32)
+        looks[np.flatnonzero(ok)] = appearance_vectors(good, APPEARANCE_SIZE) if good else looks[:0]
+        appearance = pa.FixedSizeListArray.from_arrays(pa.array(looks.ravel()), a, mask=pa.array([not k for k in ok]))
         self.batches += 1
-        return batch.append_column("embeddings", emb)
+        return batch.append_column("embeddings", emb).append_column("appearance", appearance)
 
     def _fault_hooks(self) -> None:
         """Test hooks: crash this worker process once, or fail the whole job, after N batches."""
@@ -182,7 +186,10 @@ def assemble(work: Path, n_rows: int):
     skipped = [(os.fsdecode(path), r) for path, r in zip(table.column("path").to_pylist(), reasons) if r is not None]
     good = table.filter(pa.array([r is None for r in reasons]))
     dim = good.schema.field("embeddings").type.list_size
+    a = good.schema.field("appearance").type.list_size
     features = datasets.Features({"image": datasets.Image(), "id": datasets.Value("string"),
-                                  "embeddings": datasets.List(datasets.Value("float32"), length=dim)})
-    emb = pa.table({"image": good.column("image"), "id": good.column("id"), "embeddings": good.column("embeddings")})
+                                  "embeddings": datasets.List(datasets.Value("float32"), length=dim),
+                                  "appearance": datasets.List(datasets.Value("float32"), length=a)})
+    emb = pa.table({"image": good.column("image"), "id": good.column("id"), "embeddings": good.column("embeddings"),
+                    "appearance": good.column("appearance")})
     return datasets.Dataset(emb.cast(features.arrow_schema)), skipped

@@ -128,79 +128,154 @@ BAYES_DEFAULTS = {"temperature": 0.05, "epsilon": 0.05, "particles": 512, "candi
 BAYES_EXACT_BUDGET = 100_000_000  # N * d up to which the belief uses the full embeddings (e.g. 130k x 768)
 BAYES_DIM = 64  # beyond it, a PCA projection of this many dimensions keeps a round O(N * 64)
 BAYES_PCA_SAMPLE = 30_000  # rows the projection is fitted on (64 of 768 dimensions need no more)
+BAYES_TEMPERATURES = (0.05, 0.1)  # how sharply a shopper may judge: one hypothesis per view and temperature
+BAYES_EMBEDDING_PRIOR = 0.8  # prior weight of "the shopper sees as the embedding does", against the other views
 
 
-def belief_space(rec: Recommender) -> np.ndarray:
-    """Unit rows the belief update compares: the embeddings, or on big catalogs their PCA projection (made once).
+def belief_space(rec: Recommender, view: str = "embedding") -> np.ndarray:
+    """Unit rows the belief update compares in `view`: the rows themselves, or on big catalogs their PCA
+    projection to BAYES_DIM dimensions (made once per view, unit length again).
 
     Rows that stay on disk (compression "sq8") are read once, a block at a time, into the projection.
     """
-    small = rec.n * rec.dim <= BAYES_EXACT_BUDGET or rec.dim <= BAYES_DIM
-    if small and isinstance(rec.unit, np.ndarray):
-        return rec.unit
+    rows = rec.unit if view == "embedding" else rec.views[view]
+    dim = rows.shape[1]
+    small = rec.n * dim <= BAYES_EXACT_BUDGET or dim <= BAYES_DIM
+    if small and isinstance(rows, np.ndarray):
+        return rows
     with rec._belief_lock:
-        if rec._belief is None:
-            dim = min(rec.dim, BAYES_DIM) if not small else rec.dim
+        if view not in rec._belief:
+            out_dim = min(dim, BAYES_DIM) if not small else dim
             pca = None
-            if dim < rec.dim:
-                pca = faiss.PCAMatrix(rec.dim, dim)
+            if out_dim < dim:
+                pca = faiss.PCAMatrix(dim, out_dim)
                 sample = np.random.default_rng(0).choice(rec.n, min(rec.n, BAYES_PCA_SAMPLE), replace=False)
-                pca.train(np.ascontiguousarray(rec.unit[np.sort(sample)]))
-            proj = np.empty((rec.n, dim), dtype=np.float32)
-            step = min(CHUNK_ROWS, CHUNK_BYTES // (4 * rec.dim))
+                pca.train(np.ascontiguousarray(rows[np.sort(sample)]))
+            proj = np.empty((rec.n, out_dim), dtype=np.float32)
+            step = min(CHUNK_ROWS, CHUNK_BYTES // (4 * dim))
             for start in range(0, rec.n, step):
-                block = np.ascontiguousarray(rec.unit[start : start + step])
+                block = np.ascontiguousarray(rows[start : start + step])
                 if pca is not None:
                     block = pca.apply_py(block)
                     block /= np.maximum(np.linalg.norm(block, axis=1), 1e-12)[:, None]
                 proj[start : start + len(block)] = block
-            rec._belief = proj
-    return rec._belief
+            rec._belief[view] = proj
+    return rec._belief[view]
+
+
+def bayes_hypotheses(rec: Recommender, params: dict) -> list[tuple[str, float, float]]:
+    """The (view, temperature, epsilon) user models a `bayes` session weighs: one, when the session fixes its
+    temperature and epsilon; else every view x BAYES_TEMPERATURES at BAYES_DEFAULTS' epsilon."""
+    if "temperature" in params or "epsilon" in params:
+        return [("embedding", params.get("temperature", BAYES_DEFAULTS["temperature"]),
+                 params.get("epsilon", BAYES_DEFAULTS["epsilon"]))]
+    views = ["embedding", *rec.views]
+    return [(v, t, BAYES_DEFAULTS["epsilon"]) for v in views for t in BAYES_TEMPERATURES]
+
+
+def _prior(h: tuple[str, float, float], hypotheses: list[tuple[str, float, float]]) -> float:
+    """Prior weight of a hypothesis: BAYES_EMBEDDING_PRIOR shared by the embedding's, the rest by the views'."""
+    views = {v for v, _, _ in hypotheses}
+    mine = sum(1 for v, _, _ in hypotheses if v == h[0])
+    if len(views) == 1:
+        return 1 / mine
+    share = BAYES_EMBEDDING_PRIOR if h[0] == "embedding" else (1 - BAYES_EMBEDDING_PRIOR) / (len(views) - 1)
+    return share / mine
+
+
+def _logsumexp(a: np.ndarray) -> float:
+    """log(sum(exp(a))) of finite values, without overflow."""
+    top = float(a.max())
+    return top + float(np.log(np.exp(a - top, dtype=np.float64).sum()))
+
+
+def bayes_following(session: Session) -> dict[str, float]:
+    """How much a `bayes` session's belief follows each view now: {view: weight}, summing to 1 ({} before
+    its first round)."""
+    st = session.state
+    if "logw" not in st:
+        return {}
+    w = np.exp(st["logw"] - st["logw"].max())
+    w /= w.sum()
+    out: dict[str, float] = {}
+    for (view, _, _), wi in zip(st["hypotheses"], w):
+        out[view] = out.get(view, 0.0) + float(wi)
+    return out
 
 
 def strategy_bayes(session: Session, n: int) -> list[int]:
     """PicHunter-style search: a posterior over which product the shopper wants, and galleries that split it.
 
-    Belief: log p(t) over all rows, updated after each pick with a softmax user model that also clicks at random
-    with probability eps: P(pick d | t, D) = (1 - eps) exp(<d, t> / T) / sum_{e in D} exp(<e, t> / T) + eps / |D|,
-    so one stray click cannot rule the true target out. Rows already shown get
-    probability 0 (the shopper would have found them). Gallery: the rows that maximise the expected information
-    of the click about the target (see `_split_belief`). O(N * d) per round for the update, O(N) for the draw;
-    on catalogs with N * d above BAYES_EXACT_BUDGET the update compares BAYES_DIM-d PCA projections instead.
+    User model h = (view, temperature T, stray-click rate eps): the shopper picks d from gallery D wanting t with
+    P(d | t, D, h) = (1 - eps) exp(<d, t>_view / T) / sum_{e in D} exp(<e, t>_view / T) + eps / |D|, so one stray
+    click cannot rule the true target out. Nobody knows how a shopper sees, so the session keeps a belief
+    log p_h(t) under each hypothesis h (see `bayes_hypotheses`: each view of the catalog at a few temperatures)
+    and a weight on h from how well it predicted this shopper's clicks so far (Bayesian model averaging);
+    the gallery is chosen from the averaged belief. Rows already shown get probability 0 (the shopper would
+    have found them). Gallery: the rows that maximise the expected information of the click about the target
+    under the most likely hypothesis (see `_split_belief`). A round is O(H * N * d) for the update (d <=
+    BAYES_DIM on big catalogs: PCA projections) and O(N) for the draw; a session holds H * N float32.
     """
     if n <= 0:
         return []
     rec, st = session.rec, session.state
-    temperature = session.params.get("temperature", BAYES_DEFAULTS["temperature"])
-    epsilon = session.params.get("epsilon", BAYES_DEFAULTS["epsilon"])
-    if "logp" not in st:
-        st["logp"] = np.zeros(rec.n, dtype=np.float32)
+    if "hyp_logp" not in st:
+        st["hypotheses"] = bayes_hypotheses(rec, session.params)
+        st["hyp_logp"] = np.zeros((len(st["hypotheses"]), rec.n), dtype=np.float32)
+        st["logw"] = np.log([_prior(h, st["hypotheses"]) for h in st["hypotheses"]])
+        st["logp"] = st["hyp_logp"][0]  # the belief itself when there is one hypothesis
         st["rounds_used"] = 0
-    logp = st["logp"]
+    hyps, hyp_logp, logw = st["hypotheses"], st["hyp_logp"], st["logw"]
     if st.get("hidden") != session.n_hidden:  # rows excluded by the catalog or withdrawn: never the target
-        logp[~session.unseen_mask()] = -np.inf
+        hyp_logp[:, ~session.unseen_mask()] = -np.inf
         st["hidden"] = session.n_hidden
-    space = belief_space(rec)
     # fold in every round not used yet: the shown rows are out, and the pick (if any) weighs the rest
     while st["rounds_used"] < len(session.history):
         shown = session.history[st["rounds_used"]]
         st["rounds_used"] += 1
         pick = session.pick_after(st["rounds_used"])
-        logp[shown] = -np.inf
-        if pick is not None:
-            sims = (space[shown] / temperature) @ space.T  # (|D|, N): one pass over the catalog
+        hyp_logp[:, shown] = -np.inf
+        if pick is None:
+            continue
+        sims_by_view: dict[str, np.ndarray] = {}
+        for h, (view, temperature, epsilon) in enumerate(hyps):
+            if view not in sims_by_view:
+                space = belief_space(rec, view)
+                sims_by_view = {view: space[shown] @ space.T}  # (|D|, N): one pass over the catalog per view
+            sims = sims_by_view[view] / temperature
             top = sims.max(axis=0)
             lse = top + np.log(np.exp(sims - top).sum(axis=0))
-            log_softmax = sims[shown.index(pick)] - lse
-            logp += np.logaddexp(np.log1p(-epsilon) + log_softmax, np.log(epsilon / len(shown))) if epsilon else \
-                log_softmax
-            logp -= logp[np.isfinite(logp)].max(initial=0.0)  # keep the numbers in range
-    return _split_belief(session, logp, n, session.params.get("particles", BAYES_DEFAULTS["particles"]),
-                         session.params.get("candidates", BAYES_DEFAULTS["candidates"]), temperature, epsilon)
+            loglik = sims[shown.index(pick)] - lse
+            if epsilon:
+                loglik = np.logaddexp(np.log1p(-epsilon) + loglik, np.log(epsilon / len(shown)))
+            logp = hyp_logp[h]
+            alive = np.isfinite(logp)
+            if len(hyps) > 1 and alive.any():  # how well h predicted this click: P_h(pick) = E_{p_h}[lik]
+                prior = logp[alive] - _logsumexp(logp[alive])
+                logw[h] += _logsumexp(prior + loglik[alive])
+            logp += loglik
+            logp -= logp[alive].max(initial=0.0)  # keep the numbers in range
+        logw -= logw.max()
+    h_best = int(np.argmax(logw))
+    view, temperature, epsilon = hyps[h_best]
+    if len(hyps) == 1:
+        belief = hyp_logp[0]
+    else:  # log of sum_h w_h p_h(t), each p_h normalised over the rows still possible
+        w = np.exp(logw - logw.max())
+        w /= w.sum()
+        belief = np.full(rec.n, -np.inf, dtype=np.float32)
+        for h in np.flatnonzero(w > 1e-4):
+            logp = hyp_logp[h]
+            alive = np.isfinite(logp)
+            if alive.any():
+                belief = np.logaddexp(belief, (logp - _logsumexp(logp[alive]) + np.log(w[h])).astype(np.float32))
+    rows = rec.unit if view == "embedding" else rec.views[view]
+    return _split_belief(session, belief, n, session.params.get("particles", BAYES_DEFAULTS["particles"]),
+                         session.params.get("candidates", BAYES_DEFAULTS["candidates"]), temperature, epsilon, rows)
 
 
 def _split_belief(session: Session, logp: np.ndarray, n: int, particles: int, candidates: int,
-                  temperature: float, epsilon: float) -> list[int]:
+                  temperature: float, epsilon: float, rows=None) -> list[int]:
     """Greedily pick `n` rows maximising the expected information of the click about the target.
 
     The belief is represented by `particles` rows (all unseen rows when fewer, else drawn in proportion to it);
@@ -220,7 +295,7 @@ def _split_belief(session: Session, logp: np.ndarray, n: int, particles: int, ca
     w = np.exp(logp[parts] - logp[parts].max()).astype(np.float64)
     w /= w.sum()
     cand = np.argsort(-w, kind="stable")[: max(candidates, n)]  # positions in `parts`
-    x = session.rec.unit[parts]
+    x = (session.rec.unit if rows is None else rows)[parts]
     e = np.exp((x[cand] @ x.T - 1.0) / temperature).astype(np.float64)  # (C, M): exp(sim / T), scaled
     c_count, m = e.shape
     chosen: list[int] = []  # positions in `cand`
@@ -368,8 +443,8 @@ class Recommender:
         self._lock = threading.Lock()  # for drawing session seeds and reading/changing the availability bitmap
         self._available_bits = _full_bitmap(self.n)  # rows a new session may show: cleared by `exclude`
         self.n_excluded = 0
-        self._belief_lock = threading.Lock()  # for building belief_space's projection once
-        self._belief: np.ndarray | None = None  # belief_space's projection, made on first use
+        self._belief_lock = threading.Lock()  # for building belief_space's projections once
+        self._belief: dict[str, np.ndarray] = {}  # belief_space's projection of each view, made on first use
 
     def exclude(self, rows) -> int:
         """Never show `rows` in sessions started from now on (e.g. products whose image cannot be shown).

@@ -145,9 +145,12 @@ def test_embed_dataset_adds_column_with_map(tiny_model):
     ds = _image_ds(10)
     enc = ImageEncoder(tiny_model)
     out = embed_dataset(ds, enc, batch_size=4, shard_size=4, progress=False)
-    assert out.column_names == ["image", "id", "embeddings"]
+    assert out.column_names == ["image", "id", "embeddings", "appearance"]
     vecs = embed.embedding_matrix(out)
     assert vecs.shape == (10, 48) and vecs.dtype == np.float32
+    looks = embed.embedding_matrix(out, "appearance")  # the same pictures' colour layouts, made alongside
+    np.testing.assert_allclose(looks, embed.appearance_vectors(ds["image"]), atol=1e-6)
+    assert embed_dataset(ds, enc, progress=False, appearance_size=None).column_names[-1] == "embeddings"
     np.testing.assert_allclose(vecs, enc.embed(list(ds["image"])), atol=1e-5)
     assert list(out["id"]) == list(ds["id"])
     with pytest.raises(ValueError, match="no 'picture' column"):

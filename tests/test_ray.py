@@ -50,6 +50,7 @@ def reference(tmp_path_factory, tiny_model):
 def assert_same(ds, ref):
     assert list(ds["id"]) == list(ref["id"])
     np.testing.assert_allclose(embedding_matrix(ds), embedding_matrix(ref), atol=1e-5)
+    np.testing.assert_allclose(embedding_matrix(ds, "appearance"), embedding_matrix(ref, "appearance"), atol=1e-6)
     raw = ds.cast_column("image", datasets.Image(decode=False))
     ref_raw = ref.cast_column("image", datasets.Image(decode=False))
     assert [r["image"]["bytes"] for r in raw] == [r["image"]["bytes"] for r in ref_raw]
@@ -64,7 +65,8 @@ def test_ray_engine_equals_default_engine(reference, tiny_model, tmp_path):
     assert "caf\\xe9" in ref["id"]
     embs = datasets.load_from_disk(str(tmp_path / "out" / "shop-embeddings"))
     images = datasets.load_from_disk(str(tmp_path / "out" / "shop"))
-    assert images.column_names == ["image", "id"] and embs.column_names == ["image", "id", "embeddings"]
+    assert images.column_names == ["image", "id"]
+    assert embs.column_names == ["image", "id", "embeddings", "appearance"]
     assert_same(embs, ref)
     assert '"model"' in embs.info.description and tiny_model in embs.info.description
 

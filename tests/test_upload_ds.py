@@ -49,7 +49,7 @@ def test_end_to_end_saved_datasets(image_folder, tiny_model, tmp_path):
     images = datasets.load_from_disk(str(out / "shop"))
     embs = datasets.load_from_disk(str(out / "shop-embeddings"))
     assert images.column_names == ["image", "id"]
-    assert embs.column_names == ["image", "id", "embeddings"]
+    assert embs.column_names == ["image", "id", "embeddings", "appearance"]
     expected_ids = sorted(good, key=lambda i: i)  # sorted by relative path; ids are paths without extension
     assert list(images["id"]) == list(embs["id"])
     assert sorted(images["id"]) == sorted(good)
@@ -162,7 +162,7 @@ def test_push_path_up_to_the_hub_call(image_folder, tiny_model, tmp_path, monkey
     monkeypatch.setattr(huggingface_hub, "DatasetCard", FakeCard)
     assert upload_ds.main([str(folder), "--repo", "me/shop", "--model", tiny_model, "--private"]) == 0
     assert pushed == [("me/shop", ["image", "id"], True, secret, len(good)),
-                      ("me/shop-embeddings", ["image", "id", "embeddings"], True, secret, len(good))]
+                      ("me/shop-embeddings", ["image", "id", "embeddings", "appearance"], True, secret, len(good))]
     assert cards[0][0] == "me/shop-embeddings" and tiny_model in cards[0][1]
     out = capsys.readouterr()
     assert "pushed me/shop and me/shop-embeddings" in out.out
