@@ -40,7 +40,16 @@ from catalog import DEFAULT_CACHE, Catalog, CatalogError, load_dataset_source
 from cli import ArgumentParser, env, env_flag, whole_number
 from cli import run as run_cli
 from demo import load_demo_catalog
-from recommender import AUTO_SQ8_BYTES, COMPRESSIONS, STRATEGIES, Recommender, Session, belief_space, choose_compression
+from recommender import (
+    AUTO_SQ8_BYTES,
+    COMPRESSIONS,
+    STRATEGIES,
+    Recommender,
+    Session,
+    bayes_following,
+    belief_space,
+    choose_compression,
+)
 
 log = logging.getLogger("app")
 SESSION_IDLE_S = 2 * 3600  # a browser session's state is dropped after this long without an event
@@ -129,6 +138,12 @@ def build_app(catalog: Catalog, rec: Recommender, session_idle_s: float = SESSIO
                    f"what looks most like it."
         hint = "Pick the product you like best." if session.round == 1 else \
             "★ products look like your picks; ✦ are something new."
+        if session.strategy == "bayes" and session.round > 1:
+            hint = "★ products are likely what you want; ✦ ask which way you lean."
+            following = bayes_following(session)
+            if len(following) > 1:
+                view, weight = max(following.items(), key=lambda kv: kv[1])
+                hint += f" Following: {view} {weight:.0%}."
         return f"**Round {session.round}** · {seen} · {hint}"
 
     def results_table(visit: Visit) -> list[list]:

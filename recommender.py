@@ -270,8 +270,16 @@ def strategy_bayes(session: Session, n: int) -> list[int]:
             if alive.any():
                 belief = np.logaddexp(belief, (logp - _logsumexp(logp[alive]) + np.log(w[h])).astype(np.float32))
     rows = rec.unit if view == "embedding" else rec.views[view]
-    return _split_belief(session, belief, n, session.params.get("particles", BAYES_DEFAULTS["particles"]),
-                         session.params.get("candidates", BAYES_DEFAULTS["candidates"]), temperature, epsilon, rows)
+    gallery = _split_belief(session, belief, n, session.params.get("particles", BAYES_DEFAULTS["particles"]),
+                            session.params.get("candidates", BAYES_DEFAULTS["candidates"]), temperature, epsilon,
+                            rows)
+    # honest labels: a gallery row is a likely target only if the belief ranks it among its top `per_round`;
+    # the rest are there to split the belief (explore). Likely ones first.
+    k = min(rec.per_round, int(np.isfinite(belief).sum()))
+    kth = np.partition(belief, -k)[-k] if k else np.inf
+    likely = [row for row in gallery if belief[row] >= kth]
+    st["starred"] = len(likely)
+    return likely + [row for row in gallery if belief[row] < kth]
 
 
 def _split_belief(session: Session, logp: np.ndarray, n: int, particles: int, candidates: int,
@@ -672,7 +680,7 @@ class Session:
         rows = similar + rest
         self._mark_seen(rows)
         self.shown = rows
-        self.n_similar = len(similar)
+        self.n_similar = self.state.pop("starred", len(similar))  # a strategy may say fewer are look-alikes
         if rows:
             self.history.append(rows)
         return list(rows)

@@ -11,12 +11,13 @@ from PIL import Image
 
 
 def make_catalog(path: Path, n: int = 60, seed: int = 0, size: int = 48, dim: int = 192, bad_rows=(),
-                 as_paths: bool = False) -> Path:
+                 as_paths: bool = False, appearance: bool = False) -> Path:
     """Save a dataset of `n` coloured-shape PNGs with ids, categories and pixel-derived unit embeddings.
 
     The first 192 dimensions come from the picture's 8x8 colour thumbnail; `dim` > 192 pads with noise.
     `bad_rows` get a PNG cut off half way (undecodable); `as_paths` stores each image as a PNG file beside the
-    dataset and the image column as plain relative path strings (a bad row's file is missing).
+    dataset and the image column as plain relative path strings (a bad row's file is missing). `appearance` adds
+    the column upload_ds.py writes: each picture's 8x8 colour layout.
     """
     rng = np.random.default_rng(seed)
     images, ids, cats, embs = [], [], [], []
@@ -48,6 +49,12 @@ def make_catalog(path: Path, n: int = 60, seed: int = 0, size: int = 48, dim: in
                                   "id": datasets.Value("string"),
                                   "category": datasets.Value("string"),
                                   "embeddings": datasets.List(datasets.Value("float32"), length=dim)})
-    datasets.Dataset.from_dict({"image": images, "id": ids, "category": cats, "embeddings": embs},
-                               features=features).save_to_disk(str(path))
+    columns = {"image": images, "id": ids, "category": cats, "embeddings": embs}
+    if appearance:
+        from embed import APPEARANCE_SIZE, appearance_vectors
+
+        pictures = [im["bytes"] if isinstance(im, dict) else path / im for im in images]
+        columns["appearance"] = appearance_vectors(pictures)
+        features["appearance"] = datasets.List(datasets.Value("float32"), length=3 * APPEARANCE_SIZE**2)
+    datasets.Dataset.from_dict(columns, features=features).save_to_disk(str(path))
     return path

@@ -13,7 +13,7 @@ from catalogs import make_catalog
 from conftest import ROOT
 
 import evaluate as ev
-from recommender import STRATEGIES, Recommender
+from recommender import STRATEGIES, Recommender, bayes_following
 
 
 @pytest.fixture(scope="module")
@@ -219,3 +219,53 @@ def test_cli_reports_a_table_per_perception(tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--synthetic", "50,4,2", "--perceive",
                           "pixels"], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert bad.returncode == 2 and "no product pictures" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_bayes_learns_which_view_the_shopper_sees_through():
+    rng = np.random.default_rng(5)
+    x = ev.synthetic_catalog(400, 16, 8, seed=5)
+    b = ev.synthetic_catalog(400, 12, 8, seed=6)  # an unrelated way to see the same products
+    rec = Recommender(x, seed=0, views={"B": b})
+    eyes = rec.views["B"]  # the shopper sees exactly through view B
+    weights = []
+    for target in (3, 77, 150, 222, 391):
+        session = rec.new_session(seed=target, strategy="bayes")
+        assert len(session.rec.views) == 1 and recommender_hypotheses(session) == 4  # 2 views x 2 temperatures
+        shown = session.next_round()
+        for _ in range(6):
+            if target in shown:
+                break
+            shown = session.next_round(pick=ev.choose(eyes, shown, target, "noiseless", rng))
+        weights.append(bayes_following(session).get("B", 0.0))
+    assert np.median(weights) > 0.9, weights
+    # and a shopper who sees through the embedding keeps the embedding's hypotheses
+    session = rec.new_session(seed=1, strategy="bayes")
+    shown = session.next_round()
+    for _ in range(6):
+        if 200 in shown:
+            break
+        shown = session.next_round(pick=ev.choose(rec.unit, shown, 200, "noiseless", rng))
+    assert bayes_following(session)["embedding"] > 0.5
+
+
+def test_bayes_stars_only_likely_targets():
+    rec = Recommender(ev.synthetic_catalog(300, 16, 6, seed=2), seed=0)
+    session = rec.new_session(seed=0, strategy="bayes")
+    shown = session.next_round()
+    assert session.n_similar <= 10
+    for _ in range(3):
+        shown = session.next_round(pick=shown[0])
+        logp = session.state["hyp_logp"].astype(np.float64)
+        alive = np.isfinite(logp[0])
+        logp[:, alive] -= np.logaddexp.reduce(logp[:, alive], axis=1, keepdims=True)  # each p_h sums to 1
+        logw = session.state["logw"] - np.logaddexp.reduce(session.state["logw"])
+        belief = np.logaddexp.reduce(logp + logw[:, None], axis=0)  # the averaged belief
+        top = set(np.argsort(-belief, kind="stable")[:10].tolist())
+        starred = shown[: session.n_similar]
+        assert set(starred) <= top and not set(shown[session.n_similar :]) & top, (starred, shown)
+
+
+def recommender_hypotheses(session) -> int:
+    from recommender import bayes_hypotheses
+
+    return len(bayes_hypotheses(session.rec, session.params))

@@ -267,13 +267,16 @@ def test_app_runs_on_the_c_malloc(tmp_path):
 
 
 def test_session_state_is_compact():
-    """Per-session engine memory: an N-bit bitmap, plus 4 bytes a product for a bayes belief (1M: ~4.1 MB)."""
+    """Per-session engine memory: an N-bit bitmap, plus a float32 belief per bayes hypothesis (2 views x 2
+    temperatures: 16 bytes a product, 1M: 16 MB, the bound issue 11 sets)."""
     import tracemalloc
 
-    from recommender import Recommender
+    from recommender import Recommender, bayes_hypotheses
 
-    x = np.random.default_rng(0).standard_normal((200_000, 16)).astype(np.float32)
-    rec = Recommender(x, seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200_000, 16)).astype(np.float32)
+    rec = Recommender(x, seed=0, views={"appearance": rng.random((200_000, 12), dtype=np.float32)})
+    assert len(bayes_hypotheses(rec, {})) == 4
     tracemalloc.start()
     session = rec.new_session(strategy="bayes")
     rows = session.next_round()
@@ -281,7 +284,7 @@ def test_session_state_is_compact():
     del rows
     size, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    assert size <= 200_000 // 8 + 4 * 200_000 + 64_000, size  # bitmap + float32 belief + small change
+    assert size <= 200_000 // 8 + 4 * 4 * 200_000 + 64_000, size  # bitmap + 4 float32 beliefs + small change
 
 
 # ------------------------------------------------------------------------------------ 6. clear errors
