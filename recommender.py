@@ -129,6 +129,7 @@ BAYES_EXACT_BUDGET = 100_000_000  # N * d up to which the belief uses the full e
 BAYES_DIM = 64  # beyond it, a PCA projection of this many dimensions keeps a round O(N * 64)
 BAYES_PCA_SAMPLE = 30_000  # rows the projection is fitted on (64 of 768 dimensions need no more)
 BAYES_TEMPERATURES = (0.05, 0.1)  # how sharply a shopper may judge: one hypothesis per view and temperature
+BAYES_GRID_MAX_N = 250_000  # up to here each view is tried at every temperature; beyond, at the first only
 BAYES_EMBEDDING_PRIOR = 0.8  # prior weight of "the shopper sees as the embedding does", against the other views
 
 
@@ -165,12 +166,14 @@ def belief_space(rec: Recommender, view: str = "embedding") -> np.ndarray:
 
 def bayes_hypotheses(rec: Recommender, params: dict) -> list[tuple[str, float, float]]:
     """The (view, temperature, epsilon) user models a `bayes` session weighs: one, when the session fixes its
-    temperature and epsilon; else every view x BAYES_TEMPERATURES at BAYES_DEFAULTS' epsilon."""
+    temperature and epsilon; else every view x BAYES_TEMPERATURES at BAYES_DEFAULTS' epsilon (beyond
+    BAYES_GRID_MAX_N products, every view at the first temperature: a round stays within ~200 ms at 1M)."""
     if "temperature" in params or "epsilon" in params:
         return [("embedding", params.get("temperature", BAYES_DEFAULTS["temperature"]),
                  params.get("epsilon", BAYES_DEFAULTS["epsilon"]))]
     views = ["embedding", *rec.views]
-    return [(v, t, BAYES_DEFAULTS["epsilon"]) for v in views for t in BAYES_TEMPERATURES]
+    temperatures = BAYES_TEMPERATURES if rec.n <= BAYES_GRID_MAX_N else BAYES_TEMPERATURES[:1]
+    return [(v, t, BAYES_DEFAULTS["epsilon"]) for v in views for t in temperatures]
 
 
 def _prior(h: tuple[str, float, float], hypotheses: list[tuple[str, float, float]]) -> float:
@@ -237,24 +240,27 @@ def strategy_bayes(session: Session, n: int) -> list[int]:
         hyp_logp[:, shown] = -np.inf
         if pick is None:
             continue
-        sims_by_view: dict[str, np.ndarray] = {}
-        for h, (view, temperature, epsilon) in enumerate(hyps):
-            if view not in sims_by_view:
-                space = belief_space(rec, view)
-                sims_by_view = {view: space[shown] @ space.T}  # (|D|, N): one pass over the catalog per view
-            sims = sims_by_view[view] / temperature
-            top = sims.max(axis=0)
-            lse = top + np.log(np.exp(sims - top).sum(axis=0))
-            loglik = sims[shown.index(pick)] - lse
-            if epsilon:
-                loglik = np.logaddexp(np.log1p(-epsilon) + loglik, np.log(epsilon / len(shown)))
-            logp = hyp_logp[h]
-            alive = np.isfinite(logp)
-            if len(hyps) > 1 and alive.any():  # how well h predicted this click: P_h(pick) = E_{p_h}[lik]
-                prior = logp[alive] - _logsumexp(logp[alive])
-                logw[h] += _logsumexp(prior + loglik[alive])
-            logp += loglik
-            logp -= logp[alive].max(initial=0.0)  # keep the numbers in range
+        i_pick = shown.index(pick)
+        for view in dict.fromkeys(v for v, _, _ in hyps):
+            space = belief_space(rec, view)
+            sims = space[shown] @ space.T  # (|D|, N): one pass over the catalog per view
+            sims -= sims.max(axis=0)  # <= 0, each target's best-matching shown row at 0: exp cannot overflow
+            for h, (v, temperature, epsilon) in enumerate(hyps):
+                if v != view:
+                    continue
+                inv_t = np.float32(1.0 / temperature)
+                # log of the softmax click probability, for every possible target
+                loglik = sims[i_pick] * inv_t - np.log(np.exp(sims * inv_t).sum(axis=0))
+                lik = np.exp(loglik)
+                if epsilon:
+                    lik = lik * np.float32(1.0 - epsilon) + np.float32(epsilon / len(shown))
+                    loglik = np.log(lik)
+                logp = hyp_logp[h]
+                if len(hyps) > 1:  # how well h predicted this click: P_h(pick) = E_{p_h}[lik]
+                    p = np.exp(logp - logp.max())
+                    logw[h] += float(np.log(np.dot(p, lik) / p.sum()))
+                logp += loglik
+                logp -= logp.max()  # keep the numbers in range (-inf rows stay -inf)
         logw -= logw.max()
     h_best = int(np.argmax(logw))
     view, temperature, epsilon = hyps[h_best]
