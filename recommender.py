@@ -244,13 +244,17 @@ def strategy_bayes(session: Session, n: int) -> list[int]:
         for view in dict.fromkeys(v for v, _, _ in hyps):
             space = belief_space(rec, view)
             sims = space[shown] @ space.T  # (|D|, N): one pass over the catalog per view
-            sims -= sims.max(axis=0)  # <= 0, each target's best-matching shown row at 0: exp cannot overflow
+            sims -= 1.0  # <= 0 (unit rows): exp(sims / T) cannot overflow, nor vanish (>= e^-67) for T >= 0.03
+            work = np.empty_like(sims)
             for h, (v, temperature, epsilon) in enumerate(hyps):
                 if v != view:
                     continue
                 inv_t = np.float32(1.0 / temperature)
+                shift = 0.0 if temperature >= 0.03 else sims.max(axis=0)  # sharper: each target's best row at 0
+                np.multiply(sims - shift if temperature < 0.03 else sims, inv_t, out=work)
+                np.exp(work, out=work)
                 # log of the softmax click probability, for every possible target
-                loglik = sims[i_pick] * inv_t - np.log(np.exp(sims * inv_t).sum(axis=0))
+                loglik = (sims[i_pick] - shift) * inv_t - np.log(work.sum(axis=0))
                 lik = np.exp(loglik)
                 if epsilon:
                     lik = lik * np.float32(1.0 - epsilon) + np.float32(epsilon / len(shown))
@@ -269,12 +273,12 @@ def strategy_bayes(session: Session, n: int) -> list[int]:
     else:  # log of sum_h w_h p_h(t), each p_h normalised over the rows still possible
         w = np.exp(logw - logw.max())
         w /= w.sum()
-        belief = np.full(rec.n, -np.inf, dtype=np.float32)
+        mixed = np.zeros(rec.n, dtype=np.float32)
         for h in np.flatnonzero(w > 1e-4):
-            logp = hyp_logp[h]
-            alive = np.isfinite(logp)
-            if alive.any():
-                belief = np.logaddexp(belief, (logp - _logsumexp(logp[alive]) + np.log(w[h])).astype(np.float32))
+            p = np.exp(hyp_logp[h])  # each belief's largest value is 0 (kept so above): no overflow
+            mixed += p * np.float32(w[h] / max(float(p.sum(dtype=np.float64)), 1e-300))
+        with np.errstate(divide="ignore"):
+            belief = np.log(mixed)  # rows no hypothesis allows (shown, hidden) are -inf
     rows = rec.unit if view == "embedding" else rec.views[view]
     gallery = _split_belief(session, belief, n, session.params.get("particles", BAYES_DEFAULTS["particles"]),
                             session.params.get("candidates", BAYES_DEFAULTS["candidates"]), temperature, epsilon,
