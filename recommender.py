@@ -304,7 +304,8 @@ def _split_belief(session: Session, logp: np.ndarray, n: int, particles: int, ca
     if session.remaining <= particles:
         parts = np.flatnonzero(np.isfinite(logp))
     else:  # Gumbel top-k: `particles` rows drawn without replacement in proportion to the belief
-        keys = logp + session.rng.gumbel(size=logp.shape).astype(np.float32)
+        with np.errstate(divide="ignore"):  # a uniform draw of exactly 0 gives a key of -inf: never drawn
+            keys = logp - np.log(-np.log(session.rng.random(logp.shape, dtype=np.float32)))  # + Gumbel(0, 1)
         parts = np.argpartition(-keys, particles)[:particles]
         parts = parts[np.isfinite(logp[parts])]
     if parts.size == 0:
