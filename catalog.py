@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embed import embedding_blocks, embedding_matrix, open_image, to_rgb
+from embed import dataset_views, embedding_blocks, open_image, to_rgb
 from hubcheck import HubUnavailableError, require_hub
 
 log = logging.getLogger("catalog")
@@ -96,9 +96,7 @@ class Catalog:
             raise CatalogError(f"dataset {name} has no rows")
         try:
             self.embeddings = embedding_blocks(ds)  # views of the mapped Arrow file: read, never copied whole
-            # other views of each product for `bayes` (older datasets have none): the colour layout
-            self.views = {"appearance": embedding_matrix(ds, "appearance")} if "appearance" in ds.column_names \
-                else {}
+            self.views = dataset_views(ds)  # e.g. each product's colour layout, for `bayes`
         except ValueError as exc:
             raise CatalogError(f"dataset {name}: {exc}") from exc
         self.name = name

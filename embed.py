@@ -339,6 +339,12 @@ def embedding_blocks(ds, column: str = "embeddings") -> list[np.ndarray]:
     return out
 
 
+def dataset_views(ds) -> dict[str, np.ndarray]:
+    """The dataset's other per-product views for `Recommender(views=...)`: its `appearance` column when it has one
+    (datasets made before that column have none)."""
+    return {"appearance": embedding_matrix(ds, "appearance")} if "appearance" in ds.column_names else {}
+
+
 def embedding_matrix(ds, column: str = "embeddings") -> np.ndarray:
     """The (N, d) float32 matrix of a dataset's embeddings column, read from Arrow without per-row Python work.
 

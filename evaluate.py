@@ -26,7 +26,7 @@ import numpy as np
 
 from cli import ArgumentParser, whole_number
 from cli import run as run_cli
-from embed import ImageEncoder, appearance_vectors, embed_dataset, embedding_matrix
+from embed import ImageEncoder, appearance_vectors, dataset_views, embed_dataset, embedding_matrix
 from recommender import STRATEGIES, Recommender
 
 # ---------------------------------------------------------------------------------------------- the shopper
@@ -238,9 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    views = None
-    if ds is not None and "appearance" in ds.column_names:  # the catalog's colour layouts: a view for bayes
-        views = {"appearance": embedding_matrix(ds, "appearance")}
+    views = dataset_views(ds) if ds is not None else None  # e.g. the catalog's colour layouts, for bayes
     rec = Recommender(x, per_round=args.per_round, similar=args.similar, seed=args.seed, views=views)
     rng = np.random.default_rng(args.seed)
     targets = np.arange(rec.n) if args.targets >= rec.n else rng.choice(rec.n, args.targets, replace=False)

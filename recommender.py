@@ -186,12 +186,6 @@ def _prior(h: tuple[str, float, float], hypotheses: list[tuple[str, float, float
     return share / mine
 
 
-def _logsumexp(a: np.ndarray) -> float:
-    """log(sum(exp(a))) of finite values, without overflow."""
-    top = float(a.max())
-    return top + float(np.log(np.exp(a - top, dtype=np.float64).sum()))
-
-
 def bayes_following(session: Session) -> dict[str, float]:
     """How much a `bayes` session's belief follows each view now: {view: weight}, summing to 1 ({} before
     its first round)."""
@@ -250,11 +244,11 @@ def strategy_bayes(session: Session, n: int) -> list[int]:
                 if v != view:
                     continue
                 inv_t = np.float32(1.0 / temperature)
-                shift = 0.0 if temperature >= 0.03 else sims.max(axis=0)  # sharper: each target's best row at 0
-                np.multiply(sims - shift if temperature < 0.03 else sims, inv_t, out=work)
+                scaled = sims if temperature >= 0.03 else sims - sims.max(axis=0)  # sharper: best row at 0
+                np.multiply(scaled, inv_t, out=work)
                 np.exp(work, out=work)
                 # log of the softmax click probability, for every possible target
-                loglik = (sims[i_pick] - shift) * inv_t - np.log(work.sum(axis=0))
+                loglik = scaled[i_pick] * inv_t - np.log(work.sum(axis=0))
                 lik = np.exp(loglik)
                 if epsilon:
                     lik = lik * np.float32(1.0 - epsilon) + np.float32(epsilon / len(shown))
