@@ -379,8 +379,9 @@ def test_reload_resumes_picks_and_results(tmp_path):
         assert gallery_rows(reloaded[1]) == gallery_rows(gallery) and gallery_rows(reloaded[2]) == picked
         assert "Round 3" in reloaded[3] and f"r{saved['target']}.jpg" in json.dumps(reloaded[4])
         # the server let the session go (idle, restart): the next click resumes from the browser's copy
-        after = Shopper(url).call("pick", [None, saved], event_data={"index": 0, "value": value(gallery)[0]})
-        assert gallery_rows(after[2]) == picked + [gallery_rows(gallery)[0]] and "Round 4" in after[3]
+        j = next(j for j, row in enumerate(gallery_rows(gallery)) if row != saved["target"])  # a pick, not a find
+        after = Shopper(url).call("pick", [None, saved], event_data={"index": j, "value": value(gallery)[j]})
+        assert gallery_rows(after[2]) == picked + [gallery_rows(gallery)[j]] and "Round 4" in after[3]
         # tampered or foreign data starts afresh instead of failing
         for junk in ({"catalog": saved["catalog"], "history": [[1, 1]], "picks": [], "pick_rounds": [],
                       "strategy": "mean"}, {"catalog": "another-shop"}, "garbage", [1, 2], None):
