@@ -55,6 +55,7 @@ log = logging.getLogger("app")
 SESSION_IDLE_S = 2 * 3600  # a browser session's state is dropped after this long without an event
 MAX_RESULTS = 500  # Find-a-product results kept per shopper
 DEFAULT_THREADS = max(4, 2 * (os.cpu_count() or 1))  # Gradio's own default is 40
+SEARCH_HINT = "e.g. sneaker, red dress, shoes/42 - press Enter"
 
 
 def row_of_thumb(value) -> int | None:
@@ -73,12 +74,15 @@ class Visit:
     target: int | None = None  # the product to find, in "Find a product" mode
     found_in: int | None = None  # rounds it took, once clicked
     results: list[dict] = field(default_factory=list)  # the shopper's own hunts, newest last
+    words: str | None = None  # the active search text, and how it searches ("meaning" or "names")
+    kind: str = ""
+    note: str = ""  # a line for the shopper, shown once (e.g. "No product matches 'xyz'.")
     lock: threading.Lock = field(default_factory=threading.Lock)  # one event at a time per browser session
 
     def saved(self, catalog: Catalog) -> dict:
         """What the shopper's browser keeps (gr.BrowserState) so a reload resumes here: plain JSON data."""
         return {"catalog": catalog.key, **self.session.to_dict(), "target": self.target, "found_in": self.found_in,
-                "results": self.results[-MAX_RESULTS:]}
+                "results": self.results[-MAX_RESULTS:], "search": self.words}
 
 
 def restore_visit(saved, catalog: Catalog, rec: Recommender) -> Visit | None:
@@ -102,7 +106,14 @@ def restore_visit(saved, catalog: Catalog, rec: Recommender) -> Visit | None:
     results = [{"strategy": r["strategy"], "rounds": r["rounds"]} for r in results[-MAX_RESULTS:]]
     if target is not None and rec.is_excluded(target):  # its image has since turned out unreadable
         target, found_in = None, None
-    return Visit(session, target=target, found_in=found_in, results=results)
+    visit = Visit(session, target=target, found_in=found_in, results=results)
+    text = saved.get("search")
+    if isinstance(text, str) and text:  # the words were saved, not their rows or vector: found again here
+        found = catalog.find(text)
+        if found.query is not None:
+            session.set_query(found.query)
+            visit.words, visit.kind = found.text, found.kind
+    return visit
 
 
 def build_app(catalog: Catalog, rec: Recommender, session_idle_s: float = SESSION_IDLE_S, secret: str | None = None):
@@ -144,6 +155,10 @@ def build_app(catalog: Catalog, rec: Recommender, session_idle_s: float = SESSIO
             if len(following) > 1:
                 view, weight = max(following.items(), key=lambda kv: kv[1])
                 hint += f" Following: {view} {weight:.0%}."
+        elif visit.words and session.picks == [] and session.strategy != "random":
+            hint = "★ products match your words; ✦ are something new. Pick the one you like best."
+        if visit.words:
+            hint += f" Searching '{visit.words}' by {visit.kind}."
         return f"**Round {session.round}** · {seen} · {hint}"
 
     def results_table(visit: Visit) -> list[list]:
@@ -154,15 +169,20 @@ def build_app(catalog: Catalog, rec: Recommender, session_idle_s: float = SESSIO
                 rows.append([f"{name}: mean of {len(done)}", round(sum(done) / len(done), 2)])
         return rows
 
-    def render(visit: Visit, extras: bool = True):
-        """All outputs; with extras=False the target image and results table are left as they are (cheaper)."""
+    def render(visit: Visit, extras: bool = True, box=None):
+        """All outputs; with extras=False the target image and results table are left as they are (cheaper);
+        `box`: the new text of the search box (None: as it is)."""
         session = visit.session
         gallery = gallery_items(session)  # first: it may swap products, which the status line counts
         target = catalog.showable(visit.target) if visit.target is not None else None
         picks = [(path, catalog.labels[row]) for row in session.picks if (path := catalog.showable(row))]
-        return (visit, gr.Gallery(value=gallery, selected_index=None), picks, status(visit),
+        line = status(visit)
+        if visit.note:
+            line, visit.note = f"**{visit.note}** {line}", ""
+        return (visit, gr.Gallery(value=gallery, selected_index=None), picks, line,
                 gr.Image(value=target, visible=target is not None) if extras else gr.skip(),
-                results_table(visit) if extras else gr.skip(), visit.saved(catalog), catalog.summary())
+                results_table(visit) if extras else gr.skip(), visit.saved(catalog), catalog.summary(),
+                gr.skip() if box is None else box)
 
     def draw_target(session: Session) -> int | None:
         """A random product that can be shown, to hunt for."""
@@ -190,13 +210,42 @@ def build_app(catalog: Catalog, rec: Recommender, session_idle_s: float = SESSIO
     def load(saved):
         """A page (re)load: resume what this browser saved, or start a new visit."""
         visit = restore_visit(saved, catalog, rec)
-        return render(visit) if visit is not None else render(new_visit(None, None, hunt=False))
+        if visit is None:
+            return render(new_visit(None, None, hunt=False), box="")
+        return render(visit, box=visit.words or "")
 
     def start(strategy: str | None = None, visit: Visit | None = None):
-        return render(new_visit(strategy, visit, hunt=False))
+        return render(new_visit(strategy, visit, hunt=False), box="")
 
     def find_product(strategy: str | None = None, visit: Visit | None = None):
-        return render(new_visit(strategy, visit, hunt=True))
+        return render(new_visit(strategy, visit, hunt=True), box="")
+
+    def on_search(text, visit: Visit | None, saved):
+        if visit is None:
+            visit = restore_visit(saved, catalog, rec) or new_visit(None, None, hunt=False)
+        with visit.lock:
+            return search(visit, text if isinstance(text, str) else "")
+
+    def search(visit: Visit, text: str):
+        """Typed words steer the next round like a pick; a miss says so and changes nothing; an empty box clears."""
+        session = visit.session
+        if visit.found_in is not None:
+            return render(visit, extras=False)  # the hunt is over
+        found = catalog.find(text)
+        if found.query is None:
+            if not found.text and visit.words:
+                session.set_query(None)
+                visit.words, visit.kind, visit.note = None, "", "Search cleared."
+            else:
+                visit.note = found.message
+            return render(visit, extras=False)
+        try:
+            session.next_round(query=found.query)
+        except ValueError as exc:  # e.g. a text tower whose vectors do not fit the catalog: say it, change nothing
+            visit.note = f"Search failed: {exc}"
+            return render(visit, extras=False)
+        visit.words, visit.kind = found.text, found.kind
+        return render(visit, extras=False, box=found.text)
 
     def on_select(visit: Visit | None, saved, evt: gr.SelectData):
         if visit is None:  # the server let this session's state go (idle, or a restart): the browser has it
@@ -229,6 +278,10 @@ def build_app(catalog: Catalog, rec: Recommender, session_idle_s: float = SESSIO
         state = gr.State(None, time_to_live=session_idle_s)
         saved = gr.BrowserState(None, storage_key=f"product-recommender-{catalog.key}", secret=secret)
         info = gr.Markdown(elem_id="status")
+        with gr.Row(equal_height=True):
+            box = gr.Textbox(label="Describe what you want", placeholder=SEARCH_HINT, scale=4, max_lines=1,
+                             elem_id="search", submit_btn=False)
+            search_button = gr.Button("Search", elem_id="search-button", scale=1)
         with gr.Row():
             products = gr.Gallery(label="Products", columns=5, rows=2, height="auto", allow_preview=False, scale=4,
                                   object_fit="contain", elem_id="products", interactive=False, buttons=[])
@@ -247,12 +300,14 @@ def build_app(catalog: Catalog, rec: Recommender, session_idle_s: float = SESSIO
                                 elem_id="strategy")
             results = gr.Dataframe(headers=["strategy", "rounds to find"], value=[], interactive=False,
                                    label="Find a product: your results", elem_id="results")
-        outputs = [state, products, picks, info, target, results, saved, header]
+        outputs = [state, products, picks, info, target, results, saved, header, box]
         demo.load(load, [saved], outputs, api_name="start")
         products.select(on_select, [state, saved], outputs, api_name="pick", concurrency_limit=None)
         restart.click(start, [strategy, state], outputs, api_name="start_over")
         hunt.click(find_product, [strategy, state], outputs, api_name="find_product")
         strategy.input(start, [strategy, state], outputs, api_name="set_strategy")
+        box.submit(on_search, [box, state, saved], outputs, api_name="search", concurrency_limit=None)
+        search_button.click(on_search, [box, state, saved], outputs, api_name=False, concurrency_limit=None)
 
         memory = MemoryKeeper()
 
@@ -417,6 +472,11 @@ def prepare(args: argparse.Namespace) -> tuple[Catalog, Recommender]:
         raise CatalogError(f"dataset {name}: {exc}") from exc
     catalog.on_unavailable = rec.exclude
     catalog.check_sample()
+    why_not = catalog.load_text_encoder() if catalog.has_text else None
+    if why_not:
+        log.warning("typed words search product names, not meanings: %s", why_not)
+    log.info("search box: %s", f"by meaning (text tower of {catalog.model})" if catalog.text_encoder else
+             "by words in product names")
     index = (f"8-bit codes ({rec.codes.nbytes / 2**20:,.0f} MB; float32 rows read from disk)" if rec.codes else
              f"float32 ({rec.n * rec.dim * 4 / 2**20:,.0f} MB)")
     log.info("catalog %s: %d products, %d-d embeddings%s; index: %s (--compression %s); ready in %.1f s", name,

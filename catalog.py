@@ -2,6 +2,8 @@
 
     load_dataset_source(SRC)  -> a `datasets.Dataset` (a folder saved by upload_ds.py --out, or a Hub id)
     Catalog(ds, name)         -> embeddings, labels, and gallery thumbnails, each made once and kept on disk
+    catalog.find("red shoes") -> what typed words ask for: a vector (CLIP-family models) or the rows whose names
+                                 match (any catalog), for `Session.next_round(query=...)`
 
 Every product image is checked once: a few at start (a catalog whose images mostly fail is a CatalogError
 then), the rest in a background thread that makes the thumbnails. A product whose image cannot be shown is
@@ -17,15 +19,19 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from embed import dataset_views, embedding_blocks, open_image, to_rgb
 from hubcheck import HubUnavailableError, require_hub
+from words import MAX_QUERY_WORDS, WordIndex, words_of
 
 log = logging.getLogger("catalog")
 THUMB_PX = 256
+NAME_COLUMNS = ("id", "label", "category", "name", "title")  # where a product's words come from
+MAX_QUERY_CHARS = 200  # typed text beyond this is cut (a pasted page is not a query)
 SAMPLE_AT_START = 48  # product images decoded before serving; most of them failing stops the start
 DEFAULT_CACHE = Path(os.environ.get("CACHE_DIR") or Path.home() / ".cache" / "product-recommender")
 
@@ -75,6 +81,33 @@ def _saved_without_rows(path: Path) -> bool:
         return False
 
 
+def product_texts(ds) -> list[list[str]]:
+    """Each product's names for word search: its id, label, category, name and title, where the dataset has them
+    (class labels by their names)."""
+    import datasets
+
+    columns = []
+    for col in (c for c in NAME_COLUMNS if c in ds.column_names):
+        feature = ds.features[col]
+        values = ds[col]
+        if isinstance(feature, datasets.ClassLabel):
+            values = [feature.int2str(v) if v is not None and v >= 0 else "" for v in values]
+        columns.append(["" if v is None else str(v) for v in values])
+    return [list(parts) for parts in zip(*columns)] if columns else [[] for _ in range(len(ds))]
+
+
+@dataclass
+class Found:
+    """What typed words ask for: `query` for `Session.next_round` (None: nothing to search), how it was found
+    (`kind`: "meaning" via the model's text tower, or "names"), the words used, and a line for the shopper."""
+
+    text: str
+    kind: str
+    query: np.ndarray | None = None
+    words: list[str] = field(default_factory=list)
+    message: str = ""
+
+
 def dataset_folder(ds) -> Path | None:
     """The folder a dataset was loaded from (for image paths relative to it), or None."""
     files = getattr(ds, "cache_files", None) or []
@@ -114,9 +147,16 @@ class Catalog:
         label_col = "category" if "category" in ds.column_names else "id" if "id" in ds.column_names else None
         self.labels = [str(v) for v in ds[label_col]] if label_col else [f"#{i}" for i in range(self.n)]
         try:
-            self.model = json.loads(ds.info.description or "{}").get("model")
-        except (ValueError, AttributeError):
-            self.model = None
+            meta = json.loads(ds.info.description or "{}")
+        except ValueError:
+            meta = {}
+        meta = meta if isinstance(meta, dict) else {}
+        self.model = meta.get("model")
+        self.has_text = bool(meta.get("text"))  # embeddings share a space with the model's text tower
+        self.text_encoder = None  # set by `load_text_encoder`
+        self._texts = lambda: product_texts(ds)
+        self._words: WordIndex | None = None
+        self._text_lock = threading.Lock()  # a tokenizer is not safe to call from two threads at once
         self.key = f"{ds._fingerprint}-{self.n}"  # which catalog: a browser's saved place is only for this one
         self.thumb_dir = Path(cache_dir) / "thumbs" / f"{ds._fingerprint}-{THUMB_PX}"
         self.thumb_dir.mkdir(parents=True, exist_ok=True)
@@ -124,6 +164,48 @@ class Catalog:
         self.checked = 0  # rows the background check has been through
         self.on_unavailable: Callable[[list[int]], object] | None = None
         self._lock = threading.Lock()
+
+    # -- typed words
+    def load_text_encoder(self) -> str | None:
+        """Load the text tower of the catalog's CLIP-family model, so `find` searches by meaning; returns why not
+        (None when loaded). Without it `find` matches names."""
+        if not self.has_text or not self.model:
+            return "the catalog's model has no text tower"
+        try:
+            from embed import TextEncoder
+
+            encoder = TextEncoder(self.model)
+        except Exception as exc:  # the Hub out of reach, a missing local folder...: names still work
+            return f"cannot load the text tower of {self.model}: {type(exc).__name__}: {str(exc)[:300]}"
+        if encoder.dim != self.embeddings[0].shape[1]:
+            return f"{self.model}'s text vectors have {encoder.dim} numbers, the catalog's embeddings " \
+                   f"{self.embeddings[0].shape[1]}"
+        self.text_encoder = encoder
+        return None
+
+    @property
+    def words(self) -> WordIndex:
+        """The word index over the products' names, built on first use (once)."""
+        if self._words is None:
+            with self._text_lock:
+                if self._words is None:
+                    self._words = WordIndex(self._texts())
+        return self._words
+
+    def find(self, text: str) -> Found:
+        """What `text` asks for: by meaning with the model's text tower when loaded, else by words in names."""
+        text = " ".join(str(text or "").split())[:MAX_QUERY_CHARS]
+        words = words_of(text)[:MAX_QUERY_WORDS]
+        if not words:
+            return Found(text, "", message="Type a word or two about the product you want." if text else "")
+        if self.text_encoder is not None:
+            with self._text_lock:
+                vector = self.text_encoder.embed([text])[0]
+            return Found(text, "meaning", vector, words)
+        rows, used = self.words.match(text)
+        if not rows.size:
+            return Found(text, "names", words=words, message=f"No product matches '{text}'.")
+        return Found(text, "names", rows, used)
 
     # -- images
     def image(self, row: int):

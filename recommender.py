@@ -12,6 +12,10 @@ rows stay where they are, e.g. in a memory-mapped file (see rows.py).
 
 That rule is strategy "mean"; "random" (the baseline), "rocchio" and "bayes" (a belief over the wanted product,
 galleries chosen to narrow it fastest) plug in the same way: see STRATEGIES.
+
+A shopper may also say what they want: `session.next_round(query=...)` takes a vector in the embedding space
+(typed words embedded by a CLIP-family model's text tower) or the rows whose names match typed words. The query
+stays active until another replaces it; see `Session.next_round` for what each strategy makes of it.
 """
 
 from __future__ import annotations
@@ -94,15 +98,15 @@ def _search_params(index: faiss.Index, selector: faiss.IDSelector) -> faiss.Sear
 
 
 def strategy_mean(session: Session, n: int) -> list[int]:
-    """The seed's rule: the `n` unseen rows nearest to the exact mean of the picked embeddings."""
-    if n <= 0 or not session.picks:
+    """The seed's rule: the `n` unseen rows nearest to the exact mean of the picked embeddings (a query vector
+    counting as one more pick; word matches first, see `_similar`)."""
+    if n <= 0:
         return []
-    query = session.rec.unit[session.picks].mean(axis=0, dtype=np.float64)
-    return session.search(query, n)
+    return _similar(session, n, _preference(session))
 
 
 def strategy_random(session: Session, n: int) -> list[int]:
-    """Brute-force baseline: no similar rows, the whole round is random unseen rows."""
+    """Brute-force baseline: no similar rows, the whole round is random unseen rows (a query changes nothing)."""
     return []
 
 
@@ -111,17 +115,46 @@ ROCCHIO_WEIGHTS = {"alpha": 1.0, "beta": 0.25}
 
 def strategy_rocchio(session: Session, n: int) -> list[int]:
     """Rocchio feedback: move toward the picks' mean and away from the mean of products shown but passed over."""
-    if n <= 0 or not session.picks:
+    if n <= 0:
         return []
-    unit = session.rec.unit
-    alpha = session.params.get("alpha", ROCCHIO_WEIGHTS["alpha"])
-    beta = session.params.get("beta", ROCCHIO_WEIGHTS["beta"])
-    picked = set(session.picks)
-    passed = [row for shown in session.history for row in shown if row not in picked]
-    query = alpha * unit[session.picks].mean(axis=0, dtype=np.float64)
-    if passed and beta:
-        query -= beta * unit[passed].mean(axis=0, dtype=np.float64)
-    return session.search(query, n)
+    query = _preference(session)
+    if query is not None and session.picks:
+        unit = session.rec.unit
+        alpha = session.params.get("alpha", ROCCHIO_WEIGHTS["alpha"])
+        beta = session.params.get("beta", ROCCHIO_WEIGHTS["beta"])
+        picked = set(session.picks)
+        passed = [row for shown in session.history for row in shown if row not in picked]
+        query = alpha * query
+        if passed and beta:
+            query -= beta * unit[passed].mean(axis=0, dtype=np.float64)
+    return _similar(session, n, query)
+
+
+def _preference(session: Session) -> np.ndarray | None:
+    """The mean of the picked rows and the query vector (as one more pick), or None with neither."""
+    parts = []
+    if session.picks:
+        parts.append(session.rec.unit[session.picks].sum(axis=0, dtype=np.float64))
+    if session.query_vector is not None:
+        parts.append(session.query_vector.astype(np.float64))
+    if not parts:
+        return None
+    return np.sum(parts, axis=0) / (len(session.picks) + (session.query_vector is not None))
+
+
+def _similar(session: Session, n: int, preference: np.ndarray | None) -> list[int]:
+    """The similar slots: the `n` unseen rows nearest to `preference`; while the query's word matches have unseen
+    rows, those come first (the nearest of them, or random ones while there is no preference)."""
+    among = session.unseen_matches()
+    if among is None or among.size == 0:
+        return [] if preference is None else session.search(preference, n)
+    if preference is None:
+        return session.rng.choice(among, min(n, among.size), replace=False).tolist()
+    rows = session.search(preference, n, among=among)
+    if len(rows) < n:  # fewer unseen matches than slots: the nearest of the rest fill them
+        taken = set(rows)
+        rows += [r for r in session.search(preference, n) if r not in taken][: n - len(rows)]
+    return rows
 
 
 BAYES_DEFAULTS = {"temperature": 0.05, "epsilon": 0.05, "particles": 512, "candidates": 96}
@@ -131,6 +164,8 @@ BAYES_PCA_SAMPLE = 30_000  # rows the projection is fitted on (64 of 768 dimensi
 BAYES_TEMPERATURES = (0.05, 0.1)  # how sharply a shopper may judge: one hypothesis per view and temperature
 BAYES_GRID_MAX_N = 250_000  # up to here each view is tried at every temperature; beyond, at the first only
 BAYES_EMBEDDING_PRIOR = 0.8  # prior weight of "the shopper sees as the embedding does", against the other views
+BAYES_QUERY_TEMPERATURE = 0.02  # a query vector q weighs target t by exp(<t, q> / T) (CLIP's own scale is 0.01)
+BAYES_WORDS_TRUST = 0.9  # a word query moves this share of the belief onto its matches (names can mislead)
 
 
 def belief_space(rec: Recommender, view: str = "embedding") -> np.ndarray:
@@ -161,7 +196,40 @@ def belief_space(rec: Recommender, view: str = "embedding") -> np.ndarray:
                     block /= np.maximum(np.linalg.norm(block, axis=1), 1e-12)[:, None]
                 proj[start : start + len(block)] = block
             rec._belief[view] = proj
+            rec._belief_pca[view] = pca
     return rec._belief[view]
+
+
+def _query_evidence(session: Session) -> np.ndarray | float | None:
+    """What the session's query adds to `bayes`' log-belief: (<t, q> - 1) / BAYES_QUERY_TEMPERATURE per row t for
+    a vector (in the embedding's belief space), log(ratio) on the word matches for rows, where the ratio gives
+    the matches BAYES_WORDS_TRUST of a uniform belief over the rows possible when the words were typed. None
+    without a query. Made once per query (N float32 kept in the session)."""
+    st = session.state
+    if session.query_vector is None and session.query_rows is None:
+        return None
+    if st.get("query_serial") != session.query_serial:
+        rec = session.rec
+        if session.query_vector is not None:
+            space = belief_space(rec, "embedding")
+            q = session.query_vector.reshape(1, -1)
+            pca = rec._belief_pca.get("embedding")
+            if pca is not None:
+                q = pca.apply_py(q)
+                q /= max(float(np.linalg.norm(q)), 1e-12)
+            evidence = space @ q.ravel().astype(np.float32)
+            evidence -= 1.0
+            evidence *= np.float32(1.0 / BAYES_QUERY_TEMPERATURE)
+        else:
+            possible = session.unseen_mask()
+            matches = int(possible[session.query_rows].sum())
+            others = int(possible.sum()) - matches
+            evidence = np.zeros(rec.n, dtype=np.float32)
+            if matches and others:
+                ratio = BAYES_WORDS_TRUST / (1 - BAYES_WORDS_TRUST) * others / matches
+                evidence[session.query_rows] = np.float32(np.log(ratio))
+        st["query_serial"], st["query_evidence"] = session.query_serial, evidence
+    return st["query_evidence"]
 
 
 def bayes_hypotheses(rec: Recommender, params: dict) -> list[tuple[str, float, float]]:
@@ -208,7 +276,8 @@ def strategy_bayes(session: Session, n: int) -> list[int]:
     click cannot rule the true target out. Nobody knows how a shopper sees, so the session keeps a belief
     log p_h(t) under each hypothesis h (see `bayes_hypotheses`: each view of the catalog at a few temperatures)
     and a weight on h from how well it predicted this shopper's clicks so far (Bayesian model averaging);
-    the gallery is chosen from the averaged belief. Rows already shown get probability 0 (the shopper would
+    the gallery is chosen from the averaged belief, times the query's likelihood (see `_query_evidence`) when the
+    shopper typed something. Rows already shown get probability 0 (the shopper would
     have found them). Gallery: the rows that maximise the expected information of the click about the target
     under the most likely hypothesis (see `_split_belief`). A round is O(H * N * d) for the update (d <=
     BAYES_DIM on big catalogs: PCA projections) and O(N) for the draw; a session holds H * N float32.
@@ -273,6 +342,9 @@ def strategy_bayes(session: Session, n: int) -> list[int]:
             mixed += p * np.float32(w[h] / max(float(p.sum(dtype=np.float64)), 1e-300))
         with np.errstate(divide="ignore"):
             belief = np.log(mixed)  # rows no hypothesis allows (shown, hidden) are -inf
+    evidence = _query_evidence(session)
+    if evidence is not None:  # what the shopper typed: evidence beside the clicks (not a click: no weight change)
+        belief = belief + evidence
     rows = rec.unit if view == "embedding" else rec.views[view]
     gallery = _split_belief(session, belief, n, session.params.get("particles", BAYES_DEFAULTS["particles"]),
                             session.params.get("candidates", BAYES_DEFAULTS["candidates"]), temperature, epsilon,
@@ -458,6 +530,7 @@ class Recommender:
         self.n_excluded = 0
         self._belief_lock = threading.Lock()  # for building belief_space's projections once
         self._belief: dict[str, np.ndarray] = {}  # belief_space's projection of each view, made on first use
+        self._belief_pca: dict[str, faiss.PCAMatrix | None] = {}  # and the PCA that made it (None: none needed)
 
     def exclude(self, rows) -> int:
         """Never show `rows` in sessions started from now on (e.g. products whose image cannot be shown).
@@ -542,9 +615,13 @@ class Session:
         self.n_similar = 0  # how many of `shown` (at its front) came from the strategy
         self.state: dict = {}  # strategy-owned memory
         self.n_seen = 0  # rows shown to the shopper
+        self.query_vector: np.ndarray | None = None  # the active query: a unit vector in the embedding space,
+        self.query_rows: np.ndarray | None = None  # or the rows whose names matched (sorted, unique)
+        self.query_serial = 0  # bumped by every new query, so strategies know when to redo their query work
         with rec._lock:
             self._unseen_bits = rec._available_bits.copy()  # a bit per row: set while it may still be shown
             self.n_hidden = rec.n_excluded  # rows never to be shown: excluded by the catalog, or withdrawn
+        self._params = None
         if rec.index is not None:
             self._selector = faiss.IDSelectorBitmap(rec.n, faiss.swig_ptr(self._unseen_bits))
             self._params = _search_params(rec.index, self._selector)
@@ -583,28 +660,96 @@ class Session:
         """Whether `row` has been shown in this session."""
         return not (self._unseen_bits[row >> 3] >> (row & 7)) & 1
 
-    def search(self, query: np.ndarray, k: int) -> list[int]:
-        """The `k` unseen rows with the highest inner product with `query`, best first, ties to the lower row.
+    def search(self, query: np.ndarray, k: int, among: np.ndarray | None = None) -> list[int]:
+        """The `k` unseen rows with the highest inner product with `query`, best first, ties to the lower row;
+        with `among` (unseen rows, e.g. word matches), only rows from it.
 
         Exact on the flat index and with sq8 (both give the same rows); approximate with an index_factory.
         """
-        k = min(k, self.remaining)
+        query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
+        if among is not None:
+            k = min(k, len(among))
+            if k <= 0:
+                return []
+            if len(among) * 4 <= self.rec.n or self.rec.index is None and self.rec.codes is None:
+                scores = (self.rec.unit.scores(query, among) if isinstance(self.rec.unit, UnitRows) else
+                          self.rec.unit[among] @ query.ravel())
+                return among[np.lexsort((among, -scores))][:k].tolist()
+            bits = np.zeros_like(self._unseen_bits)  # a large share of the catalog: a scan with a bitmap of them
+            np.bitwise_or.at(bits, among >> 3, (np.uint8(1) << (among & 7).astype(np.uint8)))
+            return self._search_bits(query, k, bits, len(among))
+        return self._search_bits(query, min(k, self.remaining), self._unseen_bits, self.remaining, self._params)
+
+    def _search_bits(self, query: np.ndarray, k: int, bits: np.ndarray, available: int, params=None) -> list[int]:
+        """`search` among the rows whose bit is set in `bits` (`available` of them)."""
         if k <= 0:
             return []
-        query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
         if self.rec.codes is not None:
-            _, ids = self.rec.codes.search(query, k, self._unseen_bits, self.remaining)
+            _, ids = self.rec.codes.search(query, k, bits, available)
             return ids.tolist()
-        m = min(k + 1, self.remaining)  # one more, to see whether the k-th place is tied
+        if params is None:
+            selector = faiss.IDSelectorBitmap(self.rec.n, faiss.swig_ptr(bits))
+            params = _search_params(self.rec.index, selector)
+        m = min(k + 1, available)  # one more, to see whether the k-th place is tied
         while True:
-            scores, ids = self.rec.index.search(query, m, params=self._params)
+            scores, ids = self.rec.index.search(query, m, params=params)
             keep = ids[0] >= 0
             scores, ids = scores[0][keep], ids[0][keep]
             # FAISS's heap settles a tie at the k-th place by scan order; widen until the tie is all in hand
-            if len(ids) <= k or scores[-1] < scores[k - 1] or m >= self.remaining:
+            if len(ids) <= k or scores[-1] < scores[k - 1] or m >= available:
                 break
-            m = min(m * 4, self.remaining)
+            m = min(m * 4, available)
         return ids[np.lexsort((ids, -scores))][:k].tolist()
+
+    def unseen_matches(self) -> np.ndarray | None:
+        """The active word query's rows not shown yet (None without a word query)."""
+        if self.query_rows is None:
+            return None
+        rows = self.query_rows
+        return rows[(self._unseen_bits[rows >> 3] >> (rows & 7).astype(np.uint8)) & 1 == 1]
+
+    def checked_query(self, query) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(unit vector, None) or (None, sorted unique rows) for `query`; a ValueError saying what is wrong.
+
+        A vector: float numbers, shape (d,) or (1, d), finite, not all zero. Rows: whole numbers in [0, N), at
+        least one (a list/tuple of ints, or an integer array).
+        """
+        if isinstance(query, (list, tuple)):
+            if query and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in query):
+                query = np.asarray(query, dtype=np.int64)
+            else:
+                try:
+                    query = np.asarray(query, dtype=np.float64)
+                except (TypeError, ValueError):
+                    raise ValueError("a query is a vector of numbers or a list of row numbers") from None
+        if not isinstance(query, np.ndarray) or query.dtype.kind not in "iuf":
+            raise ValueError("a query is a vector of numbers or a list of row numbers")
+        if query.dtype.kind in "iu":
+            rows = np.unique(query.ravel().astype(np.int64))
+            if rows.size == 0:
+                raise ValueError("a row query needs at least one row")
+            if rows[0] < 0 or rows[-1] >= self.rec.n:
+                raise ValueError(f"query rows must be in [0, {self.rec.n}), got {rows[0]}..{rows[-1]}")
+            return None, rows
+        vector = query.astype(np.float64).ravel()
+        if query.ndim > 2 or (query.ndim == 2 and query.shape[0] != 1) or vector.size != self.rec.dim:
+            raise ValueError(f"a query vector must have {self.rec.dim} numbers (the embedding's dimension), "
+                             f"got shape {query.shape}")
+        if not np.isfinite(vector).all():
+            raise ValueError("a query vector has NaN or inf")
+        norm = float(np.linalg.norm(vector))
+        if norm == 0:
+            raise ValueError("a query vector is all zeros")
+        return (vector / norm).astype(np.float32), None
+
+    def set_query(self, query) -> None:
+        """Make `query` the active one (see `next_round`), replacing any; None clears it. Checked first: a bad
+        query is a ValueError and the session stays as it was."""
+        self._activate(*((None, None) if query is None else self.checked_query(query)))
+
+    def _activate(self, vector: np.ndarray | None, rows: np.ndarray | None) -> None:
+        self.query_vector, self.query_rows = vector, rows
+        self.query_serial += 1
 
     def random_unseen(self, k: int, exclude: set[int] | None = None) -> list[int]:
         """`k` distinct rows drawn uniformly from the unseen rows not in `exclude`."""
@@ -669,14 +814,27 @@ class Session:
         return {"strategy": self.strategy, "history": [list(r) for r in self.history],
                 "picks": list(self.picks), "pick_rounds": list(self.pick_rounds), "n_similar": self.n_similar}
 
-    def next_round(self, pick: int | None = None) -> list[int]:
-        """Record `pick` (a row of the current round) and return the next round's rows; [] once exhausted."""
+    def next_round(self, pick: int | None = None, query=None) -> list[int]:
+        """Record `pick` (a row of the current round) and, if given, make `query` the active query; return the
+        next round's rows ([] once exhausted).
+
+        `query` is a vector in the embedding space (e.g. typed words embedded by a CLIP-family text tower) or a
+        list/array of rows (products whose names match typed words); it stays active until replaced. "mean" and
+        "rocchio" count a vector as one more pick in the preference, and fill the similar slots from the unseen
+        row matches first (the nearest to the preference, random ones while there is none); "bayes" takes it as
+        evidence in its belief (see `_query_evidence`); "random" ignores it. The round still ends with random
+        products and never repeats one. A bad pick or query is a ValueError that leaves the session unchanged.
+        """
         if pick is not None:
             pick = int(pick)
             if pick not in self.shown:
                 raise ValueError(f"pick {pick} is not one of the products of the current round {self.shown}")
+        checked = self.checked_query(query) if query is not None else None  # before any change
+        if pick is not None:
             self.picks.append(pick)
             self.pick_rounds.append(self.round)
+        if checked is not None:
+            self._activate(*checked)
         rec = self.rec
         slots = {"similar": rec.similar, "all": rec.per_round, "none": 0}[SLOTS[self.strategy]]
         n_similar = min(slots, self.remaining)

@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repo", required=True, metavar="USER/NAME",
                     help="dataset name; pushed as USER/NAME and USER/NAME-embeddings, saved as NAME under --out")
     ap.add_argument("--model", default=DEFAULT_MODEL,
-                    help=f"Hub id or local dir of a vision model, or 'efficientnet-lite0' (default {DEFAULT_MODEL})")
+                    help=f"Hub id or local dir of a vision model, or efficientnet-lite0, -lite1, -lite2 (default {DEFAULT_MODEL})")
     ap.add_argument("--pooling", choices=("cls", "mean"), default="cls", help="token pooling (default cls)")
     ap.add_argument("--batch-size", type=whole_number(1), default=32, help="images per model batch (default 32)")
     ap.add_argument("--private", action="store_true", help="create the Hub repos as private")
