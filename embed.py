@@ -219,10 +219,11 @@ class TextEncoder:
         from transformers import AutoModel, AutoTokenizer
 
         self.model_name = str(model)
-        self.tokenizer, self.model = from_pretrained(self.model_name, AutoTokenizer, AutoModel)
+        (self.model,) = from_pretrained(self.model_name, AutoModel)
         if not _has_text_tower(self.model):
             raise ValueError(f"model {self.model_name!r} ({type(self.model).__name__}) has no text tower in the space "
                              "of its images; use a CLIP-family model (CLIP, SigLIP, ...)")
+        (self.tokenizer,) = from_pretrained(self.model_name, AutoTokenizer)
         config = self.model.config
         self.dim = int(getattr(config, "projection_dim", 0) or config.text_config.hidden_size)
         self.max_tokens = int(getattr(config.text_config, "max_position_embeddings", 77))

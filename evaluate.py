@@ -13,6 +13,10 @@ separated for one table each: `embedding` (the catalog's own embedding: flatters
 (the product picture itself, 32x32 RGB on white, centred on the catalog mean), `model:NAME` (another encoder's
 embedding of the same pictures), `noise:S` (the embedding plus a fixed per-product Gaussian perturbation of
 scale S / sqrt(d)).
+
+A shopper may type first: `--typed category` makes it type its target's category before the first click (by
+meaning when the catalog's model has a text tower, else by words in product names, as the app's search box
+does); the report then shows every strategy with and without typing.
 """
 
 from __future__ import annotations
@@ -84,14 +88,15 @@ def choose(unit: np.ndarray, shown: list[int], target: int, user: str, rng: np.r
 
 def hunt(rec: Recommender, target: int, strategy: str, user: str, seed: int, max_rounds: int,
          user_temperature: float = 0.05, user_epsilon: float = 0.05, perceived: np.ndarray | None = None,
-         **params) -> int | None:
+         typed=None, **params) -> int | None:
     """Rounds until the target is shown (1 = found in the first gallery), or None past `max_rounds`.
 
-    The shopper judges similarity by the rows `perceived` (default: the catalog's embedding)."""
+    The shopper judges similarity by the rows `perceived` (default: the catalog's embedding), and with `typed`
+    (a query for `Session.next_round`) says what it wants before the first round."""
     eyes = rec.unit if perceived is None else perceived
     rng = np.random.default_rng((seed, target, 1))
     session = rec.new_session(seed=(seed, target), strategy=strategy, **params)
-    shown = session.next_round()
+    shown = session.next_round(query=typed)
     for r in range(1, max_rounds + 1):
         if target in shown:
             return r
@@ -104,18 +109,47 @@ def hunt(rec: Recommender, target: int, strategy: str, user: str, seed: int, max
 def evaluate(rec: Recommender, strategies: list[str], targets: np.ndarray, user: str = "noiseless",
              seed: int = 0, max_rounds: int | None = None, user_temperature: float = 0.05,
              user_epsilon: float = 0.05, progress: bool = True, perceived: np.ndarray | None = None,
-             **params) -> dict[str, np.ndarray]:
+             typed: dict | None = None, **params) -> dict[str, np.ndarray]:
     """Rounds per target for each strategy (np.inf where the cap ended the search); params tune strategies;
-    `perceived`: the rows the shopper judges by (default the embedding, see `perception`)."""
+    `perceived`: the rows the shopper judges by (default the embedding, see `perception`); `typed`: target ->
+    the query it types first (see `typed_queries`), giving a second result per strategy, "NAME +typed"."""
     from tqdm.auto import tqdm
 
     cap = max_rounds or math.ceil(rec.n / rec.per_round)
     out = {}
     for name in strategies:
-        rounds = [hunt(rec, int(t), name, user, seed, cap, user_temperature, user_epsilon, perceived, **params)
-                  for t in tqdm(targets, desc=name, disable=not progress, leave=False)]
-        out[name] = np.array([np.inf if r is None else r for r in rounds], dtype=float)
+        for queries in (None, typed) if typed is not None else (None,):
+            label = name if queries is None else f"{name} +typed"
+            rounds = [hunt(rec, int(t), name, user, seed, cap, user_temperature, user_epsilon, perceived,
+                           None if queries is None else queries[int(t)], **params)
+                      for t in tqdm(targets, desc=label, disable=not progress, leave=False)]
+            out[label] = np.array([np.inf if r is None else r for r in rounds], dtype=float)
     return out
+
+
+def typed_queries(ds, targets: np.ndarray, what: str = "category") -> tuple[dict, str]:
+    """({target: the query its shopper types}, how it searches): each target's `what` column as typed words,
+    by meaning with the model's text tower when the dataset records one, else by words in product names."""
+    import json
+
+    from catalog import product_texts
+    from words import WordIndex
+
+    if ds is None or what not in ds.column_names:
+        raise ValueError(f"--typed {what}: this catalog has no {what!r} column")
+    texts = [str(ds[int(t)][what]) for t in targets]
+    try:
+        meta = json.loads(ds.info.description or "{}")
+    except ValueError:
+        meta = {}
+    if isinstance(meta, dict) and meta.get("text") and meta.get("model"):
+        from embed import TextEncoder
+
+        vectors = TextEncoder(meta["model"]).embed(texts)
+        return {int(t): v for t, v in zip(targets, vectors)}, "meaning"
+    index = WordIndex(product_texts(ds))
+    queries = {int(t): index.match(text)[0] for t, text in zip(targets, texts)}
+    return {t: rows if rows.size else None for t, rows in queries.items()}, "names"
 
 
 # ---------------------------------------------------------------------------------------------- the numbers
@@ -136,10 +170,10 @@ def summary(rounds: np.ndarray) -> dict[str, float]:
 
 def report(results: dict[str, np.ndarray], n: int, k: int) -> str:
     """The printed table, with the random baseline's expectation and the information bound beside it."""
-    lines = [f"{'strategy':<10} {'mean':>6} {'median':>7} {'p90':>5} {'<=5':>6} {'<=10':>6} {'found':>6}"]
+    lines = [f"{'strategy':<14} {'mean':>6} {'median':>7} {'p90':>5} {'<=5':>6} {'<=10':>6} {'found':>6}"]
     for name, rounds in results.items():
         s = summary(rounds)
-        lines.append(f"{name:<10} {s['mean']:6.2f} {s['median']:7.1f} {s['p90']:5.1f} {s['within5']:5.1f}% "
+        lines.append(f"{name:<14} {s['mean']:6.2f} {s['median']:7.1f} {s['p90']:5.1f} {s['within5']:5.1f}% "
                      f"{s['within10']:5.1f}% {s['found']:5.1f}%")
     lines.append(f"random baseline, expected: N/(2k) = {n / (2 * k):.2f}, exact {random_expectation(n, k):.2f}; "
                  f"information bound ceil(log_k N) = {math.ceil(math.log(n) / math.log(k))}")
@@ -204,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--perceive", default="embedding", metavar="KINDS",
                     help="what the shopper compares, comma separated, a table each: embedding, pixels, model:NAME, "
                          "noise:S (default embedding)")
+    ap.add_argument("--typed", choices=("category",), default=None,
+                    help="the shopper also types its target's category first; reports rounds with and without")
     ap.add_argument("--temperature", type=float, default=0.05, help="noisy shopper's softmax temperature")
     ap.add_argument("--epsilon", type=float, default=0.05, help="noisy shopper's chance of a random click")
     ap.add_argument("--targets", type=whole_number(1), default=500, help="number of targets (all products if more)")
@@ -250,12 +286,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"embedding category precision@5: {category_precision_at_k(rec.unit, cats):.3f}")
     try:
         eyes = {kind: perception(kind, rec.unit, ds, seed=args.seed) for kind in perceive}
+        typed, typed_kind = typed_queries(ds, targets, args.typed) if args.typed else (None, "")
     except ValueError as exc:
         ap.error(str(exc))
+    if typed is not None:
+        print(f"typed: each shopper first types its target's {args.typed} (search by {typed_kind})")
     for kind, perceived in eyes.items():
         t = time.perf_counter()
         results = evaluate(rec, strategies, targets, args.user, args.seed, args.max_rounds, args.temperature,
-                           args.epsilon, perceived=perceived)
+                           args.epsilon, perceived=perceived, typed=typed)
         mismatch = "" if kind == "embedding" else " (not the embedding the strategies use)"
         print(f"\nshopper perceives: {kind}{mismatch}")
         print(report(results, rec.n, args.per_round))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from cli import ArgumentParser, whole_number
 from cli import run as run_cli
-from embed import DEFAULT_MODEL, describe_model
+from embed import DEFAULT_MODEL, describe_model, model_has_text
 from folder import (
     DEFAULT_MAX_PIXELS,
     FolderScan,
@@ -153,8 +153,11 @@ def push(images_ds, emb_ds, repo: str, token: str, private: bool) -> list[str]:
 def model_card_text(emb_ds) -> str:
     """The dataset-card section that says which model and pooling made the vectors."""
     meta = json.loads(emb_ds.info.description)
+    text = (f"\n\nThe embeddings share a space with `{meta['model']}`'s text tower: words embedded with it (e.g. "
+            "`embed.TextEncoder`) are compared with them directly, so the shop's search box searches by meaning."
+            if meta.get("text") else "")
     return (f"## Embeddings\n\nColumn `embeddings`: {meta['dim']}-d, L2-normalised, made by `{meta['model']}` "
-            f"({meta['pooling']} pooling) with upload_ds.py.\n\n```json\n{json.dumps(meta, indent=2)}\n```\n")
+            f"({meta['pooling']} pooling) with upload_ds.py.{text}\n\n```json\n{json.dumps(meta, indent=2)}\n```\n")
 
 
 def build(img_dir: str | os.PathLike, model: str = DEFAULT_MODEL, batch_size: int = 32, pooling: str = "cls",
@@ -196,7 +199,8 @@ def build_ray(img_dir: str | None, manifest: str | None, model: str, batch_size:
     if not len(emb_ds):
         raise ValueError(f"none of the {len(rows)} images could be read:\n{scan.report()}")
     dim = emb_ds.features["embeddings"].length
-    emb_ds.info.description = json.dumps({**describe_model(model, pooling, dim), "source": "upload_ds.py (ray)"})
+    emb_ds.info.description = json.dumps({**describe_model(model, pooling, dim, text=model_has_text(model)),
+                                          "source": "upload_ds.py (ray)"})
     return scan, emb_ds.select_columns(["image", "id"]), emb_ds
 
 
@@ -208,8 +212,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repo", required=True, metavar="USER/NAME",
                     help="dataset name; pushed as USER/NAME and USER/NAME-embeddings, saved as NAME under --out")
     ap.add_argument("--model", default=DEFAULT_MODEL,
-                    help=f"Hub id or local dir of a vision model, or efficientnet-lite0, -lite1, -lite2 (default {DEFAULT_MODEL})")
-    ap.add_argument("--pooling", choices=("cls", "mean"), default="cls", help="token pooling (default cls)")
+                    help="Hub id or local dir of a vision model; a CLIP-family model (e.g. "
+                         "openai/clip-vit-base-patch32, SigLIP) gives image features that typed words can be compared "
+                         f"with; or efficientnet-lite0, -lite1, -lite2 (default {DEFAULT_MODEL})")
+    ap.add_argument("--pooling", choices=("cls", "mean"), default="cls",
+                    help="token pooling of a vision model (default cls; CLIP-family models give their image features)")
     ap.add_argument("--batch-size", type=whole_number(1), default=32, help="images per model batch (default 32)")
     ap.add_argument("--private", action="store_true", help="create the Hub repos as private")
     ap.add_argument("--out", metavar="DIR", help="also save both datasets with save_to_disk under DIR")
@@ -298,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         print("pushed " + " and ".join(pushed))
     n = len(scan.images)
     print(f"\nsummary: {n} products, {len(scan.skipped)} skipped, dim {meta['dim']}, model {meta['model']} "
-          f"({meta['pooling']}), {elapsed:.1f} s, {n / max(elapsed, 1e-9):.1f} images/s")
+          f"({meta['pooling']}{'; typed words can search by meaning' if meta.get('text') else ''}), "
+          f"{elapsed:.1f} s, {n / max(elapsed, 1e-9):.1f} images/s")
     print(scan.report())
     return 0
 

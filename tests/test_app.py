@@ -285,3 +285,36 @@ def test_double_click_in_one_session_advances_once(tmp_path):
         t.join()
     assert not errors and len(outs) == 2
     assert visit.session.round == 2 and len(visit.session.picks) == 1
+
+
+def test_search_box_steers_the_gallery_and_handles_bad_queries(server):
+    url, _ = server
+    shopper = Shopper(url)
+    start = shopper.call("start")
+    assert start[8] == ""  # the search box, empty
+    before = gallery_rows(start[1])
+    _, gallery, _, status, *_, saved, _, box = shopper.call("search", ["  Round  ", None, None])
+    rows, caps = gallery_rows(gallery), gallery_captions(gallery)
+    assert len(rows) == 10 and not set(rows) & set(before) and box == "Round"
+    assert all(c.startswith("★ match · round") for c in caps[:5]), caps
+    assert "Round 2" in status and "Searching 'Round' by names" in status and saved["search"] == "Round"
+    # a miss says so and changes nothing
+    _, same, _, status, *_ = shopper.call("search", ["xyz", None, None])
+    assert gallery_rows(same) == rows and "No product matches 'xyz'" in status and "Round 2" in status
+    # junk is handled without an error, and changes nothing
+    for junk in ("!!! ???", "x" * 10_000, "🙂" * 300):
+        _, same, _, status, *_ = shopper.call("search", [junk, None, None])
+        assert gallery_rows(same) == rows and "Round 2" in status
+    # a pick keeps the words: the nearest unseen products of that kind come first
+    out = shopper.pick(7, value(gallery)[7])
+    assert all(c.startswith("★ match · round") for c in gallery_captions(out[1])[:5]), gallery_captions(out[1])
+    assert "Searching 'Round' by names" in out[3]
+    # a reload finds the words again from what the browser kept
+    reloaded = Shopper(url).call("start", [out[6]])
+    assert "Searching 'Round' by names" in reloaded[3] and reloaded[8] == "Round"
+    # an empty box clears the words; Start over clears the box
+    _, _, _, status, *_ = shopper.call("search", ["", None, None])
+    assert "Search cleared" in status and "Searching" not in status
+    shopper.call("search", ["wedge", None, None])
+    fresh = shopper.call("start_over", ["mean", None])
+    assert fresh[8] == "" and "Searching" not in fresh[3] and "Round 1" in fresh[3]

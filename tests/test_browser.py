@@ -98,3 +98,29 @@ def test_reload_keeps_the_shoppers_place(browser, shop):
     assert "Round 4" in page.inner_text("#status")
     assert "80 products" in page.inner_text("#catalog")
     context.close()
+
+
+def test_shopper_types_what_they_want(browser, shop):
+    page = browser.new_page(viewport={"width": 1280, "height": 1100})
+    page.goto(shop)
+    page.wait_for_function("document.querySelectorAll('#products .thumbnail-item img').length === 10",
+                           timeout=30_000)
+    before = gallery_srcs(page, "products")
+    box = page.locator("#search textarea, #search input").first
+    box.fill("round")
+    box.press("Enter")
+    page.wait_for_function("document.querySelector('#status').innerText.includes(\"Searching 'round' by names\")",
+                           timeout=15_000)
+    after = gallery_srcs(page, "products")
+    assert len(after) == 10 and not set(after) & set(before)
+    captions = page.eval_on_selector_all("#products .caption-label", "els => els.map(e => e.innerText)")
+    assert all(c.startswith("★ match · round") for c in captions[:5]), captions
+    box.fill("xyz")
+    page.get_by_role("button", name="Search").click()
+    page.wait_for_function("document.querySelector('#status').innerText.includes(\"No product matches 'xyz'\")",
+                           timeout=15_000)
+    assert gallery_srcs(page, "products") == after
+    page.get_by_role("button", name="Start over").click()
+    page.wait_for_function("document.querySelector('#status').innerText.includes('Round 1')", timeout=15_000)
+    assert box.input_value() == ""
+    page.close()
