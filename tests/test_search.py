@@ -42,6 +42,11 @@ def test_clip_encoders_share_a_space(tiny_clip, tiny_model):
     np.testing.assert_allclose(np.linalg.norm(texts, axis=1), 1, atol=1e-5)
     assert not np.allclose(texts[0], texts[1])
     np.testing.assert_allclose(text_enc.embed(["red dress"])[0], texts[0], atol=1e-6)  # batch-independent
+    # int8 linear layers on CPU (faster), close to the float32 tower
+    exact = TextEncoder(tiny_clip, quantize=False)
+    assert text_enc.quantized and not exact.quantized
+    cos = (exact.embed(["red dress", "sneaker"]) * texts[:2]).sum(axis=1)
+    assert (cos > 0.98).all(), cos
     with pytest.raises(ValueError, match="no text tower"):
         TextEncoder(tiny_model)
 
