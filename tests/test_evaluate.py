@@ -214,7 +214,7 @@ def test_cli_reports_a_table_per_perception(tmp_path):
                           "mean,bayes", "--targets", "12", "--perceive", "embedding,pixels,noise:1.0"],
                          capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert res.returncode == 0, res.stderr
-    assert res.stdout.count("strategy     mean") == 3
+    assert sum(line.split()[:2] == ["strategy", "mean"] for line in res.stdout.splitlines()) == 3
     assert "perceives: pixels (not the embedding" in res.stdout and "perceives: embedding\n" in res.stdout
     bad = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--synthetic", "50,4,2", "--perceive",
                           "pixels"], capture_output=True, text=True, timeout=120, cwd=ROOT)
