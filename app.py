@@ -502,8 +502,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "1000")  # Gradio keeps 10,000 events' records by default
     gr.set_static_paths([str(catalog.thumb_dir)])
     catalog.check_all()
-    threading.Thread(target=lambda: [belief_space(rec, view) for view in ("embedding", *rec.views)], name="belief",
-                     daemon=True).start()  # what "bayes" sessions compare, made before the first one needs it
+    def warm_up() -> None:  # what "bayes" sessions compare and the names the search box matches, made before use
+        for view in ("embedding", *rec.views):
+            belief_space(rec, view)
+        log.info("search box: %d words in product names indexed", len(catalog.words.vocab))
+
+    threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
     demo = build_app(catalog, rec, secret=browser_secret(Path(args.cache_dir)))
     log.info("start-up %.1f s; serving %d products", time.perf_counter() - t, catalog.n)
     try:
