@@ -200,7 +200,7 @@ def belief_space(rec: Recommender, view: str = "embedding") -> np.ndarray:
     return rec._belief[view]
 
 
-def _query_evidence(session: Session) -> np.ndarray | float | None:
+def _query_evidence(session: Session) -> np.ndarray | None:
     """What the session's query adds to `bayes`' log-belief: (<t, q> - 1) / BAYES_QUERY_TEMPERATURE per row t for
     a vector (in the embedding's belief space), log(ratio) on the word matches for rows, where the ratio gives
     the matches BAYES_WORDS_TRUST of a uniform belief over the rows possible when the words were typed. None
@@ -671,7 +671,7 @@ class Session:
             k = min(k, len(among))
             if k <= 0:
                 return []
-            if len(among) * 4 <= self.rec.n or self.rec.index is None and self.rec.codes is None:
+            if len(among) * 4 <= self.rec.n:  # a few: score just them
                 scores = (self.rec.unit.scores(query, among) if isinstance(self.rec.unit, UnitRows) else
                           self.rec.unit[among] @ query.ravel())
                 return among[np.lexsort((among, -scores))][:k].tolist()

@@ -130,3 +130,26 @@ def test_manifest_needs_ray_engine(tmp_path):
     (tmp_path / "m.csv").write_text("path\nx.jpg\n")
     res = upload("--manifest", tmp_path / "m.csv", "--repo", "me/shop", "--no-push", "--out", tmp_path)
     assert res.returncode == 2 and "--engine ray" in res.stderr
+
+
+def test_ray_engine_with_a_clip_model_writes_image_features_and_the_text_flag(tiny_clip, tmp_path):
+    import json
+
+    from PIL import Image
+
+    from embed import ImageEncoder
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    colours = ["red", "green", "blue", "yellow", "white"]
+    for c in colours:
+        Image.new("RGB", (30, 20), c).save(folder / f"{c}.png")
+    res = upload(folder, "--repo", "me/clip", "--model", tiny_clip, "--no-push", "--out", tmp_path / "out",
+                 "--engine", "ray", "--num-workers", "1", "--work-dir", tmp_path / "work")
+    assert res.returncode == 0, res.stderr
+    embs = datasets.load_from_disk(str(tmp_path / "out" / "clip-embeddings"))
+    meta = json.loads(embs.info.description)
+    assert meta["text"] is True and meta["pooling"] == "image_features" and meta["dim"] == 16
+    assert "text tower" in (tmp_path / "out" / "clip-embeddings" / "README.md").read_text()
+    expected = ImageEncoder(tiny_clip).embed([Image.open(folder / f"{c}.png") for c in embs["id"]])
+    np.testing.assert_allclose(embedding_matrix(embs), expected, atol=1e-5)
