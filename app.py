@@ -505,7 +505,8 @@ def main(argv: list[str] | None = None) -> int:
     def warm_up() -> None:  # what "bayes" sessions compare and the names the search box matches, made before use
         for view in ("embedding", *rec.views):
             belief_space(rec, view)
-        log.info("search box: %d words in product names indexed", len(catalog.words.vocab))
+        if catalog.text_encoder is None:
+            log.info("search box: %d words in product names indexed", len(catalog.words.vocab))
 
     threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
     demo = build_app(catalog, rec, secret=browser_secret(Path(args.cache_dir)))
