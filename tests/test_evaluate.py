@@ -227,17 +227,17 @@ def test_bayes_learns_which_view_the_shopper_sees_through():
     b = ev.synthetic_catalog(400, 12, 8, seed=6)  # an unrelated way to see the same products
     rec = Recommender(x, seed=0, views={"B": b})
     eyes = rec.views["B"]  # the shopper sees exactly through view B
+    targets = (3, 77, 150, 222, 391)
+    rec.exclude(list(targets))  # never shown, so every hunt lasts its 6 clicks (bayes finds most in 2-4)
     weights = []
-    for target in (3, 77, 150, 222, 391):
+    for target in targets:
         session = rec.new_session(seed=target, strategy="bayes")
         assert len(session.rec.views) == 1 and recommender_hypotheses(session) == 4  # 2 views x 2 temperatures
         shown = session.next_round()
         for _ in range(6):
-            if target in shown:
-                break
             shown = session.next_round(pick=ev.choose(eyes, shown, target, "noiseless", rng))
         weights.append(bayes_following(session).get("B", 0.0))
-    assert np.median(weights) > 0.9, weights
+    assert min(weights) > 0.9, weights
     # and a shopper who sees through the embedding keeps the embedding's hypotheses
     session = rec.new_session(seed=1, strategy="bayes")
     shown = session.next_round()
