@@ -2,7 +2,8 @@
 
 Stages, each replaceable: `to_rgb` (any PIL image -> clean RGB) -> `ImageEncoder.embed` (batches of images ->
 unit vectors) -> `embed_dataset` (a `datasets.Dataset` with an image column -> the same rows plus `embeddings`,
-written in shards so an interrupted run restarts where it stopped).
+written in shards so an interrupted run restarts where it stopped). A CLIP-family model (image and text towers
+in one space) embeds images with its image features, and `TextEncoder` puts typed words in the same space.
 """
 
 from __future__ import annotations
