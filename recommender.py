@@ -680,9 +680,9 @@ class Session:
                 scores = (self.rec.unit.scores(query, among) if isinstance(self.rec.unit, UnitRows) else
                           self.rec.unit[among] @ query.ravel())
                 return among[np.lexsort((among, -scores))][:k].tolist()
-            bits = np.zeros_like(self._unseen_bits)  # a large share of the catalog: a scan with a bitmap of them
-            np.bitwise_or.at(bits, among >> 3, (np.uint8(1) << (among & 7).astype(np.uint8)))
-            return self._search_bits(query, k, bits, len(among))
+            mask = np.zeros(self.rec.n, dtype=bool)  # a large share of the catalog: a scan with a bitmap of them
+            mask[among] = True
+            return self._search_bits(query, k, np.packbits(mask, bitorder="little"), len(among))
         return self._search_bits(query, min(k, self.remaining), self._unseen_bits, self.remaining, self._params)
 
     def _search_bits(self, query: np.ndarray, k: int, bits: np.ndarray, available: int, params=None) -> list[int]:
