@@ -19,14 +19,14 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from embed import dataset_views, embedding_blocks, open_image, to_rgb
 from hubcheck import HubUnavailableError, require_hub
-from words import MAX_QUERY_WORDS, WordIndex, words_of
+from words import WordIndex, words_of
 
 log = logging.getLogger("catalog")
 THUMB_PX = 256
@@ -81,6 +81,16 @@ def _saved_without_rows(path: Path) -> bool:
         return False
 
 
+def dataset_meta(ds) -> dict:
+    """What upload_ds.py / the demo recorded in the dataset's info (model, pooling, dim, text...); {} if nothing
+    readable is there."""
+    try:
+        meta = json.loads(ds.info.description or "{}")
+    except (ValueError, AttributeError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
 def product_texts(ds) -> list[list[str]]:
     """Each product's names for word search: its id, label, category, name and title, where the dataset has them
     (class labels by their names)."""
@@ -99,12 +109,11 @@ def product_texts(ds) -> list[list[str]]:
 @dataclass
 class Found:
     """What typed words ask for: `query` for `Session.next_round` (None: nothing to search), how it was found
-    (`kind`: "meaning" via the model's text tower, or "names"), the words used, and a line for the shopper."""
+    (`kind`: "meaning" via the model's text tower, or "names"), and a line for the shopper."""
 
     text: str
     kind: str
     query: np.ndarray | None = None
-    words: list[str] = field(default_factory=list)
     message: str = ""
 
 
@@ -146,11 +155,7 @@ class Catalog:
         self.base_dir = Path(base_dir) if base_dir is not None else dataset_folder(ds)
         label_col = "category" if "category" in ds.column_names else "id" if "id" in ds.column_names else None
         self.labels = [str(v) for v in ds[label_col]] if label_col else [f"#{i}" for i in range(self.n)]
-        try:
-            meta = json.loads(ds.info.description or "{}")
-        except ValueError:
-            meta = {}
-        meta = meta if isinstance(meta, dict) else {}
+        meta = dataset_meta(ds)
         self.model = meta.get("model")
         self.has_text = bool(meta.get("text"))  # embeddings share a space with the model's text tower
         self.text_encoder = None  # set by `load_text_encoder`
@@ -195,17 +200,16 @@ class Catalog:
     def find(self, text: str) -> Found:
         """What `text` asks for: by meaning with the model's text tower when loaded, else by words in names."""
         text = " ".join(str(text or "").split())[:MAX_QUERY_CHARS]
-        words = words_of(text)[:MAX_QUERY_WORDS]
-        if not words:
+        if not words_of(text):
             return Found(text, "", message="Type a word or two about the product you want." if text else "")
         if self.text_encoder is not None:
             with self._text_lock:
                 vector = self.text_encoder.embed([text])[0]
-            return Found(text, "meaning", vector, words)
-        rows, used = self.words.match(text)
+            return Found(text, "meaning", vector)
+        rows, _ = self.words.match(text)
         if not rows.size:
-            return Found(text, "names", words=words, message=f"No product matches '{text}'.")
-        return Found(text, "names", rows, used)
+            return Found(text, "names", message=f"No product matches '{text}'.")
+        return Found(text, "names", rows)
 
     # -- images
     def image(self, row: int):
