@@ -21,37 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+from catalogs import save_clip  # noqa: E402
+
 from embed import TextEncoder  # noqa: E402
 from recommender import Recommender  # noqa: E402
 from words import WordIndex  # noqa: E402
 
 KINDS = ["Sneaker", "Dress", "Coat", "Bag", "Ankle boot", "Sandal", "Shirt", "T-shirt/top", "Trouser", "Pullover"]
 COLOURS = ["red", "blue", "green", "black", "white", "yellow", "grey", "pink"]
-
-
-def clip_text_tower(path: Path) -> str:
-    """A CLIP of ViT-B/32's sizes (text: 12 layers, 512 wide, 77 tokens) with random weights and a word-level
-    tokenizer over the catalog's words, saved with save_pretrained."""
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    words = " ".join(KINDS + COLOURS).lower().replace("/", " ")
-    tok.train_from_iterator([words], trainers.WordLevelTrainer(special_tokens=["[PAD]", "[UNK]", "[BOS]", "[EOS]"]))
-    bos, eos = tok.token_to_id("[BOS]"), tok.token_to_id("[EOS]")
-    tok.post_processor = processors.TemplateProcessing(single="[BOS] $A [EOS]",
-                                                       special_tokens=[("[BOS]", bos), ("[EOS]", eos)])
-    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]",
-                            eos_token="[EOS]", model_max_length=77).save_pretrained(path)
-    torch.manual_seed(0)
-    config = CLIPConfig(text_config={"bos_token_id": bos, "eos_token_id": eos, "pad_token_id": 0,
-                                     "vocab_size": 49408})
-    CLIPModel(config).save_pretrained(path)
-    CLIPImageProcessor().save_pretrained(path)
-    return str(path)
 
 
 def timed(fn, repeats: int) -> float:
@@ -90,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
           f"({len(index.vocab):,} words)")
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
-        encoder = TextEncoder(clip_text_tower(Path(tmp)))
+        words = " ".join(KINDS + COLOURS).lower().replace("/", " ").split()
+        encoder = TextEncoder(save_clip(Path(tmp), words, full_size=True))
         print(f"CLIP text tower of ViT-B/32's size (12 layers, 512 wide) ready in {time.perf_counter() - t:.1f} s"
               f"{', int8 linear layers' if encoder.quantized else ''}")
         rec = Recommender(x, seed=0)

@@ -1,4 +1,5 @@
-"""Small real catalogs for app tests: PNG product images in a saved dataset, embeddings from their pixels."""
+"""Small real catalogs for app tests (PNG product images in a saved dataset, embeddings from their pixels), and
+random CLIP models saved the way a Hub model is (for the tests and bench/search_bench.py)."""
 
 from __future__ import annotations
 
@@ -58,3 +59,37 @@ def make_catalog(path: Path, n: int = 60, seed: int = 0, size: int = 48, dim: in
         features["appearance"] = datasets.List(datasets.Value("float32"), length=3 * APPEARANCE_SIZE**2)
     datasets.Dataset.from_dict(columns, features=features).save_to_disk(str(path))
     return path
+
+
+def save_clip(path: Path, words: list[str], full_size: bool = False) -> str:
+    """A random CLIP (image and text towers in one space) with a word-level tokenizer trained on `words` by the
+    `tokenizers` library, all saved with save_pretrained: tiny (16-d space, 32 px images, 16 tokens), or with
+    `full_size` of ViT-B/32's sizes (text: 12 layers, 512 wide, 77 tokens)."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator([" ".join(words)], trainers.WordLevelTrainer(special_tokens=["[PAD]", "[UNK]", "[BOS]",
+                                                                                         "[EOS]"]))
+    bos, eos = tok.token_to_id("[BOS]"), tok.token_to_id("[EOS]")
+    tok.post_processor = processors.TemplateProcessing(single="[BOS] $A [EOS]",
+                                                       special_tokens=[("[BOS]", bos), ("[EOS]", eos)])
+    max_tokens = 77 if full_size else 16
+    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]",
+                            eos_token="[EOS]", model_max_length=max_tokens).save_pretrained(path)
+    ids = {"bos_token_id": bos, "eos_token_id": eos, "pad_token_id": tok.token_to_id("[PAD]")}
+    torch.manual_seed(0)
+    if full_size:
+        config = CLIPConfig(text_config={**ids, "vocab_size": 49408})
+        processor = CLIPImageProcessor()
+    else:
+        small = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
+        config = CLIPConfig(text_config={**ids, **small, "vocab_size": tok.get_vocab_size(),
+                                         "max_position_embeddings": max_tokens},
+                            vision_config={**small, "image_size": 32, "patch_size": 8}, projection_dim=16)
+        processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPModel(config).save_pretrained(path)
+    processor.save_pretrained(path)
+    return str(path)

@@ -48,40 +48,12 @@ CLIP_WORDS = ["red", "green", "blue", "yellow", "dress", "shirt", "sneaker", "sn
               "trouser", "sandal", "a", "an", "the", "photo", "of", "with", "and"]
 
 
-def make_tiny_clip(path: Path) -> str:
-    """A small random CLIP (image and text towers, 16-d shared space) with a word-level tokenizer trained on
-    CLIP_WORDS by the `tokenizers` library, and a 32 px image processor, all saved with save_pretrained."""
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, PreTrainedTokenizerFast
-
-    specials = ["[PAD]", "[UNK]", "[BOS]", "[EOS]"]
-    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator([" ".join(CLIP_WORDS)] * 3, trainers.WordLevelTrainer(special_tokens=specials))
-    bos, eos = tok.token_to_id("[BOS]"), tok.token_to_id("[EOS]")
-    tok.post_processor = processors.TemplateProcessing(single="[BOS] $A [EOS]", special_tokens=[("[BOS]", bos),
-                                                                                                ("[EOS]", eos)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]",
-                                   eos_token="[EOS]", model_max_length=16)
-    fast.save_pretrained(path)
-    torch.manual_seed(0)
-    config = CLIPConfig(
-        text_config={"vocab_size": tok.get_vocab_size(), "hidden_size": 32, "intermediate_size": 64,
-                     "num_hidden_layers": 2, "num_attention_heads": 2, "max_position_embeddings": 16,
-                     "bos_token_id": bos, "eos_token_id": eos, "pad_token_id": tok.token_to_id("[PAD]")},
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-                       "image_size": 32, "patch_size": 8},
-        projection_dim=16)
-    CLIPModel(config).save_pretrained(path)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(path)
-    return str(path)
-
-
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory) -> str:
-    """A small random CLIP model + tokenizer saved to disk (see make_tiny_clip)."""
-    return make_tiny_clip(tmp_path_factory.mktemp("tiny_clip"))
+    """A small random CLIP model + tokenizer over CLIP_WORDS saved to disk (see catalogs.save_clip)."""
+    from catalogs import save_clip
+
+    return save_clip(tmp_path_factory.mktemp("tiny_clip"), CLIP_WORDS)
 
 
 def pattern(w: int, h: int, seed: int) -> np.ndarray:
