@@ -91,18 +91,20 @@ def dataset_meta(ds) -> dict:
     return meta if isinstance(meta, dict) else {}
 
 
+def name_column(ds, col: str) -> list[str]:
+    """A column of product names as strings ("" for missing; class labels by their names)."""
+    import datasets
+
+    feature, values = ds.features[col], ds[col]
+    if isinstance(feature, datasets.ClassLabel):
+        values = [feature.int2str(v) if v is not None and v >= 0 else "" for v in values]
+    return ["" if v is None else str(v) for v in values]
+
+
 def product_texts(ds) -> list[list[str]]:
     """Each product's names for word search: its id, label, category, name and title, where the dataset has them
     (class labels by their names)."""
-    import datasets
-
-    columns = []
-    for col in (c for c in NAME_COLUMNS if c in ds.column_names):
-        feature = ds.features[col]
-        values = ds[col]
-        if isinstance(feature, datasets.ClassLabel):
-            values = [feature.int2str(v) if v is not None and v >= 0 else "" for v in values]
-        columns.append(["" if v is None else str(v) for v in values])
+    columns = [name_column(ds, c) for c in NAME_COLUMNS if c in ds.column_names]
     return [list(parts) for parts in zip(*columns)] if columns else [[] for _ in range(len(ds))]
 
 

@@ -130,12 +130,13 @@ def evaluate(rec: Recommender, strategies: list[str], targets: np.ndarray, user:
 def typed_queries(ds, targets: np.ndarray, what: str = "category") -> tuple[dict, str]:
     """({target: the query its shopper types}, how it searches): each target's `what` column as typed words,
     by meaning with the model's text tower when the dataset records one, else by words in product names."""
-    from catalog import dataset_meta, product_texts
+    from catalog import dataset_meta, name_column, product_texts
     from words import WordIndex
 
     if ds is None or what not in ds.column_names:
         raise ValueError(f"--typed {what}: this catalog has no {what!r} column")
-    texts = [str(ds[int(t)][what]) for t in targets]
+    column = name_column(ds, what)  # one read of the column, not a decoded row (picture included) per target
+    texts = [column[int(t)] for t in targets]
     meta = dataset_meta(ds)
     if meta.get("text") and meta.get("model"):
         from embed import TextEncoder
