@@ -312,6 +312,10 @@ def test_search_box_steers_the_gallery_and_handles_bad_queries(server):
     # a reload finds the words again from what the browser kept
     reloaded = Shopper(url).call("start", [out[6]])
     assert "Searching 'Round' by names" in reloaded[3] and reloaded[8] == "Round"
+    # the server let the session go (idle, restart): a search resumes from the browser's copy, then steers
+    resumed = Shopper(url).call("search", ["wedge", None, out[6]])
+    assert gallery_rows(resumed[2]) == gallery_rows(out[2]) and "Searching 'wedge' by names" in resumed[3]
+    assert all(c.startswith("★ match · wedge") for c in gallery_captions(resumed[1])[:5])
     # an empty box clears the words; Start over clears the box
     _, _, _, status, *_ = shopper.call("search", ["", None, None])
     assert "Search cleared" in status and "Searching" not in status
