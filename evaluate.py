@@ -17,6 +17,10 @@ scale S / sqrt(d)).
 A shopper may type first: `--typed category` makes it type its target's category before the first click (by
 meaning when the catalog's model has a text tower, else by words in product names, as the app's search box
 does); the report then shows every strategy with and without typing.
+
+Why a strategy struggles with some eyes: `--click-fit` prints, per strategy, the mean log-probability that
+`bayes`' user model (the embedding, temperature 0.05, 5% stray clicks) gives the shopper's clicks, in rounds 1-2
+and after, and how often the click went to the shown product nearest the target in the embedding.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import numpy as np
 from cli import ArgumentParser, whole_number
 from cli import run as run_cli
 from embed import ImageEncoder, appearance_vectors, dataset_views, embed_dataset, embedding_matrix
-from recommender import STRATEGIES, Recommender
+from recommender import BAYES_DEFAULTS, STRATEGIES, Recommender
 
 # ---------------------------------------------------------------------------------------------- the shopper
 PIXELS_SIZE = 32  # the `pixels` shopper sees the picture at 32 x 32
@@ -88,11 +92,12 @@ def choose(unit: np.ndarray, shown: list[int], target: int, user: str, rng: np.r
 
 def hunt(rec: Recommender, target: int, strategy: str, user: str, seed: int, max_rounds: int,
          user_temperature: float = 0.05, user_epsilon: float = 0.05, perceived: np.ndarray | None = None,
-         typed=None, **params) -> int | None:
+         typed=None, clicks: list | None = None, **params) -> int | None:
     """Rounds until the target is shown (1 = found in the first gallery), or None past `max_rounds`.
 
     The shopper judges similarity by the rows `perceived` (default: the catalog's embedding), and with `typed`
-    (a query for `Session.next_round`) says what it wants before the first round."""
+    (a query for `Session.next_round`) says what it wants before the first round; `clicks`, when given, gets
+    (round, shown, pick, target) for every click (see `click_fit`)."""
     eyes = rec.unit if perceived is None else perceived
     rng = np.random.default_rng((seed, target, 1))
     session = rec.new_session(seed=(seed, target), strategy=strategy, **params)
@@ -102,17 +107,21 @@ def hunt(rec: Recommender, target: int, strategy: str, user: str, seed: int, max
             return r
         if not shown or r == max_rounds:
             return None
-        shown = session.next_round(pick=choose(eyes, shown, target, user, rng, user_temperature, user_epsilon))
+        pick = choose(eyes, shown, target, user, rng, user_temperature, user_epsilon)
+        if clicks is not None:
+            clicks.append((r, shown, pick, target))
+        shown = session.next_round(pick=pick)
     return None
 
 
 def evaluate(rec: Recommender, strategies: list[str], targets: np.ndarray, user: str = "noiseless",
              seed: int = 0, max_rounds: int | None = None, user_temperature: float = 0.05,
              user_epsilon: float = 0.05, progress: bool = True, perceived: np.ndarray | None = None,
-             typed: dict | None = None, **params) -> dict[str, np.ndarray]:
+             typed: dict | None = None, clicks: dict | None = None, **params) -> dict[str, np.ndarray]:
     """Rounds per target for each strategy (np.inf where the cap ended the search); params tune strategies;
     `perceived`: the rows the shopper judges by (default the embedding, see `perception`); `typed`: target ->
-    the query it types first (see `typed_queries`), giving a second result per strategy, "NAME +typed"."""
+    the query it types first (see `typed_queries`), giving a second result per strategy, "NAME +typed";
+    `clicks`, when given, gets every click per result name (see `hunt`)."""
     from tqdm.auto import tqdm
 
     cap = max_rounds or math.ceil(rec.n / rec.per_round)
@@ -120,8 +129,9 @@ def evaluate(rec: Recommender, strategies: list[str], targets: np.ndarray, user:
     for name in strategies:
         for queries in (None, typed) if typed is not None else (None,):
             label = name if queries is None else f"{name} +typed"
+            log = None if clicks is None else clicks.setdefault(label, [])
             rounds = [hunt(rec, int(t), name, user, seed, cap, user_temperature, user_epsilon, perceived,
-                           None if queries is None else queries[int(t)], **params)
+                           None if queries is None else queries[int(t)], log, **params)
                       for t in tqdm(targets, desc=label, disable=not progress, leave=False)]
             out[label] = np.array([np.inf if r is None else r for r in rounds], dtype=float)
     return out
@@ -149,6 +159,28 @@ def typed_queries(ds, targets: np.ndarray, what: str = "category") -> tuple[dict
 
 
 # ---------------------------------------------------------------------------------------------- the numbers
+def click_fit(rows: np.ndarray, clicks: list, temperature: float = BAYES_DEFAULTS["temperature"],
+              epsilon: float = BAYES_DEFAULTS["epsilon"], early: int = 2) -> dict[str, dict[str, float]]:
+    """How well a softmax user model over `rows` (bayes' own, by default) predicts recorded clicks, for rounds
+    1..`early` and after: {"early"/"later": {"clicks", "loglik" (mean log-probability of the click), "top" (share
+    of clicks on the shown product most similar to the target)}}; a random click scores log(1 / shown)."""
+    out = {}
+    for part, keep in (("early", lambda r: r <= early), ("later", lambda r: r > early)):
+        ll, top = [], []
+        for r, shown, pick, target in clicks:
+            if not keep(r):
+                continue
+            sims = rows[shown] @ rows[target]
+            p = np.exp((sims - sims.max()) / temperature)
+            p /= p.sum()
+            i = shown.index(pick)
+            ll.append(math.log((1 - epsilon) * p[i] + epsilon / len(shown)))
+            top.append(int(np.argmax(sims)) == i)
+        out[part] = {"clicks": len(ll), "loglik": float(np.mean(ll)) if ll else math.nan,
+                     "top": float(np.mean(top) * 100) if top else math.nan}
+    return out
+
+
 def random_expectation(n: int, k: int) -> float:
     """Exact expected rounds of the random baseline (k new products a round, no repeats): mean of ceil(pos/k)."""
     full, rest = divmod(n, k)
@@ -236,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
                          "noise:S (default embedding)")
     ap.add_argument("--typed", choices=("category",), default=None,
                     help="the shopper also types its target's category first; reports rounds with and without")
+    ap.add_argument("--click-fit", action="store_true",
+                    help="also say how well bayes' user model (the embedding, temperature 0.05) predicts the clicks")
     ap.add_argument("--temperature", type=float, default=0.05, help="noisy shopper's softmax temperature")
     ap.add_argument("--epsilon", type=float, default=0.05, help="noisy shopper's chance of a random click")
     ap.add_argument("--targets", type=whole_number(1), default=500, help="number of targets (all products if more)")
@@ -289,11 +323,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"typed: each shopper first types its target's {args.typed} (search by {typed_kind})")
     for kind, perceived in eyes.items():
         t = time.perf_counter()
+        clicks = {} if args.click_fit else None
         results = evaluate(rec, strategies, targets, args.user, args.seed, args.max_rounds, args.temperature,
-                           args.epsilon, perceived=perceived, typed=typed)
+                           args.epsilon, perceived=perceived, typed=typed, clicks=clicks)
         mismatch = "" if kind == "embedding" else " (not the embedding the strategies use)"
         print(f"\nshopper perceives: {kind}{mismatch}")
         print(report(results, rec.n, args.per_round))
+        for label, log in (clicks or {}).items():
+            fit = click_fit(rec.unit, log)
+            e, later = fit["early"], fit["later"]
+            print(f"{label}: bayes' user model gives the clicks a log-probability of {e['loglik']:.2f} in rounds 1-2 "
+                  f"({e['clicks']} clicks, {e['top']:.0f}% on the shown product nearest the target) and "
+                  f"{later['loglik']:.2f} later ({later['clicks']}, {later['top']:.0f}%); a random click "
+                  f"{math.log(1 / args.per_round):.2f}")
         print(f"({time.perf_counter() - t:.1f} s)")
     if args.sweep:
         print(f"\nsweep of mean's split ({args.user} shopper): similar + random = {args.per_round}")

@@ -211,14 +211,38 @@ def test_pixels_and_model_perceptions_on_a_real_catalog(tmp_path, tiny_model):
 def test_cli_reports_a_table_per_perception(tmp_path):
     cat = make_catalog(tmp_path / "cat", n=60)
     res = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--dataset", str(cat), "--strategy",
-                          "mean,bayes", "--targets", "12", "--perceive", "embedding,pixels,noise:1.0"],
+                          "mean,bayes", "--targets", "12", "--perceive", "embedding,pixels,noise:1.0",
+                          "--click-fit"],
                          capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert res.returncode == 0, res.stderr
     assert sum(line.split()[:2] == ["strategy", "mean"] for line in res.stdout.splitlines()) == 3
     assert "perceives: pixels (not the embedding" in res.stdout and "perceives: embedding\n" in res.stdout
+    fits = [line for line in res.stdout.splitlines() if "user model gives the clicks" in line]
+    assert len(fits) == 6 and fits[0].startswith("mean: ") and "a random click -2.30" in fits[0]
     bad = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--synthetic", "50,4,2", "--perceive",
                           "pixels"], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert bad.returncode == 2 and "no product pictures" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_click_fit_tells_the_model_s_own_eyes_from_other_eyes(clustered):
+    rec = Recommender(clustered, per_round=10, similar=5, seed=0)
+    targets = np.random.default_rng(3).choice(rec.n, 30, replace=False)
+    fits = {}
+    for kind in ("embedding", "noise:2.0"):
+        clicks: dict = {}
+        ev.evaluate(rec, ["mean"], targets, perceived=ev.perception(kind, rec.unit, seed=1), clicks=clicks,
+                    progress=False)
+        log = clicks["mean"]
+        assert log and all(pick in shown and target not in shown for _, shown, pick, target in log)
+        fits[kind] = ev.click_fit(rec.unit, log)
+        assert fits[kind]["early"]["clicks"] + fits[kind]["later"]["clicks"] == len(log)
+    own, other = fits["embedding"], fits["noise:2.0"]
+    assert own["early"]["top"] == 100 and own["later"]["top"] == 100  # a noiseless shopper with the model's eyes
+    assert other["early"]["top"] < 90 and other["early"]["loglik"] < own["early"]["loglik"] - 0.3
+    assert -math.log(10) < own["later"]["loglik"] < 0  # better than a random click, below certainty
+    one = ev.click_fit(rec.unit, [(1, [0, 1], 0, 0)], temperature=1.0, epsilon=0.0)  # target 0: picks itself
+    p0 = 1 / (1 + math.exp(float(rec.unit[1] @ rec.unit[0]) - 1.0))
+    assert one["early"]["loglik"] == pytest.approx(math.log(p0), rel=1e-5) and math.isnan(one["later"]["loglik"])
 
 
 def test_bayes_learns_which_view_the_shopper_sees_through():
