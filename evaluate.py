@@ -181,6 +181,13 @@ def click_fit(rows: np.ndarray, clicks: list, temperature: float = BAYES_DEFAULT
     return out
 
 
+def _fit_text(part: dict[str, float]) -> str:
+    """One part of `click_fit` as words for the report."""
+    if not part["clicks"]:
+        return "- (no clicks)"
+    return f"{part['loglik']:.2f} ({part['clicks']} clicks, {part['top']:.0f}% on the shown product nearest the target)"
+
+
 def random_expectation(n: int, k: int) -> float:
     """Exact expected rounds of the random baseline (k new products a round, no repeats): mean of ceil(pos/k)."""
     full, rest = divmod(n, k)
@@ -331,11 +338,8 @@ def main(argv: list[str] | None = None) -> int:
         print(report(results, rec.n, args.per_round))
         for label, log in (clicks or {}).items():
             fit = click_fit(rec.unit, log)
-            e, later = fit["early"], fit["later"]
-            print(f"{label}: bayes' user model gives the clicks a log-probability of {e['loglik']:.2f} in rounds 1-2 "
-                  f"({e['clicks']} clicks, {e['top']:.0f}% on the shown product nearest the target) and "
-                  f"{later['loglik']:.2f} later ({later['clicks']}, {later['top']:.0f}%); a random click "
-                  f"{math.log(1 / args.per_round):.2f}")
+            print(f"{label}: bayes' user model gives the clicks a log-probability of {_fit_text(fit['early'])} in "
+                  f"rounds 1-2 and {_fit_text(fit['later'])} later; a random click {math.log(1 / args.per_round):.2f}")
         print(f"({time.perf_counter() - t:.1f} s)")
     if args.sweep:
         print(f"\nsweep of mean's split ({args.user} shopper): similar + random = {args.per_round}")
