@@ -164,21 +164,17 @@ def click_fit(rows: np.ndarray, clicks: list, temperature: float = BAYES_DEFAULT
     """How well a softmax user model over `rows` (bayes' own, by default) predicts recorded clicks, for rounds
     1..`early` and after: {"early"/"later": {"clicks", "loglik" (mean log-probability of the click), "top" (share
     of clicks on the shown product most similar to the target)}}; a random click scores log(1 / shown)."""
-    out = {}
-    for part, keep in (("early", lambda r: r <= early), ("later", lambda r: r > early)):
-        ll, top = [], []
-        for r, shown, pick, target in clicks:
-            if not keep(r):
-                continue
-            sims = rows[shown] @ rows[target]
-            p = np.exp((sims - sims.max()) / temperature)
-            p /= p.sum()
-            i = shown.index(pick)
-            ll.append(math.log((1 - epsilon) * p[i] + epsilon / len(shown)))
-            top.append(int(np.argmax(sims)) == i)
-        out[part] = {"clicks": len(ll), "loglik": float(np.mean(ll)) if ll else math.nan,
-                     "top": float(np.mean(top) * 100) if top else math.nan}
-    return out
+    parts: dict[str, tuple[list, list]] = {"early": ([], []), "later": ([], [])}
+    for r, shown, pick, target in clicks:
+        sims = rows[shown] @ rows[target]
+        p = np.exp((sims - sims.max()) / temperature)
+        p /= p.sum()
+        i = shown.index(pick)
+        ll, top = parts["early" if r <= early else "later"]
+        ll.append(math.log((1 - epsilon) * p[i] + epsilon / len(shown)))
+        top.append(int(np.argmax(sims)) == i)
+    return {part: {"clicks": len(ll), "loglik": float(np.mean(ll)) if ll else math.nan,
+                   "top": float(np.mean(top) * 100) if top else math.nan} for part, (ll, top) in parts.items()}
 
 
 def _fit_text(part: dict[str, float]) -> str:
