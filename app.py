@@ -322,20 +322,22 @@ def build_app(catalog: Catalog, rec: Recommender, session_idle_s: float = SESSIO
 class MemoryKeeper:
     """Gives freed memory back to the OS (glibc): a closed tab's memory leaves the process, not just Python.
 
-    glibc keeps freed heap memory for reuse, and its mmap threshold grows after each large free, so the big
-    temporary arrays of rounds end up on heaps that never shrink. At start the threshold is pinned (large
-    arrays always get their own mapping, unmapped when freed); after tabs close, `malloc_trim` hands back the
-    free pages, at most once per `every_s`. Does nothing where libc has no such calls.
+    glibc keeps freed heap memory for reuse; after tabs close, `malloc_trim` hands the whole free pages of every
+    arena back, at most once per `every_s`. glibc's mmap threshold is left to adapt unless `mmap_threshold` pins
+    it: pinned low, every large temporary gets its own mapping, so each round maps, faults in and unmaps them
+    again (`bayes` rounds ~1.7x slower, embedding ~1.4x: bench/malloc_bench.py). Does nothing where libc has no
+    such calls.
     """
 
-    def __init__(self, every_s: float = 5.0, mmap_threshold: int = 256 * 1024) -> None:
+    def __init__(self, every_s: float = 5.0, mmap_threshold: int | None = None) -> None:
         import ctypes
 
         try:
             self._libc = ctypes.CDLL(None)
             self._trim = self._libc.malloc_trim
-            m_mmap_threshold = -3
-            self._libc.mallopt(m_mmap_threshold, mmap_threshold)
+            if mmap_threshold is not None:
+                m_mmap_threshold = -3
+                self._libc.mallopt(m_mmap_threshold, mmap_threshold)
         except (OSError, AttributeError):
             self._trim = None
         self.every_s = every_s
