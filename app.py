@@ -325,7 +325,7 @@ class MemoryKeeper:
     glibc keeps freed heap memory for reuse; after tabs close, `malloc_trim` hands the whole free pages of every
     arena back, at most once per `every_s`. glibc's mmap threshold is left to adapt unless `mmap_threshold` pins
     it: pinned low, every large temporary gets its own mapping, so each round maps, faults in and unmaps them
-    again (`bayes` rounds ~1.7x slower, embedding ~1.4x: bench/malloc_bench.py). Does nothing where libc has no
+    again (`bayes` rounds and embedding ~1.7x slower: bench/malloc_bench.py). Does nothing where libc has no
     such calls.
     """
 
