@@ -35,9 +35,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
+from starlette.middleware import Middleware
 
-from catalog import DEFAULT_CACHE, Catalog, CatalogError, load_dataset_source
-from cli import ArgumentParser, env, env_flag, whole_number
+from catalog import (
+    DEFAULT_CACHE,
+    MAX_QUERY_CHARS,
+    Catalog,
+    CatalogError,
+    catalog_title,
+    load_dataset_source,
+    markdown_text,
+)
+from cli import ArgumentParser, env, env_flag, folder_problem, whole_number
 from cli import run as run_cli
 from demo import load_demo_catalog
 from recommender import (
@@ -50,18 +59,20 @@ from recommender import (
     belief_space,
     choose_compression,
 )
+from untrusted import clean_text, whole
 
 log = logging.getLogger("app")
 SESSION_IDLE_S = 2 * 3600  # a browser session's state is dropped after this long without an event
 MAX_RESULTS = 500  # Find-a-product results kept per shopper
+MAX_REQUEST_BYTES = 1 << 20  # a request body over this is refused (see BodyLimit)
 DEFAULT_THREADS = max(4, 2 * (os.cpu_count() or 1))  # Gradio's own default is 40
 SEARCH_HINT = "e.g. sneaker, red dress, shoes/42 - press Enter"
 
 
 def row_of_thumb(value) -> int | None:
-    """The catalog row encoded in a gallery item's file name (r<row>.jpg), or None."""
+    """The catalog row encoded in a gallery item's file name (r<row>-<key>.jpg), or None."""
     text = json.dumps(value) if not isinstance(value, str) else value
-    match = re.search(r"[\\/]r(\d+)\.jpg", text or "")
+    match = re.search(r"[\\/]r(\d+)-[0-9a-f]+\.jpg", text or "")
     return int(match.group(1)) if match else None
 
 
@@ -86,34 +97,54 @@ class Visit:
 
 
 def restore_visit(saved, catalog: Catalog, rec: Recommender) -> Visit | None:
-    """The Visit a browser saved, or None when there is none, it is of another catalog, or it does not check out."""
+    """The Visit a browser saved, or None when there is none, it is of another catalog, or it does not check out.
+
+    What a browser sends is untrusted: every field is checked for type and range before anything is built, and
+    the restore is all or nothing; it builds this visit only, never changing what another shopper sees.
+    """
     if not isinstance(saved, dict) or saved.get("catalog") != catalog.key:
         return None
     try:
         session = rec.restore_session(saved)
-        target, found_in, results = saved.get("target"), saved.get("found_in"), saved.get("results") or []
-        if target is not None and not (isinstance(target, int) and 0 <= target < catalog.n):
-            raise ValueError(f"target {target!r} is not a product")
-        if found_in is not None and not (isinstance(found_in, int) and target is not None):
-            raise ValueError(f"found_in {found_in!r} is not a round")
-        if not isinstance(results, list) or not all(
-                isinstance(r, dict) and r.get("strategy") in STRATEGIES and
-                (r.get("rounds") is None or isinstance(r.get("rounds"), int)) for r in results):
-            raise ValueError("results are not a list of {strategy, rounds}")
+        target, found_in = saved.get("target"), saved.get("found_in")
+        if target is not None:
+            target = whole(target, 0, catalog.n - 1, "target")
+        if found_in is not None:
+            if target is None:
+                raise ValueError("found_in without a target")
+            found_in = whole(found_in, 1, session.round, "found_in")
+        results = saved_results(saved.get("results"), catalog.n)
+        text = saved.get("search")
+        if text is not None and not isinstance(text, str):
+            raise ValueError("search must be text")
     except ValueError as exc:
         log.info("a browser's saved session was not restored: %s", exc)
         return None
-    results = [{"strategy": r["strategy"], "rounds": r["rounds"]} for r in results[-MAX_RESULTS:]]
     if target is not None and rec.is_excluded(target):  # its image has since turned out unreadable
         target, found_in = None, None
     visit = Visit(session, target=target, found_in=found_in, results=results)
-    text = saved.get("search")
-    if isinstance(text, str) and text:  # the words were saved, not their rows or vector: found again here
+    if text:  # the words were saved, not their rows or vector: found again here
         found = catalog.find(text)
         if found.query is not None:
             session.set_query(found.query)
             visit.words, visit.kind = found.text, found.kind
     return visit
+
+
+def saved_results(results, max_rounds: int) -> list[dict]:
+    """A browser's saved "Find a product" results, checked: at most MAX_RESULTS of {strategy, rounds}."""
+    if results is None:
+        return []
+    if not isinstance(results, list) or len(results) > MAX_RESULTS:
+        raise ValueError(f"results must be a list of at most {MAX_RESULTS}")
+    out = []
+    for r in results:
+        strategy = r.get("strategy") if isinstance(r, dict) else None
+        if not isinstance(strategy, str) or strategy not in STRATEGIES:
+            raise ValueError("results are not a list of {strategy, rounds}")
+        rounds = r.get("rounds")
+        out.append({"strategy": strategy, "rounds": None if rounds is None else whole(rounds, 1, max_rounds, "rounds")})
+    return out
 
 
 def build_app(catalog: Catalog, rec: Recommender, session_idle_s: float = SESSION_IDLE_S, secret: str | None = None):
@@ -158,7 +189,7 @@ def build_app(catalog: Catalog, rec: Recommender, session_idle_s: float = SESSIO
         elif visit.words and session.picks == [] and session.strategy != "random":
             hint = "★ products match your words; ✦ are something new. Pick the one you like best."
         if visit.words:
-            hint += f" Searching '{visit.words}' by {visit.kind}."
+            hint += f" Searching '{markdown_text(visit.words)}' by {visit.kind}."
         return f"**Round {session.round}** · {seen} · {hint}"
 
     def results_table(visit: Visit) -> list[list]:
@@ -178,7 +209,7 @@ def build_app(catalog: Catalog, rec: Recommender, session_idle_s: float = SESSIO
         picks = [(path, catalog.labels[row]) for row in session.picks if (path := catalog.showable(row))]
         line = status(visit)
         if visit.note:
-            line, visit.note = f"**{visit.note}** {line}", ""
+            line, visit.note = f"**{markdown_text(visit.note)}** {line}", ""
         return (visit, gr.Gallery(value=gallery, selected_index=None), picks, line,
                 gr.Image(value=target, visible=target is not None) if extras else gr.skip(),
                 results_table(visit) if extras else gr.skip(), visit.saved(catalog), catalog.summary(),
@@ -224,7 +255,7 @@ def build_app(catalog: Catalog, rec: Recommender, session_idle_s: float = SESSIO
         if visit is None:
             visit = restore_visit(saved, catalog, rec) or new_visit(None, None, hunt=False)
         with visit.lock:
-            return search(visit, text if isinstance(text, str) else "")
+            return search(visit, clean_text(text, MAX_QUERY_CHARS * 4))
 
     def search(visit: Visit, text: str):
         """Typed words steer the next round like a pick; a miss says so and changes nothing; an empty box clears."""
@@ -257,7 +288,7 @@ def build_app(catalog: Catalog, rec: Recommender, session_idle_s: float = SESSIO
 
     def pick(visit: Visit, evt: gr.SelectData):
         session = visit.session
-        index = evt.index if isinstance(evt.index, int) else None
+        index = evt.index if isinstance(evt.index, int) and not isinstance(evt.index, bool) else None
         if index is None or not 0 <= index < len(session.shown) or visit.found_in is not None:
             return render(visit, extras=False)  # out of range, or the hunt is over: ignore
         clicked = row_of_thumb(evt.value)
@@ -317,6 +348,56 @@ def build_app(catalog: Catalog, rec: Recommender, session_idle_s: float = SESSIO
 
         demo.unload(on_unload)
     return demo
+
+
+class BodyLimit:
+    """ASGI middleware: a request whose body is over `limit` bytes gets 413, and no more of it is read.
+
+    The app's largest legitimate body is a pick with the browser's saved visit (tens of KB); without a cap,
+    a few clients posting 100 MB bodies would grow the server by gigabytes. A body without a declared length
+    (chunked) is read up to the limit first, then handed on whole.
+    """
+
+    def __init__(self, app, limit: int = MAX_REQUEST_BYTES) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            if not declared.isdigit() or int(declared) > self.limit:
+                return await self._refuse(send)
+            return await self.app(scope, receive, send)
+        if b"chunked" not in headers.get(b"transfer-encoding", b""):
+            return await self.app(scope, receive, send)
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None  # the client went away
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit:
+                return await self._refuse(send)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return await self.app(scope, replay, send)
+
+    async def _refuse(self, send) -> None:
+        text = f"request body over {self.limit:,} bytes".encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(text)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": text})
 
 
 class MemoryKeeper:
@@ -414,6 +495,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          f"auto: sq8 from {AUTO_SQ8_BYTES >> 20} MB of float32 rows, e.g. "
                          f"{AUTO_SQ8_BYTES // (4 * 768):,} products of 768-d (env COMPRESSION, default auto)")
     args = ap.parse_args(argv)
+    if args.dataset is not None and not args.dataset.strip():
+        ap.error("--dataset is empty: give a Hub dataset id or a folder from upload_ds.py, or omit it for the demo")
+    problem = folder_problem(args.cache_dir, "--cache-dir (or CACHE_DIR)")
+    if problem:
+        ap.error(problem)
     if args.compression not in ("auto", *COMPRESSIONS):
         ap.error(f"COMPRESSION {args.compression!r} is not one of auto, {', '.join(COMPRESSIONS)}")
     if args.similar > args.per_round:
@@ -457,7 +543,7 @@ def prepare(args: argparse.Namespace) -> tuple[Catalog, Recommender]:
     t = time.perf_counter()
     cache = Path(args.cache_dir)
     if args.dataset:
-        ds, name = load_dataset_source(args.dataset), args.dataset
+        ds, name = load_dataset_source(args.dataset), catalog_title(args.dataset)
     else:
         try:
             ds = load_demo_catalog(size=args.demo_size, cache_dir=cache)
@@ -516,7 +602,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         demo.queue(default_concurrency_limit=None).launch(server_name=args.host, server_port=args.port,
                                                           share=args.share, state_session_capacity=args.max_sessions,
-                                                          max_threads=args.threads)
+                                                          max_threads=args.threads,
+                                                          app_kwargs={"middleware": [Middleware(BodyLimit)]})
     except OSError as exc:  # the port was taken between the check and the start
         print(f"error: cannot start the server: {exc}", file=sys.stderr)
         return 2

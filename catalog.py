@@ -13,9 +13,11 @@ or click fails because of it. No UI imports here.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +28,7 @@ import numpy as np
 
 from embed import dataset_views, embedding_blocks, open_image, to_rgb
 from hubcheck import HubUnavailableError, require_hub
+from untrusted import UnsafePath, clean_text, file_stamp, inside, read_regular_file
 from words import WordIndex, words_of
 
 log = logging.getLogger("catalog")
@@ -71,6 +74,19 @@ def load_dataset_source(src: str):
         raise CatalogError(str(exc)) from exc
     except Exception as exc:
         raise CatalogError(f"could not load the Hub dataset {src!r}: {exc}") from exc
+
+
+def catalog_title(src: str) -> str:
+    """What the page calls a catalog given as `src`: a Hub id as it is, a local folder by its last name only
+    (a visitor has no business knowing where the shop's files are)."""
+    path = Path(src).expanduser()
+    return (path.resolve().name or "catalog") if path.exists() else src
+
+
+def markdown_text(text: str) -> str:
+    """`text` to show literally inside Markdown: its Markdown and HTML characters escaped."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|~])", r"\\\1", text)
 
 
 def _saved_without_rows(path: Path) -> bool:
@@ -123,6 +139,50 @@ def dataset_folder(ds) -> Path | None:
     """The folder a dataset was loaded from (for image paths relative to it), or None."""
     files = getattr(ds, "cache_files", None) or []
     return Path(files[0]["filename"]).parent if files else None
+
+
+def picture_source(value, base_dir: Path | None) -> tuple[bytes | Path, str]:
+    """A picture as a dataset stores it (bytes, or a path relative to the dataset's folder) -> (the bytes or a
+    checked file, a key that changes when the picture does).
+
+    A path is read only when it resolves (symlinks followed) inside `base_dir` and names a regular file: never a
+    file elsewhere on this machine, a FIFO or a device (UnsafePath otherwise).
+    """
+    if isinstance(value, dict):
+        data = value.get("bytes")
+        if data:
+            return data, hashlib.blake2b(data, digest_size=8).hexdigest()
+        value = value.get("path")
+    if not isinstance(value, str) or not value:
+        raise ValueError("no image stored")
+    if base_dir is None:
+        raise UnsafePath("the image is a path, and the dataset has no folder to read it from")
+    path = inside(base_dir, value)
+    stamp = "|".join(map(str, (path, *file_stamp(path))))
+    return path, hashlib.blake2b(stamp.encode(errors="surrogateescape"), digest_size=8).hexdigest()
+
+
+def picture_bytes(ds, image_column: str = "image"):
+    """The dataset's pictures column alone, every picture as stored bytes: paths are read under the rule of
+    `picture_source` (inside the dataset's folder); one that cannot be read is a ValueError naming its row."""
+    import datasets
+
+    pictures = ds.select_columns([image_column]).cast_column(image_column, datasets.Image(decode=False))
+    if not pictures.data.column(image_column).combine_chunks().field("bytes").null_count:
+        return pictures  # every picture is stored in the dataset itself
+    base = dataset_folder(ds)
+
+    def read(batch: dict, rows: list[int]) -> dict:
+        out = []
+        for row, value in zip(rows, batch[image_column]):
+            try:
+                source, _ = picture_source(value, base)
+                out.append({"bytes": source if isinstance(source, bytes) else read_regular_file(source), "path": None})
+            except (ValueError, OSError) as exc:
+                raise ValueError(f"the picture of row {row} cannot be read: {exc}") from None
+        return {image_column: out}
+
+    return pictures.map(read, batched=True, with_indices=True, features=pictures.features, keep_in_memory=True)
 
 
 class Catalog:
@@ -201,7 +261,7 @@ class Catalog:
 
     def find(self, text: str) -> Found:
         """What `text` asks for: by meaning with the model's text tower when loaded, else by words in names."""
-        text = " ".join(str(text or "").split())[:MAX_QUERY_CHARS]
+        text = " ".join(clean_text(text, MAX_QUERY_CHARS * 4).split())[:MAX_QUERY_CHARS]
         if not words_of(text):
             return Found(text, "", message="Type a word or two about the product you want." if text else "")
         if self.text_encoder is not None:
@@ -214,22 +274,25 @@ class Catalog:
         return Found(text, "names", rows)
 
     # -- images
+    def picture(self, row: int) -> tuple[bytes | Path, str]:
+        """The product's picture, as stored bytes or a checked file, and a key that changes when it does (see
+        `picture_source`)."""
+        return picture_source(self.images[row][self.image_column], self.base_dir)
+
     def image(self, row: int):
-        """The product's image as a PIL image (decoded lazily); paths are taken relative to the dataset folder."""
-        value = self.images[row][self.image_column]
-        if isinstance(value, dict) and not value.get("bytes"):
-            value = value.get("path")
-        if value is None:
-            raise ValueError("no image stored")
-        if isinstance(value, str) and not os.path.isabs(value) and self.base_dir is not None:
-            value = str(self.base_dir / value)
-        return open_image(value)
+        """The product's image as a PIL image (see `picture` for which files may be read)."""
+        source, _ = self.picture(row)
+        return open_image(source if isinstance(source, bytes) else read_regular_file(source))
 
     def thumb(self, row: int) -> str:
-        """Path of the product's gallery-sized JPEG, made on first use and kept on disk; raises if it cannot be."""
-        path = self.thumb_dir / f"r{row}.jpg"
+        """Path of the product's gallery-sized JPEG, made on first use and kept on disk; raises if it cannot be.
+
+        The file is named by the row and its picture's key, so a picture changed on disk gets a new thumbnail."""
+        source, key = self.picture(row)
+        path = self.thumb_dir / f"r{row}-{key}.jpg"
         if not path.exists():
-            img = to_rgb(self.image(row))
+            data = source if isinstance(source, bytes) else read_regular_file(source)
+            img = to_rgb(open_image(data))
             img.thumbnail((THUMB_PX, THUMB_PX))
             tmp = path.with_name(f".{path.name}.{threading.get_ident()}")
             img.save(tmp, "JPEG", quality=88)
@@ -238,6 +301,8 @@ class Catalog:
 
     def showable(self, row: int) -> str | None:
         """The product's thumbnail path, or None (and the product marked unavailable) when it cannot be made."""
+        if not isinstance(row, int) or isinstance(row, bool) or not 0 <= row < self.n:
+            raise ValueError(f"{row!r} is not a row of the catalog")  # a caller's bug, never the product's fault
         if row in self.unavailable:
             return None
         try:
@@ -296,7 +361,7 @@ class Catalog:
 
     def summary(self) -> str:
         """One line for the page header: how many products, and how many cannot be shown."""
-        text = f"Catalog: **{self.name}**, {self.n - len(self.unavailable):,} products"
+        text = f"Catalog: **{markdown_text(self.name)}**, {self.n - len(self.unavailable):,} products"
         if self.unavailable:
             text += f" ({len(self.unavailable):,} left out: their image cannot be shown)"
         if self.checked < self.n:

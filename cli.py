@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
@@ -50,6 +52,22 @@ def whole_number(low: int, high: int | None = None, env_name: str | None = None)
 
     convert.__name__ = "whole number"
     return convert
+
+
+def folder_problem(path: str | os.PathLike, what: str) -> str | None:
+    """Why `path` cannot be a folder to write in (a file, under a file, not writable), or None; made when missing."""
+    folder = Path(path).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except FileExistsError:
+        return f"{what} {folder} is a file, not a folder"
+    except NotADirectoryError:
+        return f"{what} {folder} is under a file, not a folder"
+    except OSError as exc:
+        return f"{what} {folder} is not writable: {exc.strerror or exc}"
+    return None
 
 
 def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None,

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from catalog import DEFAULT_CACHE
-from cli import ArgumentParser, whole_number
+from cli import ArgumentParser, folder_problem, whole_number
 from cli import run as run_cli
 
 CATEGORIES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
@@ -167,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache-dir", default=str(DEFAULT_CACHE))
     ap.add_argument("--make-subset", action="store_true", help="regenerate data/fashion-mnist-subset.npz")
     args = ap.parse_args(argv)
+    problem = folder_problem(args.cache_dir, "--cache-dir")
+    if problem:
+        ap.error(problem)
     if args.make_subset:
         make_subset()
         return 0

@@ -28,11 +28,13 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
-from cli import ArgumentParser, whole_number
+from cli import ArgumentParser, folder_problem, whole_number
 from cli import run as run_cli
 from embed import ImageEncoder, appearance_vectors, dataset_views, embed_dataset, embedding_matrix
 from recommender import BAYES_DEFAULTS, STRATEGIES, Recommender
@@ -59,21 +61,24 @@ def perception(kind: str, unit: np.ndarray, ds=None, image_column: str = "image"
             scale = float(kind.split(":", 1)[1])
         except ValueError:
             raise ValueError(f"--perceive {kind}: noise:S takes a number, e.g. noise:1.0") from None
-        if not scale >= 0:
-            raise ValueError(f"--perceive {kind}: the noise scale must be 0 or more")
+        if not 0 <= scale < math.inf:
+            raise ValueError(f"--perceive {kind}: the noise scale must be a finite number, 0 or more")
         noise = np.random.default_rng((seed, 7)).standard_normal(unit.shape, dtype=np.float32)
         return unit_rows(unit + noise * scale / math.sqrt(unit.shape[1]))
     if kind != "pixels" and not kind.startswith("model:"):
         raise ValueError(f"--perceive {kind!r}: choose embedding, pixels, model:NAME or noise:S")
     if ds is None or image_column not in ds.column_names:
         raise ValueError(f"--perceive {kind}: this catalog has no product pictures (a synthetic catalog has none)")
-    import datasets
+    from catalog import picture_bytes
 
-    pictures = ds.select_columns([image_column]).cast_column(image_column, datasets.Image(decode=False))
+    pictures = picture_bytes(ds, image_column)  # paths are read inside the dataset's folder, never elsewhere
     if kind == "pixels":
         blocks = [appearance_vectors(b[image_column], PIXELS_SIZE) for b in pictures.iter(batch_size=256)]
         return unit_rows(np.concatenate(blocks), centre=True)
-    encoder = ImageEncoder(kind.split(":", 1)[1])
+    try:
+        encoder = ImageEncoder(kind.split(":", 1)[1])
+    except (OSError, RuntimeError, KeyError, TypeError) as exc:  # not a model, not installed, the Hub out of reach
+        raise ValueError(f"--perceive {kind}: cannot load the model: {str(exc).splitlines()[0][:300]}") from None
     return unit_rows(embedding_matrix(embed_dataset(pictures, encoder, image_column=image_column,
                                                     appearance_size=None)))
 
@@ -257,6 +262,33 @@ def load_embeddings(src: str, demo_size: int, cache_dir: str | None) -> tuple:
     return embedding_matrix(ds), cats, name, ds
 
 
+PLOT_FORMATS = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".eps", ".ps")
+
+
+def settings_problem(args: argparse.Namespace) -> str | None:
+    """Why the shopper's settings, --plot or --cache-dir cannot work, found before the run (None: they can)."""
+    if not 0 < args.temperature < math.inf:
+        return f"--temperature must be a number above 0, got {args.temperature}"
+    if not 0 <= args.epsilon <= 1:
+        return f"--epsilon is a chance, from 0 to 1, got {args.epsilon}"
+    if args.cache_dir:
+        problem = folder_problem(args.cache_dir, "--cache-dir")
+        if problem:
+            return problem
+    if args.plot:
+        plot = Path(args.plot).expanduser()
+        if plot.suffix.lower() not in PLOT_FORMATS:
+            return f"--plot {plot.name}: the file name must end in one of {', '.join(PLOT_FORMATS)}"
+        if not plot.parent.is_dir():
+            return f"--plot {plot}: the folder {plot.parent} does not exist"
+        try:
+            with tempfile.TemporaryFile(dir=plot.parent):
+                pass
+        except OSError as exc:
+            return f"--plot {plot}: cannot write in {plot.parent}: {exc.strerror or exc}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
     ap = ArgumentParser(prog="evaluate.py", description=__doc__,
@@ -289,8 +321,11 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--similar ({args.similar}) cannot exceed --per-round ({args.per_round})")
     strategies = [s.strip() for s in args.strategy.split(",") if s.strip()]
     unknown = [s for s in strategies if s not in STRATEGIES]
-    if unknown:
-        ap.error(f"unknown strategy {unknown}; choose from {sorted(STRATEGIES)}")
+    if unknown or not strategies:
+        ap.error(f"unknown strategy {unknown or args.strategy!r}; choose from {sorted(STRATEGIES)}")
+    problem = settings_problem(args)
+    if problem:
+        ap.error(problem)
     perceive = [p.strip() for p in args.perceive.split(",") if p.strip()] or ["embedding"]
     cats = ds = None
     if args.synthetic:
@@ -307,8 +342,12 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    views = dataset_views(ds) if ds is not None else None  # e.g. the catalog's colour layouts, for bayes
-    rec = Recommender(x, per_round=args.per_round, similar=args.similar, seed=args.seed, views=views)
+    try:
+        views = dataset_views(ds) if ds is not None else None  # e.g. the catalog's colour layouts, for bayes
+        rec = Recommender(x, per_round=args.per_round, similar=args.similar, seed=args.seed, views=views)
+    except ValueError as exc:  # e.g. a NaN in an embedding
+        print(f"error: {name}: {exc}", file=sys.stderr)
+        return 2
     rng = np.random.default_rng(args.seed)
     targets = np.arange(rec.n) if args.targets >= rec.n else rng.choice(rec.n, args.targets, replace=False)
     print(f"{name}: {rec.n} products, {len(targets)} targets, {args.user} shopper, {args.per_round} per round; "

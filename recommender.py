@@ -28,8 +28,11 @@ import numpy as np
 
 from rows import CHUNK_BYTES, CHUNK_ROWS, UnitRows, as_chunks, read_blocks
 from sq8 import ExactSQ8
+from untrusted import clean_text, whole_list
 
 COMPRESSIONS = ("none", "sq8")
+MAX_SAVED_ROUNDS = 1000  # a saved session (e.g. a browser's copy) with more rounds is not restored
+MAX_REPLAYED_PICKS = 16  # a restored `bayes` session weighs its latest picks only, so a restore costs about a round
 AUTO_SQ8_BYTES = 256 << 20  # "auto" scans 8-bit codes from this many bytes of float32 rows (87k x 768) up
 
 
@@ -306,7 +309,7 @@ def strategy_bayes(session: Session, n: int) -> list[int]:
         st["rounds_used"] += 1
         pick = session.pick_after(st["rounds_used"])
         hyp_logp[:, shown] = -np.inf
-        if pick is None:
+        if pick is None or st["rounds_used"] < session.weigh_picks_from:
             continue
         i_pick = shown.index(pick)
         for view in dict.fromkeys(v for v, _, _ in hyps):
@@ -444,15 +447,6 @@ def _full_bitmap(n: int) -> np.ndarray:
     return bits
 
 
-def _rows_of(values, n: int, what: str) -> list[int]:
-    """`values` as a list of ints in [0, n), or a ValueError naming `what`."""
-    if not isinstance(values, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        raise ValueError(f"{what} must be a list of whole numbers")
-    if any(not 0 <= v < n for v in values):
-        raise ValueError(f"{what} has a number outside [0, {n})")
-    return list(values)
-
-
 def prepare_views(views: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
     """Each view as float32 rows centred on the view's catalog mean and L2-normalised (a row at the mean stays 0).
 
@@ -578,30 +572,35 @@ class Recommender:
         if not isinstance(saved, dict):
             raise ValueError("a saved session must be a dict")
         strategy = saved.get("strategy")
-        if strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {strategy!r}")
-        history, picks, pick_rounds = saved.get("history"), saved.get("picks"), saved.get("pick_rounds")
-        if not (isinstance(history, list) and isinstance(picks, list) and isinstance(pick_rounds, list)):
-            raise ValueError("history, picks and pick_rounds must be lists")
-        history = [_rows_of(r, self.n, f"round {i + 1}") for i, r in enumerate(history)]
-        if any(not 1 <= len(r) <= self.per_round for r in history):
+        if not isinstance(strategy, str) or strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {clean_text(repr(strategy), 40)}")
+        history = saved.get("history")
+        if not isinstance(history, list) or len(history) > MAX_SAVED_ROUNDS:
+            raise ValueError(f"history must be a list of at most {MAX_SAVED_ROUNDS} rounds")
+        if any(not isinstance(r, list) or not 1 <= len(r) <= self.per_round for r in history):
             raise ValueError(f"every round must show 1 to {self.per_round} products")
+        history = [whole_list(r, 0, self.n - 1, f"round {i + 1}", self.per_round) for i, r in enumerate(history)]
         flat = [row for r in history for row in r]
         if len(set(flat)) != len(flat):
             raise ValueError("a product appears in two rounds")
-        picks, pick_rounds = _rows_of(picks, self.n, "picks"), _rows_of(pick_rounds, len(history) + 1, "pick_rounds")
-        if len(picks) != len(pick_rounds) or pick_rounds != sorted(set(pick_rounds)) or 0 in pick_rounds:
+        picks = whole_list(saved.get("picks"), 0, self.n - 1, "picks", len(history))
+        pick_rounds = whole_list(saved.get("pick_rounds"), 1, len(history), "pick_rounds", len(history))
+        if len(picks) != len(pick_rounds) or pick_rounds != sorted(set(pick_rounds)):
             raise ValueError("picks and pick_rounds must pair up, one pick per round at most, in order")
         if any(pick not in history[r - 1] for pick, r in zip(picks, pick_rounds)):
             raise ValueError("a pick is not a product of the round it was picked from")
+        n_similar = saved.get("n_similar", 0)
+        if not isinstance(n_similar, int) or isinstance(n_similar, bool):
+            raise ValueError("n_similar must be a whole number")
         picked_last = bool(pick_rounds) and pick_rounds[-1] == len(history)  # that pick found nothing more to show
         session = self.new_session(seed=seed, strategy=strategy, **params)
         session.n_hidden -= sum(1 for row in flat if session.is_seen(row))  # excluded since, but shown then
         session._mark_seen(flat)
         session.history, session.picks, session.pick_rounds = history, picks, pick_rounds
         session.shown = [] if picked_last or not history else list(history[-1])
-        n_similar = saved.get("n_similar", 0)
-        session.n_similar = min(n_similar, len(session.shown)) if isinstance(n_similar, int) and n_similar > 0 else 0
+        session.n_similar = min(max(n_similar, 0), len(session.shown))
+        if len(picks) > MAX_REPLAYED_PICKS:  # a restore weighs only the latest picks again: its cost stays a round's
+            session.weigh_picks_from = pick_rounds[-MAX_REPLAYED_PICKS]
         return session
 
 
@@ -623,6 +622,7 @@ class Session:
         self.query_vector: np.ndarray | None = None  # the active query: a unit vector in the embedding space,
         self.query_rows: np.ndarray | None = None  # or the rows whose names matched (sorted, unique)
         self.query_serial = 0  # bumped by every new query, so strategies know when to redo their query work
+        self.weigh_picks_from = 0  # `bayes` weighs the picks of rounds from this one on (a restore sets it)
         with rec._lock:
             self._unseen_bits = rec._available_bits.copy()  # a bit per row: set while it may still be shown
             self.n_hidden = rec.n_excluded  # rows never to be shown: excluded by the catalog, or withdrawn

@@ -24,11 +24,18 @@ def check_and_normalise(block: np.ndarray, offset: int = 0) -> np.ndarray:
     """Return float32 unit rows of `block`; a zero/NaN/inf row is a ValueError naming its row index."""
     block = np.asarray(block, dtype=np.float32)
     finite = np.isfinite(block).all(axis=1)
-    norms = np.linalg.norm(block, axis=1)
-    bad = np.flatnonzero(~finite | (norms == 0) | ~np.isfinite(norms))
+    with np.errstate(over="ignore", under="ignore"):
+        norms = np.linalg.norm(block, axis=1)
+    odd = np.flatnonzero(finite & ((norms == 0) | ~np.isfinite(norms)))
+    if odd.size:  # the square of a very large or very small row over- or underflows: measure it scaled
+        block = block.copy()
+        peak = np.abs(block[odd]).max(axis=1, keepdims=True)
+        block[odd] = block[odd] / np.where(peak > 0, peak, 1)
+        norms[odd] = np.linalg.norm(block[odd], axis=1)
+    bad = np.flatnonzero(~finite | (norms == 0))
     if bad.size:
         row = int(bad[0]) + offset
-        what = "NaN or inf" if not finite[bad[0]] else "zero (or overflowing) norm"
+        what = "NaN or inf" if not finite[bad[0]] else "all zeros"
         raise ValueError(f"embedding row {row} is invalid: {what}")
     return block / norms[:, None]
 

@@ -10,19 +10,17 @@ An interrupted run, started again with the same arguments, resumes where it stop
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import re
-import shutil
 import sys
-import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from cli import ArgumentParser, whole_number
 from cli import run as run_cli
-from embed import DEFAULT_MODEL, describe_model, model_has_text
+from embed import DEFAULT_MODEL, EFFICIENTNET_LITE, describe_model, model_has_text
 from folder import (
     DEFAULT_MAX_PIXELS,
     FolderScan,
@@ -34,6 +32,7 @@ from folder import (
     scan_folder,
 )
 from hubcheck import HubUnavailableError, require_hub
+from saving import check_out_dir, out_lock, save_replacing, save_together  # noqa: F401 - save_replacing re-exported
 
 REPO_PART = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?")
 REPO_MAX = 96  # the Hub's limit on a repo name, which NAME-embeddings must meet too
@@ -59,58 +58,6 @@ def repo_problem(repo: str, need_user: bool) -> str | None:
     if len(parts[-1]) + len("-embeddings") > REPO_MAX:
         return f"--repo {repo!r}: NAME must be at most {REPO_MAX - len('-embeddings')} characters"
     return None
-
-
-def check_out_dir(out: Path, names: list[str], overwrite: bool) -> None:
-    """Fail now, not after embedding, when `out` cannot take the datasets `names` (ValueError, one line)."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {display_name(out)} is a file, not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as exc:
-        raise ValueError(f"--out {display_name(out)} is not writable: {exc.strerror or exc}") from exc
-    present = [n for n in names if (out / n).exists()]
-    if present and not overwrite:
-        raise ValueError(f"{', '.join(display_name(out / n) for n in present)} already exist"
-                         f"{'s' * (len(present) == 1)}; pass --overwrite to replace, or choose another --out/--repo")
-    for n in present:
-        if not (out / n).is_dir():
-            raise ValueError(f"{display_name(out / n)} is a file, not a saved dataset; move it away first")
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where that is not available."""
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).renameat2
-    except (AttributeError, OSError):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    return fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
-
-
-def save_replacing(ds, dest: Path, card: str | None = None) -> None:
-    """`save_to_disk` to `dest`, atomically replacing what is there.
-
-    The new dataset is written beside `dest`, then swapped in by rename, then the old files are unlinked: a
-    server that has the old Arrow files memory-mapped keeps reading them (save_to_disk over them would
-    truncate them under it: SIGBUS), and the next start sees the new dataset. No moment without a dataset.
-    """
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
-    try:
-        ds.save_to_disk(str(tmp))
-        if card is not None:
-            (tmp / "README.md").write_text(card)
-        if not dest.exists():
-            os.replace(tmp, dest)
-        elif not _exchange(tmp, dest):  # two renames: a moment without `dest`, never a half-written one
-            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
-            os.replace(dest, old / "ds")
-            os.replace(tmp, dest)
-            tmp = old
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # the old dataset after a swap, or a failed write
 
 
 def images_dataset(scan: FolderScan):
@@ -166,7 +113,11 @@ def build(img_dir: str | os.PathLike, model: str = DEFAULT_MODEL, batch_size: in
     from embed import ImageEncoder, embed_dataset
 
     scan = scan_folder(img_dir, max_pixels=max_pixels, progress=progress)  # errors before any model loads
-    encoder = encoder or ImageEncoder(model, batch_size=batch_size, pooling=pooling)
+    if encoder is None:
+        try:
+            encoder = ImageEncoder(model, batch_size=batch_size, pooling=pooling)
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # a folder or Hub repo that is not a vision model
+            raise ValueError(f"cannot load the model {model!r}: {type(exc).__name__}: {str(exc)[:300]}") from None
     images_ds = images_dataset(scan)
     emb_ds = embed_dataset(images_ds, encoder, batch_size=batch_size, progress=progress)
     emb_ds.info.description = json.dumps({**encoder.describe(), "source": "upload_ds.py"})
@@ -204,8 +155,8 @@ def build_ray(img_dir: str | None, manifest: str | None, model: str, batch_size:
     return scan, emb_ds.select_columns(["image", "id"]), emb_ds
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point; returns the exit code."""
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, checked: every mistake is one `error:` line and exit code 2, before any work."""
     ap = ArgumentParser(prog="upload_ds.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("img_dir", metavar="IMG_DIR", nargs="?",
                     help="folder of product images, searched recursively (or give --manifest)")
@@ -221,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--private", action="store_true", help="create the Hub repos as private")
     ap.add_argument("--out", metavar="DIR", help="also save both datasets with save_to_disk under DIR")
     ap.add_argument("--overwrite", action="store_true",
-                    help="replace datasets of the same name under --out (atomically: a running app keeps serving)")
+                    help="replace datasets of the same name under --out that upload_ds.py wrote (both together, "
+                         "atomically: a running app keeps serving); anything else there is never touched")
     ap.add_argument("--no-push", action="store_true", help="do not push to the Hub (then --out is required)")
     ap.add_argument("--max-pixels", type=whole_number(1), default=DEFAULT_MAX_PIXELS,
                     help="skip images larger than this many pixels (decompression-bomb guard)")
@@ -249,53 +201,84 @@ def main(argv: list[str] | None = None) -> int:
             ap.error("--engine ray needs Ray: pip install -r requirements-ray.txt")
     if args.no_push and not args.out:
         ap.error("--no-push needs --out DIR, or nothing would be kept")
-    problem = repo_problem(args.repo, need_user=not args.no_push)
+    problem = repo_problem(args.repo, need_user=not args.no_push) or model_problem(args.model)
     if problem:
         ap.error(problem)
-    name = args.repo.split("/")[-1]
-    names = [name, f"{name}-embeddings"]
-    if args.out:
-        try:
-            check_out_dir(Path(args.out), names, args.overwrite)
-        except ValueError as exc:
-            ap.error(str(exc))
+    args.names = [args.repo.split("/")[-1], f"{args.repo.split('/')[-1]}-embeddings"]
+    return args
 
-    token = None
-    if not args.no_push:
-        token = resolve_token()
-        if not token:
-            print("error: pushing to the Hub needs a token: set HF_TOKEN, or run `hf auth login` "
-                  "(huggingface-cli login); or use --no-push --out DIR to save locally only", file=sys.stderr)
-            return 2
-        try:
-            require_hub(f"pushing to {args.repo}")
-        except HubUnavailableError as exc:
-            print(f"error: {exc}; use --no-push --out DIR to save locally", file=sys.stderr)
-            return 2
-    t0 = time.perf_counter()
+
+def model_problem(model: str) -> str | None:
+    """Why `--model` cannot be a model, seen without loading anything (a file, a folder with no config.json)."""
+    path = Path(model).expanduser()
+    if model in EFFICIENTNET_LITE or not path.exists():
+        return None  # a Hub id (or a missing folder: the loader says it is neither)
+    if not path.is_dir():
+        return f"--model {display_name(path)} is a file; give a model folder (with config.json) or a Hub id"
+    if not (path / "config.json").is_file():
+        return f"--model {display_name(path)} is a folder without a model in it (no config.json)"
+    return None
+
+
+def hub_token(args: argparse.Namespace) -> str | None:
+    """The token to push with (None with --no-push); a ValueError when pushing cannot work."""
+    if args.no_push:
+        return None
+    token = resolve_token()
+    if not token:
+        raise ValueError("pushing to the Hub needs a token: set HF_TOKEN, or run `hf auth login` (huggingface-cli "
+                         "login); or use --no-push --out DIR to save locally only")
     try:
-        if args.engine == "ray":
-            scan, images_ds, emb_ds = build_ray(args.img_dir, args.manifest, args.model, args.batch_size, args.pooling,
-                                                args.max_pixels, args.num_workers, args.gpus_per_worker,
-                                                args.ray_address, args.work_dir, args.shard_size)
-        else:
-            scan, images_ds, emb_ds = build(args.img_dir, args.model, args.batch_size, args.pooling, args.max_pixels)
-    except (FileNotFoundError, NotADirectoryError, ValueError, HubUnavailableError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        if args.engine != "ray":
-            raise
-        print(f"error: the ray engine stopped: {type(exc).__name__}: {str(exc)[:2000]}\nthe shards it finished are "
-              "kept; run the same command again to resume", file=sys.stderr)
-        return 1
-    elapsed = time.perf_counter() - t0
-    meta = json.loads(emb_ds.info.description)
-    if args.out:
-        out = Path(args.out)
-        save_replacing(images_ds, out / names[0])
-        save_replacing(emb_ds, out / names[1], card=f"# {names[1]}\n\n{model_card_text(emb_ds)}")
-        print(f"saved {display_name(out / names[0])} and {display_name(out / names[1])}")
+        require_hub(f"pushing to {args.repo}")
+    except HubUnavailableError as exc:
+        raise ValueError(f"{exc}; use --no-push --out DIR to save locally") from None
+    return token
+
+
+def embed_all(args: argparse.Namespace):
+    """(scan, images dataset, embeddings dataset) with the chosen engine."""
+    if args.engine == "ray":
+        return build_ray(args.img_dir, args.manifest, args.model, args.batch_size, args.pooling, args.max_pixels,
+                         args.num_workers, args.gpus_per_worker, args.ray_address, args.work_dir, args.shard_size)
+    return build(args.img_dir, args.model, args.batch_size, args.pooling, args.max_pixels)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit code."""
+    args = parse_args(argv)
+    with ExitStack() as held:
+        try:
+            if args.out:  # one run at a time writes these datasets; checked under the lock, before any work
+                held.enter_context(out_lock(Path(args.out), args.names[0]))
+                check_out_dir(Path(args.out), args.names, args.overwrite)
+            token = hub_token(args)
+        except (ValueError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        t0 = time.perf_counter()
+        try:
+            scan, images_ds, emb_ds = embed_all(args)
+        except (FileNotFoundError, NotADirectoryError, ValueError, HubUnavailableError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except OSError as exc:  # e.g. a full disk under the datasets cache
+            print(f"error: {exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}; the work done so "
+                  "far is kept: free the space and run the same command again to resume", file=sys.stderr)
+            return 2
+        except Exception as exc:
+            if args.engine != "ray":
+                raise
+            print(f"error: the ray engine stopped: {type(exc).__name__}: {str(exc)[:2000]}\nthe shards it finished "
+                  "are kept; run the same command again to resume", file=sys.stderr)
+            return 1
+        elapsed = time.perf_counter() - t0
+        if args.out:
+            try:
+                save_outputs(images_ds, emb_ds, Path(args.out), args.names)
+            except (ValueError, OSError) as exc:
+                print(f"error: nothing under --out was changed: {getattr(exc, 'strerror', None) or exc}",
+                      file=sys.stderr)
+                return 2
     if not args.no_push:
         try:
             pushed = push(images_ds, emb_ds, args.repo, token, args.private)
@@ -303,12 +286,23 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: push to the Hub failed: {scrub(f'{type(exc).__name__}: {exc}', token)}", file=sys.stderr)
             return 1
         print("pushed " + " and ".join(pushed))
-    n = len(scan.images)
-    print(f"\nsummary: {n} products, {len(scan.skipped)} skipped, dim {meta['dim']}, model {meta['model']} "
-          f"({meta['pooling']}{'; typed words can search by meaning' if meta.get('text') else ''}), "
-          f"{elapsed:.1f} s, {n / max(elapsed, 1e-9):.1f} images/s")
-    print(scan.report())
+    print(summary(scan, emb_ds, elapsed))
     return 0
+
+
+def save_outputs(images_ds, emb_ds, out: Path, names: list[str]) -> None:
+    """Both datasets under `out`, replacing the old pair together (see saving.save_together)."""
+    save_together([(images_ds, out / names[0], None),
+                   (emb_ds, out / names[1], f"# {names[1]}\n\n{model_card_text(emb_ds)}")])
+    print(f"saved {display_name(out / names[0])} and {display_name(out / names[1])}")
+
+
+def summary(scan: FolderScan, emb_ds, elapsed: float) -> str:
+    """The closing lines: products, skipped, model, speed, and the skip report."""
+    meta, n = json.loads(emb_ds.info.description), len(scan.images)
+    return (f"\nsummary: {n} products, {len(scan.skipped)} skipped, dim {meta['dim']}, model {meta['model']} "
+            f"({meta['pooling']}{'; typed words can search by meaning' if meta.get('text') else ''}), "
+            f"{elapsed:.1f} s, {n / max(elapsed, 1e-9):.1f} images/s\n{scan.report()}")
 
 
 if __name__ == "__main__":

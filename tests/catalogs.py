@@ -12,13 +12,14 @@ from PIL import Image
 
 
 def make_catalog(path: Path, n: int = 60, seed: int = 0, size: int = 48, dim: int = 192, bad_rows=(),
-                 as_paths: bool = False, appearance: bool = False) -> Path:
+                 as_paths: bool = False, appearance: bool = False, paths: dict[int, str] | None = None) -> Path:
     """Save a dataset of `n` coloured-shape PNGs with ids, categories and pixel-derived unit embeddings.
 
     The first 192 dimensions come from the picture's 8x8 colour thumbnail; `dim` > 192 pads with noise.
     `bad_rows` get a PNG cut off half way (undecodable); `as_paths` stores each image as a PNG file beside the
     dataset and the image column as plain relative path strings (a bad row's file is missing). `appearance` adds
-    the column upload_ds.py writes: each picture's 8x8 colour layout.
+    the column upload_ds.py writes: each picture's 8x8 colour layout. `paths` (with `as_paths`) stores other
+    path strings for some rows (e.g. ones that lead outside the folder).
     """
     rng = np.random.default_rng(seed)
     images, ids, cats, embs = [], [], [], []
@@ -37,7 +38,7 @@ def make_catalog(path: Path, n: int = 60, seed: int = 0, size: int = 48, dim: in
             (path / "files").mkdir(parents=True, exist_ok=True)
             if i not in bad_rows:
                 (path / "files" / f"p{i}.png").write_bytes(data)
-            images.append(f"files/p{i}.png")
+            images.append((paths or {}).get(i, f"files/p{i}.png"))
         else:
             images.append({"bytes": data, "path": f"p{i}.png"})
         ids.append(f"p{i:03d}")

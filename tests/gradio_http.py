@@ -64,13 +64,18 @@ class Shopper:
 
 
 def gallery_rows(gallery) -> list[int]:
-    """Catalog rows of a gallery output, read from the thumbnail file names (r<row>.jpg)."""
+    """Catalog rows of a gallery output, read from the thumbnail file names (r<row>-<key>.jpg)."""
     value = gallery["value"] if isinstance(gallery, dict) and "value" in gallery else gallery
     rows = []
     for item in value or []:
         path = item["image"]["path"]
-        rows.append(int(Path(path).stem[1:]))
+        rows.append(thumb_row(path))
     return rows
+
+
+def thumb_row(path: str | Path) -> int:
+    """The catalog row a thumbnail file is of (its name is r<row>-<key>.jpg)."""
+    return int(Path(path).stem[1:].split("-")[0])
 
 
 def gallery_captions(gallery) -> list[str]:
@@ -78,12 +83,14 @@ def gallery_captions(gallery) -> list[str]:
     return [item.get("caption") for item in value or []]
 
 
-def start_app(args: list[str], env: dict, timeout: float = 120) -> tuple[subprocess.Popen, str]:
-    """Start `python app.py ARGS` on a free port; returns (process, url) once it answers."""
+def start_app(args: list[str], env: dict, timeout: float = 120, app: Path = ROOT / "app.py"
+              ) -> tuple[subprocess.Popen, str]:
+    """Start `python app.py ARGS` (this project's app, or `app`) on a free port; returns (process, url) once it
+    answers."""
     port = free_port()
     log = open(env.get("APP_LOG", "/dev/null"), "w")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), *args, "--port", str(port),
-                             "--host", "127.0.0.1"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    proc = subprocess.Popen([sys.executable, str(app), *args, "--port", str(port),
+                             "--host", "127.0.0.1"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=app.parent)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + timeout
     while time.time() < deadline:
