@@ -158,8 +158,9 @@ def picture_source(value, base_dir: Path | None) -> tuple[bytes | Path, str]:
     if base_dir is None:
         raise UnsafePath("the image is a path, and the dataset has no folder to read it from")
     path = inside(base_dir, value)
-    stamp = "|".join(map(str, (path, *file_stamp(path))))
-    return path, hashlib.blake2b(stamp.encode(errors="surrogateescape"), digest_size=8).hexdigest()
+    size, mtime, inode = file_stamp(path)
+    stamp = f"{path}|{size}|{mtime}|{inode}".encode(errors="surrogateescape")
+    return path, hashlib.blake2b(stamp, digest_size=8).hexdigest()
 
 
 def picture_bytes(ds, image_column: str = "image"):
@@ -214,6 +215,8 @@ class Catalog:
             raise CatalogError(f"dataset {name}: column {image_column!r} must hold images or image paths, "
                                f"got {feature}")
         self.image_column = image_column
+        # the column as Arrow stores it: a row's bytes or path read without a decoded row (see `picture`)
+        self._stored = self.images.data.column(image_column) if self.images._indices is None else None
         self.base_dir = Path(base_dir) if base_dir is not None else dataset_folder(ds)
         label_col = "category" if "category" in ds.column_names else "id" if "id" in ds.column_names else None
         self.labels = [str(v) for v in ds[label_col]] if label_col else [f"#{i}" for i in range(self.n)]
@@ -277,7 +280,8 @@ class Catalog:
     def picture(self, row: int) -> tuple[bytes | Path, str]:
         """The product's picture, as stored bytes or a checked file, and a key that changes when it does (see
         `picture_source`)."""
-        return picture_source(self.images[row][self.image_column], self.base_dir)
+        stored = self._stored[row].as_py() if self._stored is not None else self.images[row][self.image_column]
+        return picture_source(stored, self.base_dir)
 
     def image(self, row: int):
         """The product's image as a PIL image (see `picture` for which files may be read)."""

@@ -32,7 +32,7 @@ from untrusted import clean_text, whole_list
 
 COMPRESSIONS = ("none", "sq8")
 MAX_SAVED_ROUNDS = 1000  # a saved session (e.g. a browser's copy) with more rounds is not restored
-MAX_REPLAYED_PICKS = 16  # a restored `bayes` session weighs its latest picks only, so a restore costs about a round
+MAX_REPLAYED_PICKS = 8  # a restored `bayes` session weighs its latest picks only, so a restore costs about a round
 AUTO_SQ8_BYTES = 256 << 20  # "auto" scans 8-bit codes from this many bytes of float32 rows (87k x 768) up
 
 
@@ -298,7 +298,7 @@ def strategy_bayes(session: Session, n: int) -> list[int]:
         st["hyp_logp"] = np.zeros((len(st["hypotheses"]), rec.n), dtype=np.float32)
         st["logw"] = np.log([_prior(h, st["hypotheses"]) for h in st["hypotheses"]])
         st["logp"] = st["hyp_logp"][0]  # the belief itself when there is one hypothesis
-        st["rounds_used"] = 0
+        st["rounds_used"] = max(0, session.weigh_picks_from - 1)  # older rounds: out by the unseen mask below
     hyps, hyp_logp, logw = st["hypotheses"], st["hyp_logp"], st["logw"]
     if st.get("hidden") != session.n_hidden:  # rows excluded by the catalog or withdrawn: never the target
         hyp_logp[:, ~session.unseen_mask()] = -np.inf

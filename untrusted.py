@@ -8,6 +8,7 @@ and a path from a dataset must name a regular file inside the dataset's folder. 
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 from pathlib import Path
@@ -52,21 +53,27 @@ class UnsafePath(ValueError):
     """A path from a dataset that must not be opened: outside its folder, not a regular file, or too large."""
 
 
-def inside(base: Path, name: str | os.PathLike) -> Path:
+def inside(base: str | os.PathLike, name: str | os.PathLike) -> Path:
     """`name` resolved (symlinks followed) against `base`, if it stays inside `base`; else UnsafePath.
 
     Absolute paths, `..` that climb out, and symlinks that point out are all refused, whatever they point at.
     """
-    root = Path(os.path.realpath(base))
+    root = _real(os.fspath(base))
     text = os.fspath(name)
     if not text or "\x00" in text:
         raise UnsafePath("an empty path, or one with a NUL byte")
     if os.path.isabs(text):
         raise UnsafePath(f"{text!r} is an absolute path; a dataset's paths are relative to its folder")
-    resolved = Path(os.path.realpath(root / text))
-    if resolved != root and root not in resolved.parents:
+    resolved = os.path.realpath(os.path.join(root, text))
+    if not resolved.startswith(root.rstrip(os.sep) + os.sep):
         raise UnsafePath(f"{text!r} leads outside the dataset's folder")
-    return resolved
+    return Path(resolved)
+
+
+@functools.lru_cache(maxsize=64)
+def _real(base: str) -> str:
+    """The real path of a dataset's folder (resolved once: it is where a catalog's pictures are looked up)."""
+    return os.path.realpath(base)
 
 
 def read_regular_file(path: Path, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:

@@ -78,7 +78,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for kind in ("bytes", "paths"):
             data = make_catalog(Path(tmp) / kind, n=args.products, as_paths=kind == "paths")
-            for rep in range(args.repeats):
+            for _ in range(args.repeats):
                 for name, root in trees.items():
                     cache = Path(tmp) / f"cache-{kind}-{abs(hash(name))}"
                     out = subprocess.run([sys.executable, "-c", CHILD, str(root), str(data), str(cache),
