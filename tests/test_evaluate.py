@@ -157,10 +157,11 @@ def test_parameter_grid_is_valid():
 
 
 def test_bayes_on_a_big_catalog_uses_a_projection(monkeypatch):
+    import bayes
     import recommender
 
-    monkeypatch.setattr(recommender, "BAYES_EXACT_BUDGET", 1000)
-    monkeypatch.setattr(recommender, "BAYES_DIM", 8)
+    monkeypatch.setattr(bayes, "BAYES_EXACT_BUDGET", 1000)
+    monkeypatch.setattr(bayes, "BAYES_DIM", 8)
     x = ev.synthetic_catalog(400, 32, 10, seed=3)
     rec = Recommender(x, seed=0)
     space = recommender.belief_space(rec)

@@ -240,18 +240,18 @@ def test_bayes_takes_a_query_as_evidence(demo):
 
 def test_bayes_query_vector_in_a_projected_belief(monkeypatch):
     """On a big catalog bayes compares in a PCA projection: the query vector is projected with it."""
-    import recommender
+    import bayes
     from evaluate import synthetic_catalog
 
-    monkeypatch.setattr(recommender, "BAYES_EXACT_BUDGET", 1000)
-    monkeypatch.setattr(recommender, "BAYES_DIM", 8)
+    monkeypatch.setattr(bayes, "BAYES_EXACT_BUDGET", 1000)
+    monkeypatch.setattr(bayes, "BAYES_DIM", 8)
     x = synthetic_catalog(400, 32, 10, seed=3)
     rec = Recommender(x, seed=0, strategy="bayes")
     target = 123
     session = rec.new_session(seed=1)
     rows = session.next_round(query=x[target])
-    assert recommender._query_evidence(session).shape == (400,)
-    assert int(np.argmax(recommender._query_evidence(session))) == target
+    assert bayes._query_evidence(session).shape == (400,)
+    assert int(np.argmax(bayes._query_evidence(session))) == target
     assert target in rows and session.n_similar >= 1
 
 

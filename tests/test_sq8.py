@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import bayes
 import recommender
 from recommender import Recommender
 from rows import UnitRows, file_mapped
@@ -135,9 +136,9 @@ def test_bayes_on_sq8_matches_float32(monkeypatch) -> None:
     flat, sq8 = Recommender(x, seed=0), Recommender(x, seed=0, compression="sq8")
     assert run_sessions(sq8, "bayes", 1) == run_sessions(flat, "bayes", 1)
     # the PCA projection used on big catalogs is made the same way from rows on disk
-    monkeypatch.setattr(recommender, "BAYES_EXACT_BUDGET", 1000)
+    monkeypatch.setattr(bayes, "BAYES_EXACT_BUDGET", 1000)
     flat, sq8 = Recommender(x, seed=0), Recommender(x, seed=0, compression="sq8")
-    assert recommender.belief_space(sq8).shape == (1500, recommender.BAYES_DIM)
+    assert recommender.belief_space(sq8).shape == (1500, bayes.BAYES_DIM)
     np.testing.assert_array_equal(recommender.belief_space(sq8), recommender.belief_space(flat))
     galleries = run_sessions(sq8, "bayes", 1)
     assert galleries == run_sessions(flat, "bayes", 1)

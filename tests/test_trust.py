@@ -232,6 +232,7 @@ def test_request_bodies_are_capped(hostile_shop):
 
 
 def test_a_forged_long_history_is_refused_or_replays_only_the_latest_picks(tmp_path, monkeypatch):
+    import bayes
     import recommender
 
     x = np.random.default_rng(0).standard_normal((3000, 16)).astype(np.float32)
@@ -244,8 +245,8 @@ def test_a_forged_long_history_is_refused_or_replays_only_the_latest_picks(tmp_p
         rec.restore_session({**saved, "history": history + [[rows[-1]]]})
     session = rec.restore_session(saved)
     calls = []
-    real = recommender.belief_space
-    monkeypatch.setattr(recommender, "belief_space", lambda *a: calls.append(1) or real(*a))
+    real = bayes.belief_space
+    monkeypatch.setattr(bayes, "belief_space", lambda *a: calls.append(1) or real(*a))
     session.next_round()
     assert len(calls) <= recommender.MAX_REPLAYED_PICKS + 2  # one per weighed pick and view, + the design's
     fresh = rec.new_session(seed=3)
@@ -289,18 +290,29 @@ def nan_catalog(tmp: Path) -> Path:
     return out
 
 
-@pytest.mark.parametrize("case", ["cache-file", "cache-under-file", "cache-unwritable", "empty-dataset",
-                                  "model-not-a-model", "nan-row", "unknown-model", "temperature-0",
+@pytest.mark.parametrize("args", [["--cache-dir", "{tmp}/f"], ["--cache-dir", "{tmp}/f/c"], ["--dataset", ""],
+                                  ["--cache-dir", "/proc/no-such/cache"]],
+                         ids=["cache-file", "cache-under-file", "empty-dataset", "cache-unwritable"])
+def test_bad_app_settings_are_one_error_line(args, tmp_path, capsys):
+    """Checked when the flags are read, before any catalog loads (in-process: the same parser app.py runs)."""
+    import app
+
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(SystemExit) as stop:
+        app.parse_args([a.format(tmp=tmp_path) for a in args])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("error:") == 1 and len(err.strip().splitlines()) == 1
+    assert ("is a file" in err) + ("under a file" in err) + ("--dataset is empty" in err) + ("not writable" in err)
+
+
+@pytest.mark.parametrize("case", ["cache-unwritable", "model-not-a-model", "nan-row", "unknown-model", "temperature-0",
                                   "temperature-nan", "temperature-negative", "epsilon-2", "noise-inf", "no-strategy",
                                   "plot-nowhere"])
 def test_bad_settings_are_one_error_line_before_the_work(case, tmp_path):
     (tmp_path / "f").write_text("x")
     synthetic = ["--synthetic", "200,8,4", "--targets", "5"]
     script, args, word = {
-        "cache-file": ("app.py", ["--cache-dir", tmp_path / "f"], "is a file"),
-        "cache-under-file": ("app.py", ["--cache-dir", tmp_path / "f" / "c"], "under a file"),
         "cache-unwritable": ("evaluate.py", [*synthetic, "--cache-dir", "/proc/no-such/cache"], "not writable"),
-        "empty-dataset": ("app.py", ["--dataset", ""], "--dataset is empty"),
         "model-not-a-model": ("upload_ds.py", [make_folder(tmp_path / "i", 2), "--repo", "me/s", "--no-push",
                                                "--out", tmp_path / "o", "--model", "/etc"], "no config.json"),
         "nan-row": ("evaluate.py", ["--dataset", nan_catalog(tmp_path), "--targets", "3"], "row 4"),

@@ -1,0 +1,305 @@
+"""`bayes`: a belief over which product the shopper wants, and galleries chosen to narrow it fastest.
+
+PicHunter-style: each click is evidence about the target under a user model (which view of the catalog the
+shopper judges by, how sharply, how often a click strays); the session keeps a belief per model and weighs the
+models by how well they predicted this shopper's clicks. A gallery is the set of products whose click tells the
+most about the target. Typed words add their evidence (see `_query_evidence`). No UI imports here; the engine
+(`recommender.py`) registers `strategy_bayes` under "bayes" and holds the shared `BeliefSpaces`.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+import faiss
+import numpy as np
+
+from rows import CHUNK_BYTES, CHUNK_ROWS
+
+if TYPE_CHECKING:
+    from recommender import Recommender, Session
+
+BAYES_DEFAULTS = {"temperature": 0.05, "epsilon": 0.05, "particles": 512, "candidates": 96}
+BAYES_EXACT_BUDGET = 100_000_000  # N * d up to which the belief uses the full embeddings (e.g. 130k x 768)
+BAYES_DIM = 64  # beyond it, a PCA projection of this many dimensions keeps a round O(N * 64)
+BAYES_PCA_SAMPLE = 30_000  # rows the projection is fitted on (64 of 768 dimensions need no more)
+BAYES_TEMPERATURES = (0.05, 0.1)  # how sharply a shopper may judge: one hypothesis per view and temperature
+BAYES_GRID_MAX_N = 250_000  # up to here each view is tried at every temperature; beyond, at the first only
+BAYES_EMBEDDING_PRIOR = 0.8  # prior weight of "the shopper sees as the embedding does", against the other views
+# Galleries are designed for a shopper at least this soft: products far enough apart that eyes other than the
+# model's tell them apart too (the belief update keeps each hypothesis' own temperature). Tuned on the demo:
+# design at 0.15 took pixels/embedding/efficientnet-lite2 shoppers from 4.93/4.38/6.52 to 4.49/3.81/5.59 rounds.
+BAYES_DESIGN_TEMPERATURE = 0.15
+BAYES_QUERY_TEMPERATURE = 0.02  # a query vector q weighs target t by exp(<t, q> / T) (CLIP's own scale is 0.01)
+BAYES_WORDS_TRUST = 0.9  # a word query moves this share of the belief onto its matches (names can mislead)
+
+
+class BeliefSpaces:
+    """The rows `bayes` compares in each view, made once per view on first use and shared by every session.
+
+    Small catalogs compare the unit rows themselves; beyond BAYES_EXACT_BUDGET (N * d) they are projected by PCA
+    to BAYES_DIM dimensions (unit length again), and a query vector is projected the same way. Rows that stay on
+    disk (compression "sq8") are read once, a block at a time, into the projection.
+    """
+
+    def __init__(self, rec: Recommender) -> None:
+        self._rec = rec
+        self._lock = threading.Lock()  # one thread builds a view's projection; the others wait for it
+        self._rows: dict[str, np.ndarray] = {}
+        self._pca: dict[str, faiss.PCAMatrix | None] = {}  # the PCA that made each projection (None: none needed)
+
+    def rows(self, view: str = "embedding") -> np.ndarray:
+        """Unit rows the belief update compares in `view`."""
+        rec = self._rec
+        rows = rec.unit if view == "embedding" else rec.views[view]
+        dim = rows.shape[1]
+        small = rec.n * dim <= BAYES_EXACT_BUDGET or dim <= BAYES_DIM
+        if small and isinstance(rows, np.ndarray):
+            return rows
+        with self._lock:
+            if view not in self._rows:
+                self._rows[view], self._pca[view] = _project(rows, rec.n, dim if small else min(dim, BAYES_DIM))
+        return self._rows[view]
+
+    def project(self, query: np.ndarray, view: str = "embedding") -> np.ndarray:
+        """A (1, d) query vector in the space of `rows(view)`: projected and unit length again where they are."""
+        self.rows(view)
+        pca = self._pca.get(view)
+        if pca is None:
+            return query
+        q = pca.apply_py(query)
+        return q / max(float(np.linalg.norm(q)), 1e-12)
+
+
+def _project(rows, n: int, out_dim: int) -> tuple[np.ndarray, faiss.PCAMatrix | None]:
+    """`rows` (n, d) as float32 (n, out_dim): copied, or PCA-projected and unit length when out_dim < d."""
+    dim = rows.shape[1]
+    pca = None
+    if out_dim < dim:
+        pca = faiss.PCAMatrix(dim, out_dim)
+        sample = np.random.default_rng(0).choice(n, min(n, BAYES_PCA_SAMPLE), replace=False)
+        pca.train(np.ascontiguousarray(rows[np.sort(sample)]))
+    proj = np.empty((n, out_dim), dtype=np.float32)
+    step = min(CHUNK_ROWS, CHUNK_BYTES // (4 * dim))
+    for start in range(0, n, step):
+        block = np.ascontiguousarray(rows[start : start + step])
+        if pca is not None:
+            block = pca.apply_py(block)
+            block /= np.maximum(np.linalg.norm(block, axis=1), 1e-12)[:, None]
+        proj[start : start + len(block)] = block
+    return proj, pca
+
+
+def belief_space(rec: Recommender, view: str = "embedding") -> np.ndarray:
+    """Unit rows the belief update compares in `view` (see BeliefSpaces)."""
+    return rec.belief_spaces.rows(view)
+
+
+def _query_evidence(session: Session) -> np.ndarray | None:
+    """What the session's query adds to `bayes`' log-belief: (<t, q> - 1) / BAYES_QUERY_TEMPERATURE per row t for
+    a vector (in the embedding's belief space), log(ratio) on the word matches for rows, where the ratio gives
+    the matches BAYES_WORDS_TRUST of a uniform belief over the rows possible when the words were typed. None
+    without a query. Made once per query (N float32 kept in the session)."""
+    st = session.state
+    if session.query_vector is None and session.query_rows is None:
+        return None
+    if st.get("query_serial") != session.query_serial:
+        rec = session.rec
+        if session.query_vector is not None:
+            space = belief_space(rec, "embedding")
+            q = rec.belief_spaces.project(session.query_vector.reshape(1, -1))
+            evidence = space @ q.ravel().astype(np.float32)
+            evidence -= 1.0
+            evidence *= np.float32(1.0 / BAYES_QUERY_TEMPERATURE)
+        else:
+            possible = session.unseen_mask()
+            matches = int(possible[session.query_rows].sum())
+            others = int(possible.sum()) - matches
+            evidence = np.zeros(rec.n, dtype=np.float32)
+            if matches and others:
+                ratio = BAYES_WORDS_TRUST / (1 - BAYES_WORDS_TRUST) * others / matches
+                evidence[session.query_rows] = np.float32(np.log(ratio))
+        st["query_serial"], st["query_evidence"] = session.query_serial, evidence
+    return st["query_evidence"]
+
+
+def bayes_hypotheses(rec: Recommender, params: dict) -> list[tuple[str, float, float]]:
+    """The (view, temperature, epsilon) user models a `bayes` session weighs: one, when the session fixes its
+    temperature and epsilon; else every view x BAYES_TEMPERATURES at BAYES_DEFAULTS' epsilon (beyond
+    BAYES_GRID_MAX_N products, every view at the first temperature: a round stays within ~200 ms at 1M)."""
+    if "temperature" in params or "epsilon" in params:
+        return [("embedding", params.get("temperature", BAYES_DEFAULTS["temperature"]),
+                 params.get("epsilon", BAYES_DEFAULTS["epsilon"]))]
+    views = ["embedding", *rec.views]
+    temperatures = BAYES_TEMPERATURES if rec.n <= BAYES_GRID_MAX_N else BAYES_TEMPERATURES[:1]
+    return [(v, t, BAYES_DEFAULTS["epsilon"]) for v in views for t in temperatures]
+
+
+def _prior(h: tuple[str, float, float], hypotheses: list[tuple[str, float, float]]) -> float:
+    """Prior weight of a hypothesis: BAYES_EMBEDDING_PRIOR shared by the embedding's, the rest by the views'."""
+    views = {v for v, _, _ in hypotheses}
+    mine = sum(1 for v, _, _ in hypotheses if v == h[0])
+    if len(views) == 1:
+        return 1 / mine
+    share = BAYES_EMBEDDING_PRIOR if h[0] == "embedding" else (1 - BAYES_EMBEDDING_PRIOR) / (len(views) - 1)
+    return share / mine
+
+
+def bayes_following(session: Session) -> dict[str, float]:
+    """How much a `bayes` session's belief follows each view now: {view: weight}, summing to 1 ({} before
+    its first round)."""
+    st = session.state
+    if "logw" not in st:
+        return {}
+    w = np.exp(st["logw"] - st["logw"].max())
+    w /= w.sum()
+    out: dict[str, float] = {}
+    for (view, _, _), wi in zip(st["hypotheses"], w):
+        out[view] = out.get(view, 0.0) + float(wi)
+    return out
+
+
+def strategy_bayes(session: Session, n: int) -> list[int]:
+    """PicHunter-style search: a posterior over which product the shopper wants, and galleries that split it.
+
+    User model h = (view, temperature T, stray-click rate eps): the shopper picks d from gallery D wanting t with
+    P(d | t, D, h) = (1 - eps) exp(<d, t>_view / T) / sum_{e in D} exp(<e, t>_view / T) + eps / |D|, so one stray
+    click cannot rule the true target out. Nobody knows how a shopper sees, so the session keeps a belief
+    log p_h(t) under each hypothesis h (see `bayes_hypotheses`: each view of the catalog at a few temperatures)
+    and a weight on h from how well it predicted this shopper's clicks so far (Bayesian model averaging);
+    the gallery is chosen from the averaged belief, times the query's likelihood (see `_query_evidence`) when the
+    shopper typed something. Rows already shown get probability 0 (the shopper would
+    have found them). Gallery: the rows that maximise the expected information of the click about the target
+    under the most likely hypothesis, its temperature raised to BAYES_DESIGN_TEMPERATURE (see `_split_belief`).
+    A round is O(H * N * d) for the update (d <=
+    BAYES_DIM on big catalogs: PCA projections) and O(N) for the draw; a session holds H * N float32.
+    """
+    if n <= 0:
+        return []
+    rec, st = session.rec, session.state
+    if "hyp_logp" not in st:
+        st["hypotheses"] = bayes_hypotheses(rec, session.params)
+        st["hyp_logp"] = np.zeros((len(st["hypotheses"]), rec.n), dtype=np.float32)
+        st["logw"] = np.log([_prior(h, st["hypotheses"]) for h in st["hypotheses"]])
+        st["logp"] = st["hyp_logp"][0]  # the belief itself when there is one hypothesis
+        st["rounds_used"] = max(0, session.weigh_picks_from - 1)  # older rounds: out by the unseen mask below
+    hyps, hyp_logp, logw = st["hypotheses"], st["hyp_logp"], st["logw"]
+    if st.get("hidden") != session.n_hidden:  # rows excluded by the catalog or withdrawn: never the target
+        hyp_logp[:, ~session.unseen_mask()] = -np.inf
+        st["hidden"] = session.n_hidden
+    # fold in every round not used yet: the shown rows are out, and the pick (if any) weighs the rest
+    while st["rounds_used"] < len(session.history):
+        shown = session.history[st["rounds_used"]]
+        st["rounds_used"] += 1
+        pick = session.pick_after(st["rounds_used"])
+        hyp_logp[:, shown] = -np.inf
+        if pick is None or st["rounds_used"] < session.weigh_picks_from:
+            continue
+        i_pick = shown.index(pick)
+        for view in dict.fromkeys(v for v, _, _ in hyps):
+            space = belief_space(rec, view)
+            sims = space[shown] @ space.T  # (|D|, N): one pass over the catalog per view
+            sims -= 1.0  # <= 0 (unit rows): exp(sims / T) cannot overflow, nor vanish (>= e^-67) for T >= 0.03
+            work = np.empty_like(sims)
+            for h, (v, temperature, epsilon) in enumerate(hyps):
+                if v != view:
+                    continue
+                inv_t = np.float32(1.0 / temperature)
+                scaled = sims if temperature >= 0.03 else sims - sims.max(axis=0)  # sharper: best row at 0
+                np.multiply(scaled, inv_t, out=work)
+                np.exp(work, out=work)
+                # log of the softmax click probability, for every possible target
+                loglik = scaled[i_pick] * inv_t - np.log(work.sum(axis=0))
+                lik = np.exp(loglik)
+                if epsilon:
+                    lik = lik * np.float32(1.0 - epsilon) + np.float32(epsilon / len(shown))
+                    loglik = np.log(lik)
+                logp = hyp_logp[h]
+                if len(hyps) > 1:  # how well h predicted this click: P_h(pick) = E_{p_h}[lik]
+                    p = np.exp(logp - logp.max())
+                    logw[h] += float(np.log(np.dot(p, lik) / p.sum()))
+                logp += loglik
+                logp -= logp.max()  # keep the numbers in range (-inf rows stay -inf)
+        logw -= logw.max()
+    h_best = int(np.argmax(logw))
+    view, temperature, epsilon = hyps[h_best]
+    if len(hyps) == 1:
+        belief = hyp_logp[0]
+    else:  # log of sum_h w_h p_h(t), each p_h normalised over the rows still possible
+        w = np.exp(logw - logw.max())
+        w /= w.sum()
+        mixed = np.zeros(rec.n, dtype=np.float32)
+        for h in np.flatnonzero(w > 1e-4):
+            p = np.exp(hyp_logp[h])  # each belief's largest value is 0 (kept so above): no overflow
+            mixed += p * np.float32(w[h] / max(float(p.sum(dtype=np.float64)), 1e-300))
+        with np.errstate(divide="ignore"):
+            belief = np.log(mixed)  # rows no hypothesis allows (shown, hidden) are -inf
+    evidence = _query_evidence(session)
+    if evidence is not None:  # what the shopper typed: evidence beside the clicks (not a click: no weight change)
+        belief = belief + evidence
+    rows = rec.unit if view == "embedding" else rec.views[view]
+    design = max(temperature, session.params.get("design_temperature", BAYES_DESIGN_TEMPERATURE))
+    gallery = _split_belief(session, belief, n, session.params.get("particles", BAYES_DEFAULTS["particles"]),
+                            session.params.get("candidates", BAYES_DEFAULTS["candidates"]), design, epsilon, rows)
+    # honest labels: a gallery row is a likely target only if the belief ranks it among its top `per_round`;
+    # the rest are there to split the belief (explore). Likely ones first.
+    k = min(rec.per_round, int(np.isfinite(belief).sum()))
+    kth = np.partition(belief, -k)[-k] if k else np.inf
+    likely = [row for row in gallery if belief[row] >= kth]
+    st["starred"] = len(likely)
+    return likely + [row for row in gallery if belief[row] < kth]
+
+
+def _split_belief(session: Session, logp: np.ndarray, n: int, particles: int, candidates: int,
+                  temperature: float, epsilon: float, rows=None) -> list[int]:
+    """Greedily pick `n` rows maximising the expected information of the click about the target.
+
+    The belief is represented by `particles` rows (all unseen rows when fewer, else drawn in proportion to it);
+    gallery rows are chosen among the `candidates` most probable particles. The click's outcome is "target
+    shown" or which shown row the shopper picks under the same noisy softmax model as the belief update; the
+    greedy step adds the row that maximises H(outcome) - E_target[H(outcome | target)].
+    """
+    if session.remaining <= particles:
+        parts = np.flatnonzero(np.isfinite(logp))
+    else:  # Gumbel top-k: `particles` rows drawn without replacement in proportion to the belief
+        with np.errstate(divide="ignore"):  # a uniform draw of exactly 0 gives a key of -inf: never drawn
+            keys = logp - np.log(-np.log(session.rng.random(logp.shape, dtype=np.float32)))  # + Gumbel(0, 1)
+        parts = np.argpartition(-keys, particles)[:particles]
+        parts = parts[np.isfinite(logp[parts])]
+    if parts.size == 0:
+        return []
+    parts = parts[session.rng.permutation(parts.size)]  # random tie-breaking among equal beliefs
+    w = np.exp(logp[parts] - logp[parts].max()).astype(np.float64)
+    w /= w.sum()
+    cand = np.argsort(-w, kind="stable")[: max(candidates, n)]  # positions in `parts`
+    x = (session.rec.unit if rows is None else rows)[parts]
+    e = np.exp((x[cand] @ x.T - 1.0) / temperature).astype(np.float64)  # (C, M): exp(sim / T), scaled
+    c_count, m = e.shape
+    chosen: list[int] = []  # positions in `cand`
+    z = np.zeros(m)  # sum over chosen rows of exp(sim / T), per particle
+    in_s = np.zeros(m, dtype=bool)  # particles already in the gallery
+    found = 0.0
+    for k in range(min(n, c_count)):
+        zc = z[None, :] + e  # (C, M): normaliser with candidate c added
+        v = np.where(in_s, 0.0, w)[None, :].repeat(c_count, 0)
+        v[np.arange(c_count), cand] = 0.0  # candidate c itself would be found, not picked
+        share = (1 - epsilon) / zc
+        uniform = epsilon / (k + 1)
+        q_old = share[:, :, None] * e[chosen].T[None, :, :] + uniform  # (C, M, k): P(pick chosen s | j)
+        q_new = share * e + uniform  # (C, M): P(pick c | j)
+        p_old = np.einsum("cm,cms->cs", v, q_old)
+        p_new = (v * q_new).sum(axis=1)
+        p_found = found + w[cand]
+        outcome = np.concatenate([p_found[:, None], p_old, p_new[:, None]], axis=1)
+        h_outcome = -(outcome * np.log(np.clip(outcome, 1e-300, None))).sum(axis=1)
+        h_cond = -(v * (q_new * np.log(q_new) + (q_old * np.log(q_old)).sum(axis=2))).sum(axis=1)
+        gain = h_outcome - h_cond
+        gain[chosen] = -np.inf
+        c = int(np.argmax(gain))
+        chosen.append(c)
+        in_s[cand[c]] = True
+        found += w[cand[c]]
+        z += e[c]
+    chosen.sort(key=lambda c: -w[cand[c]])  # most probable first
+    return [int(parts[cand[c]]) for c in chosen]
