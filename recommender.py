@@ -34,7 +34,7 @@ from bayes import (  # noqa: F401 - the bayes strategy and its public names, re-
     belief_space,
     strategy_bayes,
 )
-from rows import UnitRows, as_chunks, read_blocks
+from rows import Bitmap, UnitRows, as_chunks, read_blocks
 from sq8 import ExactSQ8
 from untrusted import clean_text, whole_list
 
@@ -186,15 +186,6 @@ def register_strategy(name: str, fn: Callable[[Session, int], list[int]], slots:
 
 
 # ----------------------------------------------------------------------------------------------- recommender
-def _full_bitmap(n: int) -> np.ndarray:
-    """An n-bit little-endian bitmap (FAISS IDSelectorBitmap layout) with every bit set."""
-    bits = np.zeros((n + 7) // 8, dtype=np.uint8)
-    bits[: n // 8] = 0xFF
-    if n % 8:
-        bits[n // 8] = (1 << (n % 8)) - 1
-    return bits
-
-
 def prepare_views(views: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
     """Each view as float32 rows centred on the view's catalog mean and L2-normalised (a row at the mean stays 0).
 
@@ -273,7 +264,7 @@ class Recommender:
             ivf.nprobe = nprobe
         self._seeds = np.random.SeedSequence(seed)
         self._lock = threading.Lock()  # for drawing session seeds and reading/changing the availability bitmap
-        self._available_bits = _full_bitmap(self.n)  # rows a new session may show: cleared by `exclude`
+        self.available = Bitmap(self.n)  # rows a new session may show: `exclude` takes rows out
         self.n_excluded = 0
         self.belief_spaces = BeliefSpaces(self)  # what `bayes` sessions compare, made once per view
 
@@ -286,15 +277,14 @@ class Recommender:
         if rows.size and (rows[0] < 0 or rows[-1] >= self.n):
             raise ValueError(f"rows to exclude must be in [0, {self.n}), got {rows[0]}..{rows[-1]}")
         with self._lock:
-            was = (self._available_bits[rows >> 3] >> (rows & 7).astype(np.uint8)) & 1
-            new = rows[was == 1]
-            np.bitwise_and.at(self._available_bits, new >> 3, ~(np.uint8(1) << (new & 7).astype(np.uint8)))
+            new = rows[self.available.has_each(rows)]
+            self.available.remove(new)
             self.n_excluded += int(new.size)
         return int(new.size)
 
     def is_excluded(self, row: int) -> bool:
         """Whether `row` is kept out of new sessions."""
-        return not (self._available_bits[row >> 3] >> (row & 7)) & 1
+        return not self.available.has(row)
 
     def new_session(self, seed: int | None = None, strategy: str | None = None, **params) -> Session:
         """Start a shopper session; same `seed` -> same rounds, None -> drawn from the recommender's seed.
@@ -370,11 +360,11 @@ class Session:
         self.query_serial = 0  # bumped by every new query, so strategies know when to redo their query work
         self.weigh_picks_from = 0  # `bayes` weighs the picks of rounds from this one on (a restore sets it)
         with rec._lock:
-            self._unseen_bits = rec._available_bits.copy()  # a bit per row: set while it may still be shown
+            self.unseen = rec.available.copy()  # the rows that may still be shown (the FAISS selector reads its bits)
             self.n_hidden = rec.n_excluded  # rows never to be shown: excluded by the catalog, or withdrawn
         self._params = None
         if rec.index is not None:
-            self._selector = faiss.IDSelectorBitmap(rec.n, faiss.swig_ptr(self._unseen_bits))
+            self._selector = faiss.IDSelectorBitmap(rec.n, faiss.swig_ptr(self.unseen.bits))
             self._params = _search_params(rec.index, self._selector)
 
     @property
@@ -399,7 +389,7 @@ class Session:
 
     def unseen_mask(self) -> np.ndarray:
         """(N,) bool: the rows that may still be shown."""
-        return np.unpackbits(self._unseen_bits, bitorder="little", count=self.rec.n).astype(bool)
+        return self.unseen.mask()
 
     def pick_after(self, round_no: int) -> int | None:
         """The row picked from round `round_no` (1-based), or None when that round got no pick."""
@@ -409,7 +399,7 @@ class Session:
 
     def is_seen(self, row: int) -> bool:
         """Whether `row` has been shown in this session."""
-        return not (self._unseen_bits[row >> 3] >> (row & 7)) & 1
+        return not self.unseen.has(row)
 
     def search(self, query: np.ndarray, k: int, among: np.ndarray | None = None) -> list[int]:
         """The `k` unseen rows with the highest inner product with `query`, best first, ties to the lower row;
@@ -428,8 +418,8 @@ class Session:
                 return among[np.lexsort((among, -scores))][:k].tolist()
             mask = np.zeros(self.rec.n, dtype=bool)  # a large share of the catalog: a scan with a bitmap of them
             mask[among] = True
-            return self._search_bits(query, k, np.packbits(mask, bitorder="little"), len(among))
-        return self._search_bits(query, min(k, self.remaining), self._unseen_bits, self.remaining, self._params)
+            return self._search_bits(query, k, Bitmap.of_mask(mask).bits, len(among))
+        return self._search_bits(query, min(k, self.remaining), self.unseen.bits, self.remaining, self._params)
 
     def _search_bits(self, query: np.ndarray, k: int, bits: np.ndarray, available: int, params=None) -> list[int]:
         """`search` among the rows whose bit is set in `bits` (`available` of them)."""
@@ -457,7 +447,7 @@ class Session:
         if self.query_rows is None:
             return None
         rows = self.query_rows
-        return rows[(self._unseen_bits[rows >> 3] >> (rows & 7).astype(np.uint8)) & 1 == 1]
+        return rows[self.unseen.has_each(rows)]
 
     def checked_query(self, query) -> tuple[np.ndarray | None, np.ndarray | None]:
         """(unit vector, None) or (None, sorted unique rows) for `query`; a ValueError saying what is wrong.
@@ -527,12 +517,8 @@ class Session:
             unseen = unseen[~np.isin(unseen, np.fromiter(taken, dtype=np.int64))]
         return [int(r) for r in self.rng.choice(unseen, size=k, replace=False)]
 
-    def _clear_bits(self, rows: list[int]) -> None:
-        for row in rows:
-            self._unseen_bits[row >> 3] &= ~np.uint8(1 << (row & 7))
-
     def _mark_seen(self, rows: list[int]) -> None:
-        self._clear_bits(rows)
+        self.unseen.remove(rows)
         self.n_seen += len(rows)
 
     def withdraw(self, rows) -> list[int]:
@@ -544,7 +530,7 @@ class Session:
         rows = {int(r) for r in rows}
         gone = [r for r in self.shown if r in rows]
         unseen = [r for r in rows - set(gone) if 0 <= r < self.rec.n and not self.is_seen(r)]
-        self._clear_bits(unseen)
+        self.unseen.remove(unseen)
         self.n_hidden += len(unseen) + len(gone)
         if gone:
             self.n_seen -= len(gone)

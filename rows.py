@@ -229,3 +229,45 @@ class UnitRows:
         faiss.fvec_inner_products_by_idx(faiss.swig_ptr(out), faiss.swig_ptr(query), faiss.swig_ptr(block),
                                          faiss.swig_ptr(ids), self.shape[1], 1, len(block))
         return out
+
+
+class Bitmap:
+    """A set of catalog rows as n bits, little-endian within each byte: the layout of FAISS's IDSelectorBitmap, so
+    a scan skips the rows whose bit is clear without a Python loop. `bits` is the uint8 array itself."""
+
+    def __init__(self, n: int, bits: np.ndarray | None = None) -> None:
+        self.n = n
+        if bits is None:  # every row in the set
+            bits = np.zeros((n + 7) // 8, dtype=np.uint8)
+            bits[: n // 8] = 0xFF
+            if n % 8:
+                bits[n // 8] = (1 << (n % 8)) - 1
+        self.bits = bits
+
+    @classmethod
+    def of_mask(cls, mask: np.ndarray) -> Bitmap:
+        """The rows where the (n,) bool `mask` is True."""
+        return cls(len(mask), np.packbits(mask, bitorder="little"))
+
+    def copy(self) -> Bitmap:
+        return Bitmap(self.n, self.bits.copy())
+
+    def has(self, row: int) -> bool:
+        """Whether `row` is in the set."""
+        return bool((self.bits[row >> 3] >> (row & 7)) & 1)
+
+    def has_each(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows),) bool: which of the int64 `rows` are in the set."""
+        return (self.bits[rows >> 3] >> (rows & 7).astype(np.uint8)) & 1 == 1
+
+    def remove(self, rows) -> None:
+        """Take `rows` (ints, or an int64 array of distinct rows) out of the set."""
+        if isinstance(rows, np.ndarray):
+            np.bitwise_and.at(self.bits, rows >> 3, ~(np.uint8(1) << (rows & 7).astype(np.uint8)))
+            return
+        for row in rows:
+            self.bits[row >> 3] &= ~np.uint8(1 << (row & 7))
+
+    def mask(self) -> np.ndarray:
+        """(n,) bool: True for the rows in the set."""
+        return np.unpackbits(self.bits, bitorder="little", count=self.n).astype(bool)

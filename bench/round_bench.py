@@ -90,7 +90,7 @@ def floor_ms(rec: Recommender, trials: int = 9) -> float:
     query = rec.unit[session.history[0][:3]].mean(axis=0).astype(np.float32).reshape(1, -1)
     if rec.codes is not None:
         u = rec.codes._query(query.ravel())[0]
-        scan = lambda: rec.codes._scan(u, rec.similar, session._unseen_bits)  # noqa: E731
+        scan = lambda: rec.codes._scan(u, rec.similar, session.unseen.bits)  # noqa: E731
     else:
         scan = lambda: rec.index.search(query, rec.similar, params=session._params)  # noqa: E731
     times = []

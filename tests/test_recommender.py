@@ -200,7 +200,7 @@ def test_catalog_held_once_and_session_memory_small():
     assert rec.unit.base is not None and not rec.unit.flags.owndata  # a view into the FAISS index storage
     np.testing.assert_allclose(rec.unit, x, atol=1e-6)
     session = rec.new_session()
-    assert session._unseen_bits.nbytes == (5000 + 7) // 8  # an N-bit bitmap, nothing of size N*d
+    assert session.unseen.bits.nbytes == (5000 + 7) // 8  # an N-bit bitmap, nothing of size N*d
 
 
 def test_approximate_index_option():

@@ -11,7 +11,7 @@ import pytest
 import bayes
 import recommender
 from recommender import Recommender
-from rows import UnitRows, file_mapped
+from rows import Bitmap, UnitRows, file_mapped
 
 
 def rss_file_mb() -> float:
@@ -77,7 +77,7 @@ def test_float32_settles_ties_toward_the_lower_row() -> None:
 def test_bound_holds_for_every_row() -> None:
     x = catalogs()["clustered"]
     rec = Recommender(x, seed=0, compression="sq8")
-    codes, bits = rec.codes, recommender._full_bitmap(rec.n)
+    codes, bits = rec.codes, Bitmap(rec.n).bits
     rng = np.random.default_rng(2)
     for _ in range(20):
         q = rec.unit[rng.choice(rec.n, rng.integers(1, 6))].mean(axis=0).astype(np.float32)
