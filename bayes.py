@@ -184,11 +184,34 @@ def strategy_bayes(session: Session, n: int) -> list[int]:
         st["logw"] = np.log([_prior(h, st["hypotheses"]) for h in st["hypotheses"]])
         st["logp"] = st["hyp_logp"][0]  # the belief itself when there is one hypothesis
         st["rounds_used"] = max(0, session.weigh_picks_from - 1)  # older rounds: out by the unseen mask below
-    hyps, hyp_logp, logw = st["hypotheses"], st["hyp_logp"], st["logw"]
     if st.get("hidden") != session.n_hidden:  # rows excluded by the catalog or withdrawn: never the target
-        hyp_logp[:, ~session.unseen_mask()] = -np.inf
+        st["hyp_logp"][:, ~session.unseen_mask()] = -np.inf
         st["hidden"] = session.n_hidden
-    # fold in every round not used yet: the shown rows are out, and the pick (if any) weighs the rest
+    _fold_in_rounds(session, st)
+    hyps, logw = st["hypotheses"], st["logw"]
+    h_best = int(np.argmax(logw))
+    view, temperature, epsilon = hyps[h_best]
+    belief = _mixed_belief(st["hyp_logp"], logw, rec.n)
+    evidence = _query_evidence(session)
+    if evidence is not None:  # what the shopper typed: evidence beside the clicks (not a click: no weight change)
+        belief = belief + evidence
+    rows = rec.unit if view == "embedding" else rec.views[view]
+    design = max(temperature, session.params.get("design_temperature", BAYES_DESIGN_TEMPERATURE))
+    gallery = _split_belief(session, belief, n, session.params.get("particles", BAYES_DEFAULTS["particles"]),
+                            session.params.get("candidates", BAYES_DEFAULTS["candidates"]), design, epsilon, rows)
+    # honest labels: a gallery row is a likely target only if the belief ranks it among its top `per_round`;
+    # the rest are there to split the belief (explore). Likely ones first.
+    k = min(rec.per_round, int(np.isfinite(belief).sum()))
+    kth = np.partition(belief, -k)[-k] if k else np.inf
+    likely = [row for row in gallery if belief[row] >= kth]
+    st["starred"] = len(likely)
+    return likely + [row for row in gallery if belief[row] < kth]
+
+
+def _fold_in_rounds(session: Session, st: dict) -> None:
+    """Fold every round not used yet into each hypothesis' belief: the shown rows are out, and the pick (if any)
+    weighs the rest by its click likelihood; each hypothesis' weight by how well it predicted the pick."""
+    rec, hyps, hyp_logp, logw = session.rec, st["hypotheses"], st["hyp_logp"], st["logw"]
     while st["rounds_used"] < len(session.history):
         shown = session.history[st["rounds_used"]]
         st["rounds_used"] += 1
@@ -222,33 +245,21 @@ def strategy_bayes(session: Session, n: int) -> list[int]:
                 logp += loglik
                 logp -= logp.max()  # keep the numbers in range (-inf rows stay -inf)
         logw -= logw.max()
-    h_best = int(np.argmax(logw))
-    view, temperature, epsilon = hyps[h_best]
-    if len(hyps) == 1:
-        belief = hyp_logp[0]
-    else:  # log of sum_h w_h p_h(t), each p_h normalised over the rows still possible
-        w = np.exp(logw - logw.max())
-        w /= w.sum()
-        mixed = np.zeros(rec.n, dtype=np.float32)
-        for h in np.flatnonzero(w > 1e-4):
-            p = np.exp(hyp_logp[h])  # each belief's largest value is 0 (kept so above): no overflow
-            mixed += p * np.float32(w[h] / max(float(p.sum(dtype=np.float64)), 1e-300))
-        with np.errstate(divide="ignore"):
-            belief = np.log(mixed)  # rows no hypothesis allows (shown, hidden) are -inf
-    evidence = _query_evidence(session)
-    if evidence is not None:  # what the shopper typed: evidence beside the clicks (not a click: no weight change)
-        belief = belief + evidence
-    rows = rec.unit if view == "embedding" else rec.views[view]
-    design = max(temperature, session.params.get("design_temperature", BAYES_DESIGN_TEMPERATURE))
-    gallery = _split_belief(session, belief, n, session.params.get("particles", BAYES_DEFAULTS["particles"]),
-                            session.params.get("candidates", BAYES_DEFAULTS["candidates"]), design, epsilon, rows)
-    # honest labels: a gallery row is a likely target only if the belief ranks it among its top `per_round`;
-    # the rest are there to split the belief (explore). Likely ones first.
-    k = min(rec.per_round, int(np.isfinite(belief).sum()))
-    kth = np.partition(belief, -k)[-k] if k else np.inf
-    likely = [row for row in gallery if belief[row] >= kth]
-    st["starred"] = len(likely)
-    return likely + [row for row in gallery if belief[row] < kth]
+
+
+def _mixed_belief(hyp_logp: np.ndarray, logw: np.ndarray, n: int) -> np.ndarray:
+    """log of sum_h w_h p_h(t), each p_h normalised over the rows still possible (the belief itself when there
+    is one hypothesis); rows no hypothesis allows (shown, hidden) are -inf."""
+    if len(hyp_logp) == 1:
+        return hyp_logp[0]
+    w = np.exp(logw - logw.max())
+    w /= w.sum()
+    mixed = np.zeros(n, dtype=np.float32)
+    for h in np.flatnonzero(w > 1e-4):
+        p = np.exp(hyp_logp[h])  # each belief's largest value is 0 (kept so above): no overflow
+        mixed += p * np.float32(w[h] / max(float(p.sum(dtype=np.float64)), 1e-300))
+    with np.errstate(divide="ignore"):
+        return np.log(mixed)
 
 
 def _split_belief(session: Session, logp: np.ndarray, n: int, particles: int, candidates: int,

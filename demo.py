@@ -135,20 +135,6 @@ def load_demo_catalog(size: int = 2000, cache_dir: str | os.PathLike | None = No
     return datasets.load_from_disk(str(cache))
 
 
-def category_precision_at_k(embeddings: np.ndarray, labels, k: int = 5) -> float:
-    """Mean share of each product's k nearest neighbours (itself excluded) that are of its category."""
-    x = np.asarray(embeddings, dtype=np.float32)
-    x = x / np.linalg.norm(x, axis=1, keepdims=True)
-    labels = np.asarray(labels)
-    hits = 0.0
-    for s in range(0, len(x), 2048):
-        sims = x[s : s + 2048] @ x.T
-        sims[np.arange(len(sims)), np.arange(s, s + len(sims))] = -np.inf
-        nn = np.argpartition(-sims, k, axis=1)[:, :k]
-        hits += (labels[nn] == labels[s : s + len(sims), None]).sum()
-    return float(hits / (len(x) * k))
-
-
 def make_subset(path: Path = SUBSET_FILE, per_category: int = SUBSET_PER_CATEGORY) -> None:
     """Write the shipped subset: the first `per_category` products of each category in the fixed order."""
     name, images, labels, index = load_source("debian")
@@ -174,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         make_subset()
         return 0
     from embed import embedding_matrix
+    from evaluate import category_precision_at_k
 
     t = time.perf_counter()
     ds = load_demo_catalog(args.size, args.cache_dir, args.source)

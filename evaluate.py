@@ -237,6 +237,20 @@ def plot(results: dict[str, np.ndarray], path: str, title: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ catalogs
+def category_precision_at_k(embeddings: np.ndarray, labels, k: int = 5) -> float:
+    """Mean share of each product's k nearest neighbours (itself excluded) that are of its category."""
+    x = np.asarray(embeddings, dtype=np.float32)
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    labels = np.asarray(labels)
+    hits = 0.0
+    for s in range(0, len(x), 2048):
+        sims = x[s : s + 2048] @ x.T
+        sims[np.arange(len(sims)), np.arange(s, s + len(sims))] = -np.inf
+        nn = np.argpartition(-sims, k, axis=1)[:, :k]
+        hits += (labels[nn] == labels[s : s + len(sims), None]).sum()
+    return float(hits / (len(x) * k))
+
+
 def synthetic_catalog(n: int, d: int, clusters: int, seed: int = 0, spread: float = 0.5) -> np.ndarray:
     """Unit vectors around `clusters` random centres: a stand-in for a catalog of product families."""
     rng = np.random.default_rng(seed)
@@ -289,10 +303,9 @@ def settings_problem(args: argparse.Namespace) -> str | None:
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point."""
-    ap = ArgumentParser(prog="evaluate.py", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, checked before any work: a mistake is one `error:` line and exit code 2."""
+    ap = ArgumentParser(prog="evaluate.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--dataset", metavar="SRC", help="'demo', a Hub dataset id, or a directory from upload_ds.py")
     src.add_argument("--synthetic", metavar="N,d,clusters", help="a clustered synthetic catalog, e.g. 500,64,20")
@@ -312,61 +325,56 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--similar", type=whole_number(0), default=5)
     ap.add_argument("--max-rounds", type=whole_number(1), default=None, help="cap on rounds (default N / per-round)")
     ap.add_argument("--sweep", action="store_true", help="also sweep mean's similar/random split 0..per-round")
-    ap.add_argument("--plot", metavar="PNG", help="write cumulative %% found vs rounds")
+    ap.add_argument("--plot", metavar="PNG", help="write cumulative %% found vs rounds (of the last --perceive)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--demo-size", type=whole_number(1, 70_000), default=2000)
     ap.add_argument("--cache-dir", default=None)
     args = ap.parse_args(argv)
     if args.similar > args.per_round:
         ap.error(f"--similar ({args.similar}) cannot exceed --per-round ({args.per_round})")
-    strategies = [s.strip() for s in args.strategy.split(",") if s.strip()]
-    unknown = [s for s in strategies if s not in STRATEGIES]
-    if unknown or not strategies:
+    args.strategies = [s.strip() for s in args.strategy.split(",") if s.strip()]
+    unknown = [s for s in args.strategies if s not in STRATEGIES]
+    if unknown or not args.strategies:
         ap.error(f"unknown strategy {unknown or args.strategy!r}; choose from {sorted(STRATEGIES)}")
+    args.perceive = [p.strip() for p in args.perceive.split(",") if p.strip()] or ["embedding"]
+    if args.synthetic:
+        try:
+            args.synthetic = tuple(int(v) for v in args.synthetic.split(","))
+        except ValueError:
+            ap.error("--synthetic takes N,d,clusters, e.g. 500,64,20")
+        if len(args.synthetic) != 3 or min(args.synthetic) < 1:
+            ap.error("--synthetic N,d,clusters must be three whole numbers of at least 1")
     problem = settings_problem(args)
     if problem:
         ap.error(problem)
-    perceive = [p.strip() for p in args.perceive.split(",") if p.strip()] or ["embedding"]
+    return args
+
+
+def load_catalog(args: argparse.Namespace) -> tuple[Recommender, np.ndarray | None, str, object]:
+    """(recommender, categories or None, name, dataset or None) of --synthetic or --dataset; ValueError with one
+    line when the catalog cannot be used."""
     cats = ds = None
     if args.synthetic:
-        try:
-            n, d, c = (int(v) for v in args.synthetic.split(","))
-        except ValueError:
-            ap.error("--synthetic takes N,d,clusters, e.g. 500,64,20")
-        if min(n, d, c) < 1:
-            ap.error("--synthetic N,d,clusters must all be at least 1")
+        n, d, c = args.synthetic
         x, name = synthetic_catalog(n, d, c, seed=args.seed), f"synthetic ({n} products, d={d}, {c} clusters)"
     else:
-        try:
-            x, cats, name, ds = load_embeddings(args.dataset, args.demo_size, args.cache_dir)
-        except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        x, cats, name, ds = load_embeddings(args.dataset, args.demo_size, args.cache_dir)
     try:
         views = dataset_views(ds) if ds is not None else None  # e.g. the catalog's colour layouts, for bayes
         rec = Recommender(x, per_round=args.per_round, similar=args.similar, seed=args.seed, views=views)
     except ValueError as exc:  # e.g. a NaN in an embedding
-        print(f"error: {name}: {exc}", file=sys.stderr)
-        return 2
-    rng = np.random.default_rng(args.seed)
-    targets = np.arange(rec.n) if args.targets >= rec.n else rng.choice(rec.n, args.targets, replace=False)
-    print(f"{name}: {rec.n} products, {len(targets)} targets, {args.user} shopper, {args.per_round} per round; "
-          f"views for bayes: {', '.join(['embedding', *rec.views])}")
-    if cats is not None:
-        from demo import category_precision_at_k
+        raise ValueError(f"{name}: {exc}") from None
+    return rec, cats, name, ds
 
-        print(f"embedding category precision@5: {category_precision_at_k(rec.unit, cats):.3f}")
-    try:
-        eyes = {kind: perception(kind, rec.unit, ds, seed=args.seed) for kind in perceive}
-        typed, typed_kind = typed_queries(ds, targets, args.typed) if args.typed else (None, "")
-    except ValueError as exc:
-        ap.error(str(exc))
-    if typed is not None:
-        print(f"typed: each shopper first types its target's {args.typed} (search by {typed_kind})")
+
+def run(args: argparse.Namespace, rec: Recommender, targets: np.ndarray, eyes: dict[str, np.ndarray],
+        typed: dict | None) -> dict[str, np.ndarray]:
+    """Print a table of rounds per strategy for each perception; returns the last table's results."""
+    results: dict[str, np.ndarray] = {}
     for kind, perceived in eyes.items():
         t = time.perf_counter()
         clicks = {} if args.click_fit else None
-        results = evaluate(rec, strategies, targets, args.user, args.seed, args.max_rounds, args.temperature,
+        results = evaluate(rec, args.strategies, targets, args.user, args.seed, args.max_rounds, args.temperature,
                            args.epsilon, perceived=perceived, typed=typed, clicks=clicks)
         mismatch = "" if kind == "embedding" else " (not the embedding the strategies use)"
         print(f"\nshopper perceives: {kind}{mismatch}")
@@ -376,16 +384,43 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{label}: bayes' user model gives the clicks a log-probability of {_fit_text(fit['early'])} in "
                   f"rounds 1-2 and {_fit_text(fit['later'])} later; a random click {math.log(1 / args.per_round):.2f}")
         print(f"({time.perf_counter() - t:.1f} s)")
+    return results
+
+
+def sweep(args: argparse.Namespace, rec: Recommender, targets: np.ndarray) -> None:
+    """Print mean's rounds for every split of a round into similar and random products."""
+    print(f"\nsweep of mean's split ({args.user} shopper): similar + random = {args.per_round}")
+    print(f"{'similar':>7} {'mean':>6} {'median':>7} {'p90':>5}")
+    for similar in range(args.per_round + 1):
+        swept = Recommender(rec.unit, per_round=args.per_round, similar=similar, seed=args.seed)
+        s = summary(evaluate(swept, ["mean"], targets, args.user, args.seed, args.max_rounds, args.temperature,
+                             args.epsilon, progress=False)["mean"])
+        print(f"{similar:7d} {s['mean']:6.2f} {s['median']:7.1f} {s['p90']:5.1f}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point: parse, load the catalog and the shoppers' eyes, then run the tables."""
+    args = parse_args(argv)
+    try:
+        rec, cats, name, ds = load_catalog(args)
+        rng = np.random.default_rng(args.seed)
+        targets = np.arange(rec.n) if args.targets >= rec.n else rng.choice(rec.n, args.targets, replace=False)
+        eyes = {kind: perception(kind, rec.unit, ds, seed=args.seed) for kind in args.perceive}
+        typed, typed_kind = typed_queries(ds, targets, args.typed) if args.typed else (None, "")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{name}: {rec.n} products, {len(targets)} targets, {args.user} shopper, {args.per_round} per round; "
+          f"views for bayes: {', '.join(['embedding', *rec.views])}")
+    if cats is not None:
+        print(f"embedding category precision@5: {category_precision_at_k(rec.unit, cats):.3f}")
+    if typed is not None:
+        print(f"typed: each shopper first types its target's {args.typed} (search by {typed_kind})")
+    results = run(args, rec, targets, eyes, typed)
     if args.sweep:
-        print(f"\nsweep of mean's split ({args.user} shopper): similar + random = {args.per_round}")
-        print(f"{'similar':>7} {'mean':>6} {'median':>7} {'p90':>5}")
-        for similar in range(args.per_round + 1):
-            swept = Recommender(rec.unit, per_round=args.per_round, similar=similar, seed=args.seed)
-            s = summary(evaluate(swept, ["mean"], targets, args.user, args.seed, args.max_rounds, args.temperature,
-                                 args.epsilon, progress=False)["mean"])
-            print(f"{similar:7d} {s['mean']:6.2f} {s['median']:7.1f} {s['p90']:5.1f}", flush=True)
+        sweep(args, rec, targets)
     if args.plot:
-        plot(results, args.plot, f"{name}, {args.user} shopper perceiving {kind}")
+        plot(results, args.plot, f"{name}, {args.user} shopper perceiving {args.perceive[-1]}")
         print(f"plot written to {args.plot}")
     return 0
 

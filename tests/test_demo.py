@@ -11,6 +11,7 @@ from gradio_http import Shopper, gallery_captions, start_app
 
 import demo
 from embed import ImageEncoder, embedding_matrix
+from evaluate import category_precision_at_k
 
 
 @pytest.fixture(scope="module")
@@ -90,14 +91,14 @@ def test_pretrained_weights_beat_random_weights(catalog500):
     from efficientnet_lite_pytorch import EfficientNet
 
     labels = np.asarray(catalog500["category"])
-    pretrained = demo.category_precision_at_k(embedding_matrix(catalog500), labels)
+    pretrained = category_precision_at_k(embedding_matrix(catalog500), labels)
     torch.manual_seed(0)
     enc = ImageEncoder("efficientnet-lite0", batch_size=16)
     enc.model = EfficientNet.from_name("efficientnet-lite0").eval()  # same network, random weights
     _, images, lab, index = demo.load_source("subset")
     rows = demo.balanced_order(lab, index, 500)
     random_vecs = enc.embed([demo.product_photo(images[r], 28) for r in rows])
-    random_p5 = demo.category_precision_at_k(random_vecs, lab[rows])
+    random_p5 = category_precision_at_k(random_vecs, lab[rows])
     print(f"category precision@5: pretrained {pretrained:.3f}, random weights {random_p5:.3f}")
     assert pretrained >= 0.65 and pretrained > random_p5 + 0.1
 
