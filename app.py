@@ -147,29 +147,28 @@ def saved_results(results, max_rounds: int) -> list[dict]:
     return out
 
 
-def build_app(catalog: Catalog, rec: Recommender, session_idle_s: float = SESSION_IDLE_S, secret: str | None = None):
-    """The Gradio Blocks of the shop over one catalog and one recommender (shared, read-only).
+class Shop:
+    """The page's event handlers over one catalog and one recommender (shared, read-only); what an event changes
+    is the shopper's own Visit. `build_app` lays out the page and wires each event to one of these."""
 
-    `secret` encrypts what each browser keeps of its visit; the same secret across restarts lets a reload
-    after a restart resume too (None: a new one per process).
-    """
-    strategies = sorted(STRATEGIES)
+    def __init__(self, catalog: Catalog, rec: Recommender) -> None:
+        self.catalog, self.rec = catalog, rec
 
-    def gallery_items(session: Session) -> list[tuple[str, str]]:
+    def gallery_items(self, session: Session) -> list[tuple[str, str]]:
         """The current round as (thumbnail, caption); products whose image turns out unreadable are swapped out
         (a few tries at most, then left off the gallery)."""
         for _ in range(5):
-            paths = {row: catalog.showable(row) for row in session.shown}
+            paths = {row: self.catalog.showable(row) for row in session.shown}
             bad = [row for row, path in paths.items() if path is None]
             if not bad:
                 break
             session.withdraw(bad)
-        return [(paths[row], ("★ match · " if i < session.n_similar else "✦ new · ") + catalog.labels[row])
+        return [(paths[row], ("★ match · " if i < session.n_similar else "✦ new · ") + self.catalog.labels[row])
                 for i, row in enumerate(session.shown) if paths.get(row) is not None]
 
-    def status(visit: Visit) -> str:
+    def status(self, visit: Visit) -> str:
         session = visit.session
-        seen = f"{session.n_seen:,} of {catalog.n - session.n_hidden:,} products seen"
+        seen = f"{session.n_seen:,} of {self.catalog.n - session.n_hidden:,} products seen"
         if visit.found_in is not None:
             return (f"**Found it in {visit.found_in} round{'s' * (visit.found_in != 1)}** with strategy "
                     f"*{session.strategy}*. Press *Find a product* for another, or *Start over* to shop.")
@@ -192,7 +191,7 @@ def build_app(catalog: Catalog, rec: Recommender, session_idle_s: float = SESSIO
             hint += f" Searching '{markdown_text(visit.words)}' by {visit.kind}."
         return f"**Round {session.round}** · {seen} · {hint}"
 
-    def results_table(visit: Visit) -> list[list]:
+    def results_table(self, visit: Visit) -> list[list]:
         rows = [[r["strategy"], r["rounds"] if r["rounds"] is not None else "gave up"] for r in visit.results]
         for name in sorted({r["strategy"] for r in visit.results}):
             done = [r["rounds"] for r in visit.results if r["strategy"] == name and r["rounds"] is not None]
@@ -200,31 +199,31 @@ def build_app(catalog: Catalog, rec: Recommender, session_idle_s: float = SESSIO
                 rows.append([f"{name}: mean of {len(done)}", round(sum(done) / len(done), 2)])
         return rows
 
-    def render(visit: Visit, extras: bool = True, box=None):
+    def render(self, visit: Visit, extras: bool = True, box=None):
         """All outputs; with extras=False the target image and results table are left as they are (cheaper);
         `box`: the new text of the search box (None: as it is)."""
         session = visit.session
-        gallery = gallery_items(session)  # first: it may swap products, which the status line counts
-        target = catalog.showable(visit.target) if visit.target is not None else None
-        picks = [(path, catalog.labels[row]) for row in session.picks if (path := catalog.showable(row))]
-        line = status(visit)
+        gallery = self.gallery_items(session)  # first: it may swap products, which the status line counts
+        target = self.catalog.showable(visit.target) if visit.target is not None else None
+        picks = [(path, self.catalog.labels[row]) for row in session.picks if (path := self.catalog.showable(row))]
+        line = self.status(visit)
         if visit.note:
             line, visit.note = f"**{markdown_text(visit.note)}** {line}", ""
         return (visit, gr.Gallery(value=gallery, selected_index=None), picks, line,
                 gr.Image(value=target, visible=target is not None) if extras else gr.skip(),
-                results_table(visit) if extras else gr.skip(), visit.saved(catalog), catalog.summary(),
+                self.results_table(visit) if extras else gr.skip(), visit.saved(self.catalog), self.catalog.summary(),
                 gr.skip() if box is None else box)
 
-    def draw_target(session: Session) -> int | None:
+    def draw_target(self, session: Session) -> int | None:
         """A random product that can be shown, to hunt for."""
         for _ in range(100):
-            row = int(session.rng.integers(catalog.n))
-            if not rec.is_excluded(row) and catalog.showable(row) is not None:
+            row = int(session.rng.integers(self.catalog.n))
+            if not self.rec.is_excluded(row) and self.catalog.showable(row) is not None:
                 return row
         return None
 
-    def new_visit(strategy: str | None, old: Visit | None, hunt: bool) -> Visit:
-        strategy = strategy if strategy in STRATEGIES else rec.strategy
+    def new_visit(self, strategy: str | None, old: Visit | None, hunt: bool) -> Visit:
+        strategy = strategy if strategy in STRATEGIES else self.rec.strategy
         results = []
         if old is not None:
             with old.lock:  # two Start-over clicks at once record the abandoned hunt once
@@ -232,76 +231,85 @@ def build_app(catalog: Catalog, rec: Recommender, session_idle_s: float = SESSIO
                     old.results.append({"strategy": old.session.strategy, "rounds": None})
                 old.target = None
                 results = old.results
-        visit = Visit(rec.new_session(strategy=strategy), results=results)
+        visit = Visit(self.rec.new_session(strategy=strategy), results=results)
         if hunt:
-            visit.target = draw_target(visit.session)
+            visit.target = self.draw_target(visit.session)
         visit.session.next_round()
         return visit
 
-    def load(saved):
+    def load(self, saved):
         """A page (re)load: resume what this browser saved, or start a new visit."""
-        visit = restore_visit(saved, catalog, rec)
+        visit = restore_visit(saved, self.catalog, self.rec)
         if visit is None:
-            return render(new_visit(None, None, hunt=False), box="")
-        return render(visit, box=visit.words or "")
+            return self.render(self.new_visit(None, None, hunt=False), box="")
+        return self.render(visit, box=visit.words or "")
 
-    def start(strategy: str | None = None, visit: Visit | None = None):
-        return render(new_visit(strategy, visit, hunt=False), box="")
+    def start(self, strategy: str | None = None, visit: Visit | None = None):
+        return self.render(self.new_visit(strategy, visit, hunt=False), box="")
 
-    def find_product(strategy: str | None = None, visit: Visit | None = None):
-        return render(new_visit(strategy, visit, hunt=True), box="")
+    def find_product(self, strategy: str | None = None, visit: Visit | None = None):
+        return self.render(self.new_visit(strategy, visit, hunt=True), box="")
 
-    def on_search(text, visit: Visit | None, saved):
+    def on_search(self, text, visit: Visit | None, saved):
         if visit is None:
-            visit = restore_visit(saved, catalog, rec) or new_visit(None, None, hunt=False)
+            visit = restore_visit(saved, self.catalog, self.rec) or self.new_visit(None, None, hunt=False)
         with visit.lock:
-            return search(visit, clean_text(text, MAX_QUERY_CHARS * 4))
+            return self.search(visit, clean_text(text, MAX_QUERY_CHARS * 4))
 
-    def search(visit: Visit, text: str):
+    def search(self, visit: Visit, text: str):
         """Typed words steer the next round like a pick; a miss says so and changes nothing; an empty box clears."""
         session = visit.session
         if visit.found_in is not None:
-            return render(visit, extras=False)  # the hunt is over
-        found = catalog.find(text)
+            return self.render(visit, extras=False)  # the hunt is over
+        found = self.catalog.find(text)
         if found.query is None:
             if not found.text and visit.words:
                 session.set_query(None)
                 visit.words, visit.kind, visit.note = None, "", "Search cleared."
             else:
                 visit.note = found.message
-            return render(visit, extras=False)
+            return self.render(visit, extras=False)
         try:
             session.next_round(query=found.query)
-        except ValueError as exc:  # e.g. a text tower whose vectors do not fit the catalog: say it, change nothing
+        except ValueError as exc:  # e.g. a text tower whose vectors do not fit the self.catalog: say it, change nothing
             visit.note = f"Search failed: {exc}"
-            return render(visit, extras=False)
+            return self.render(visit, extras=False)
         visit.words, visit.kind = found.text, found.kind
-        return render(visit, extras=False, box=found.text)
+        return self.render(visit, extras=False, box=found.text)
 
-    def on_select(visit: Visit | None, saved, evt: gr.SelectData):
+    def on_select(self, visit: Visit | None, saved, evt: gr.SelectData):
         if visit is None:  # the server let this session's state go (idle, or a restart): the browser has it
-            visit = restore_visit(saved, catalog, rec)
+            visit = restore_visit(saved, self.catalog, self.rec)
             if visit is None:
-                return start()
+                return self.start()
         with visit.lock:  # a double click sends two events at once; the second sees the first's result
-            return pick(visit, evt)
+            return self.pick(visit, evt)
 
-    def pick(visit: Visit, evt: gr.SelectData):
+    def pick(self, visit: Visit, evt: gr.SelectData):
         session = visit.session
         index = evt.index if isinstance(evt.index, int) and not isinstance(evt.index, bool) else None
         if index is None or not 0 <= index < len(session.shown) or visit.found_in is not None:
-            return render(visit, extras=False)  # out of range, or the hunt is over: ignore
+            return self.render(visit, extras=False)  # out of range, or the hunt is over: ignore
         clicked = row_of_thumb(evt.value)
         if clicked is not None and clicked != session.shown[index]:
-            return render(visit, extras=False)  # a click on a gallery the shopper no longer sees
+            return self.render(visit, extras=False)  # a click on a gallery the shopper no longer sees
         row = session.shown[index]
         if visit.target is not None and row == visit.target:
             visit.found_in = session.round
             visit.results.append({"strategy": session.strategy, "rounds": session.round})
-            return render(visit)
+            return self.render(visit)
         session.next_round(pick=row)
-        return render(visit, extras=False)
+        return self.render(visit, extras=False)
 
+
+def build_app(catalog: Catalog, rec: Recommender, session_idle_s: float = SESSION_IDLE_S, secret: str | None = None):
+    """The Gradio Blocks of the shop over one catalog and one recommender (shared, read-only).
+
+    `secret` encrypts what each browser keeps of its visit; the same secret across restarts lets a reload
+    after a restart resume too (None: a new one per process).
+    """
+    strategies = sorted(STRATEGIES)
+    shop = Shop(catalog, rec)
     with gr.Blocks(title="Visual product recommender") as demo:
         gr.Markdown("## Find your product\nClick the product you like best; each round shows products that look "
                     "like your picks, plus a few new ones.")
@@ -332,13 +340,13 @@ def build_app(catalog: Catalog, rec: Recommender, session_idle_s: float = SESSIO
             results = gr.Dataframe(headers=["strategy", "rounds to find"], value=[], interactive=False,
                                    label="Find a product: your results", elem_id="results")
         outputs = [state, products, picks, info, target, results, saved, header, box]
-        demo.load(load, [saved], outputs, api_name="start")
-        products.select(on_select, [state, saved], outputs, api_name="pick", concurrency_limit=None)
-        restart.click(start, [strategy, state], outputs, api_name="start_over")
-        hunt.click(find_product, [strategy, state], outputs, api_name="find_product")
-        strategy.input(start, [strategy, state], outputs, api_name="set_strategy")
-        box.submit(on_search, [box, state, saved], outputs, api_name="search", concurrency_limit=None)
-        search_button.click(on_search, [box, state, saved], outputs, api_name=False, concurrency_limit=None)
+        demo.load(shop.load, [saved], outputs, api_name="start")
+        products.select(shop.on_select, [state, saved], outputs, api_name="pick", concurrency_limit=None)
+        restart.click(shop.start, [strategy, state], outputs, api_name="start_over")
+        hunt.click(shop.find_product, [strategy, state], outputs, api_name="find_product")
+        strategy.input(shop.start, [strategy, state], outputs, api_name="set_strategy")
+        box.submit(shop.on_search, [box, state, saved], outputs, api_name="search", concurrency_limit=None)
+        search_button.click(shop.on_search, [box, state, saved], outputs, api_name=False, concurrency_limit=None)
 
         memory = MemoryKeeper()
 
