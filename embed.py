@@ -344,7 +344,6 @@ def embed_dataset(
     cache files is used when it has some, so even then an interrupted run resumes.
     """
     import datasets
-    from tqdm.auto import tqdm
 
     if image_column not in ds.column_names:
         raise ValueError(f"dataset has no {image_column!r} column (columns: {ds.column_names})")
@@ -360,39 +359,54 @@ def embed_dataset(
     if appearance_size:
         columns["appearance"] = datasets.List(datasets.Value("float32"), length=3 * appearance_size**2)
     features = datasets.Features(columns)
-    images_only = ds.select_columns([image_column])
 
     def embed_batch(batch: dict) -> dict:
         images = [open_image(value) for value in batch[image_column]]  # decoded once for both columns
         out = {"embeddings": encoder.embed(images)}
         if appearance_size:
             out["appearance"] = appearance_vectors(images, appearance_size)
-        bar.update(len(images))
         return out
 
+    shards = _shards(ds.select_columns([image_column]), embed_batch, features, work, shard_size, batch_size, progress)
+    vectors = datasets.concatenate_datasets(shards) if shards else datasets.Dataset.from_dict(
+        {name: [] for name in columns}, features=features)
+    return datasets.concatenate_datasets([ds, vectors], axis=1)
+
+
+def _shards(images, embed_batch, features, work: Path | None, shard_size: int, batch_size: int,
+            progress: bool) -> list:
+    """`images.map(embed_batch)` shard by shard (`shard_size` rows), each written to `work` (None: kept in memory);
+    a shard already there is loaded instead of embedded again. One progress bar for them all."""
+    import datasets
+    from tqdm.auto import tqdm
+
+    image_column = images.column_names[0]
     shards = []
     was_enabled = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()  # one bar for the whole dataset instead of one per shard
     try:
-        with tqdm(total=len(ds), desc="embedding", unit="img", disable=not progress) as bar:
-            for start in range(0, len(ds), shard_size):
-                part = images_only.select(range(start, min(start + shard_size, len(ds))))
+        with tqdm(total=len(images), desc="embedding", unit="img", disable=not progress) as bar:
+            def counted(batch: dict) -> dict:
+                out = embed_batch(batch)
+                bar.update(len(batch[image_column]))
+                return out
+
+            for start in range(0, len(images), shard_size):
+                part = images.select(range(start, min(start + shard_size, len(images))))
                 path = work / f"shard-{start // shard_size:06d}.arrow" if work is not None else None
                 if path is not None and path.exists():
                     shards.append(datasets.Dataset.from_file(str(path)))
                     bar.update(len(part))
                     continue
                 shards.append(part.map(
-                    embed_batch, batched=True, batch_size=batch_size, remove_columns=[image_column],
+                    counted, batched=True, batch_size=batch_size, remove_columns=[image_column],
                     features=features, cache_file_name=str(path) if path else None,
                     load_from_cache_file=False, keep_in_memory=path is None,
                 ))
     finally:
         if was_enabled:
             datasets.enable_progress_bars()
-    vectors = datasets.concatenate_datasets(shards) if shards else datasets.Dataset.from_dict(
-        {name: [] for name in columns}, features=features)
-    return datasets.concatenate_datasets([ds, vectors], axis=1)
+    return shards
 
 
 def _checkpoint_key(ds, encoder: ImageEncoder, image_column: str, shard_size: int,

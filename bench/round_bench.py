@@ -212,28 +212,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         for n in sizes:
             path = rows_file(Path(args.dir or tmp), n, args.dim)
-            runs = [(c, args.threads) for c in configs]
-            if args.one_thread_too and "sq8" in configs and n >= SHARD_MIN_ROWS:
-                runs.append(("sq8", 1))
-            results = {}
-            for compression, threads in runs:
-                bayes = n == max(sizes) and (compression == "sq8" or "sq8" not in configs)
-                results[(compression, threads)] = r = run_child(path, n, args.dim, compression, threads, args, bayes)
-                base = results.get(("none", args.threads))
-                label = compression if compression == "none" else f"{compression} ({r['shards']} thread" \
-                                                                   f"{'s' if r['shards'] > 1 else ''})"
-                line = (f"N={n:>10,}  {label:<17} round {pct(r['times'])}  floor {r['floor']:8.2f} ms  "
-                        f"build {r['build']:6.1f} s  peak RSS {r['peak_rss']:7,.0f} MiB")
-                if base is not None and compression != "none":
-                    ratio = np.median(r["times"]) / np.median(base["times"])
-                    line += f"  = {ratio:.2f}x float32's round, galleries identical: {r['shown'] == base['shown']}"
-                    line += f", scans a search {r['scans_per_search']:.2f}"
-                elif compression != "none":
-                    line += f"  scans a search {r['scans_per_search']:.2f}"
-                print(line, flush=True)
-                if "bayes" in r:
-                    print(f"{'':14}bayes on {label}: round {pct(r['bayes'])}; belief {r['belief_bytes'] / 2**20:.1f}"
-                          f" MiB a session", flush=True)
+            results = compare_configs(path, n, sizes, configs, args)
             if n in {int(s) for s in args.seed_sizes.split(",") if s}:
                 x = np.load(path, mmap_mode="r")
                 theirs = seed_rounds(np.asarray(x), args.rounds)
@@ -242,15 +221,46 @@ def main() -> None:
                       f"x faster at p50)", flush=True)
             path.unlink()
         if args.approx:
-            n = max(sizes)
-            x = unit_vectors(n, args.dim, clusters=max(16, n // 1000))
-            exact = Recommender(x, seed=0)
-            t = time.perf_counter()
-            approx = Recommender(x, seed=0, index_factory=args.approx, nprobe=args.nprobe)
-            build = time.perf_counter() - t
-            times, _ = time_rounds(approx, args.sessions, args.rounds)
-            print(f"N={n:>10,}  {args.approx} nprobe={args.nprobe} (clustered vectors): round {pct(times)}  build "
-                  f"{build:6.1f} s  top-5 equal to exact in {top5_agreement(exact, approx, 50):.0%} of queries")
+            compare_approx(max(sizes), args)
+
+
+def compare_configs(path: Path, n: int, sizes: list[int], configs: list[str], args) -> dict:
+    """Each configuration's rounds on the N rows in `path`, printed beside float32's; returns them by config."""
+    runs = [(c, args.threads) for c in configs]
+    if args.one_thread_too and "sq8" in configs and n >= SHARD_MIN_ROWS:
+        runs.append(("sq8", 1))
+    results = {}
+    for compression, threads in runs:
+        bayes = n == max(sizes) and (compression == "sq8" or "sq8" not in configs)
+        results[(compression, threads)] = r = run_child(path, n, args.dim, compression, threads, args, bayes)
+        base = results.get(("none", args.threads))
+        label = compression if compression == "none" else f"{compression} ({r['shards']} thread" \
+                                                           f"{'s' if r['shards'] > 1 else ''})"
+        line = (f"N={n:>10,}  {label:<17} round {pct(r['times'])}  floor {r['floor']:8.2f} ms  "
+                f"build {r['build']:6.1f} s  peak RSS {r['peak_rss']:7,.0f} MiB")
+        if base is not None and compression != "none":
+            ratio = np.median(r["times"]) / np.median(base["times"])
+            line += f"  = {ratio:.2f}x float32's round, galleries identical: {r['shown'] == base['shown']}"
+            line += f", scans a search {r['scans_per_search']:.2f}"
+        elif compression != "none":
+            line += f"  scans a search {r['scans_per_search']:.2f}"
+        print(line, flush=True)
+        if "bayes" in r:
+            print(f"{'':14}bayes on {label}: round {pct(r['bayes'])}; belief {r['belief_bytes'] / 2**20:.1f}"
+                  f" MiB a session", flush=True)
+    return results
+
+
+def compare_approx(n: int, args) -> None:
+    """An approximate index (--approx) on clustered vectors: its round time and top-5 agreement with the exact."""
+    x = unit_vectors(n, args.dim, clusters=max(16, n // 1000))
+    exact = Recommender(x, seed=0)
+    t = time.perf_counter()
+    approx = Recommender(x, seed=0, index_factory=args.approx, nprobe=args.nprobe)
+    build = time.perf_counter() - t
+    times, _ = time_rounds(approx, args.sessions, args.rounds)
+    print(f"N={n:>10,}  {args.approx} nprobe={args.nprobe} (clustered vectors): round {pct(times)}  build "
+          f"{build:6.1f} s  top-5 equal to exact in {top5_agreement(exact, approx, 50):.0%} of queries")
 
 
 if __name__ == "__main__":
