@@ -414,8 +414,8 @@ class MemoryKeeper:
     glibc keeps freed heap memory for reuse; after tabs close, `malloc_trim` hands the whole free pages of every
     arena back, at most once per `every_s`. glibc's mmap threshold is left to adapt unless `mmap_threshold` pins
     it: pinned low, every large temporary gets its own mapping, so each round maps, faults in and unmaps them
-    again (`bayes` rounds and embedding ~1.7x slower: bench/malloc_bench.py). Does nothing where libc has no
-    such calls.
+    again (`bayes` rounds and embedding slower: bench/malloc_bench.py, docs/benchmarks.md). Does nothing where
+    libc has no such calls.
     """
 
     def __init__(self, every_s: float = 5.0, mmap_threshold: int | None = None) -> None:

@@ -127,7 +127,7 @@ def _query_evidence(session: Session) -> np.ndarray | None:
 def bayes_hypotheses(rec: Recommender, params: dict) -> list[tuple[str, float, float]]:
     """The (view, temperature, epsilon) user models a `bayes` session weighs: one, when the session fixes its
     temperature and epsilon; else every view x BAYES_TEMPERATURES at BAYES_DEFAULTS' epsilon (beyond
-    BAYES_GRID_MAX_N products, every view at the first temperature: a round stays within ~200 ms at 1M)."""
+    BAYES_GRID_MAX_N products, every view at the first temperature, so a round at 1M stays near one view's cost)."""
     if "temperature" in params or "epsilon" in params:
         return [("embedding", params.get("temperature", BAYES_DEFAULTS["temperature"]),
                  params.get("epsilon", BAYES_DEFAULTS["epsilon"]))]

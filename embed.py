@@ -216,8 +216,8 @@ class TextEncoder:
     """The text tower of a CLIP-family model: words -> unit vectors in the space of its image features.
 
     On CPU its linear layers run in int8 (`quantize`, PyTorch's dynamic quantization): a short query is a
-    weight-bound matrix-vector pass, so reading a quarter of the bytes makes it ~2.7x faster (ViT-B/32's tower:
-    10.6 vs 28 ms on one core here, bench/search_bench.py), at a cosine of ~0.999 to the float32 vector.
+    weight-bound matrix-vector pass, so reading a quarter of the bytes makes it faster, at a cosine of ~0.999 to
+    the float32 vector (figures: bench/search_bench.py, docs/benchmarks.md).
     """
 
     def __init__(self, model: str, device: str | None = None, quantize: bool = True) -> None:

@@ -46,7 +46,8 @@ AUTO_SQ8_BYTES = 256 << 20  # "auto" scans 8-bit codes from this many bytes of f
 
 def choose_compression(setting: str | None, n: int, dim: int) -> str | None:
     """The compression for `Recommender`: `setting` itself, or for "auto" sq8 once the float32 rows reach
-    AUTO_SQ8_BYTES (there a float32 round scans >= 256 MB, ~20 ms here, and sq8 does the same in ~0.3x)."""
+    AUTO_SQ8_BYTES (from there a float32 round is a scan of 256 MB or more, and sq8 reads a quarter of it; figures:
+    docs/benchmarks.md)."""
     if setting == "auto":
         return "sq8" if n * dim * 4 >= AUTO_SQ8_BYTES else None
     return None if setting in (None, "none") else setting
