@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embed import dataset_views, embedding_blocks, open_image, to_rgb
+from embed import open_image, to_rgb
 from hubcheck import HubUnavailableError, require_hub
 from untrusted import UnsafePath, clean_text, file_stamp, inside, read_regular_file
 from words import WordIndex, words_of
@@ -184,6 +184,70 @@ def picture_bytes(ds, image_column: str = "image"):
         return {image_column: out}
 
     return pictures.map(read, batched=True, with_indices=True, features=pictures.features, keep_in_memory=True)
+
+
+# ------------------------------------------------------------------------------------ dataset readers
+def embedding_blocks(ds, column: str = "embeddings") -> list[np.ndarray]:
+    """The dataset's embeddings as (rows, d) arrays, one per Arrow block, viewing the (memory-mapped) Arrow data
+    where it can: a saved dataset's float32 embeddings are then never copied into memory.
+
+    Raises ValueError for a missing, ragged (rows of different lengths), null or non-numeric column.
+    """
+    import pyarrow as pa
+
+    if column not in ds.column_names:
+        raise ValueError(f"dataset has no {column!r} column (columns: {ds.column_names})")
+    if ds._indices is not None:
+        ds = ds.flatten_indices()
+    col = ds.data.column(column)
+    kind = col.type
+    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)):
+        raise ValueError(f"column {column!r} must hold lists of numbers, got {kind}")
+    if not (pa.types.is_floating(kind.value_type) or pa.types.is_integer(kind.value_type)):
+        raise ValueError(f"column {column!r} must hold numbers, got lists of {kind.value_type}")
+    if col.null_count:
+        raise ValueError(f"column {column!r} has {col.null_count} missing rows")
+    d, first, out = None, 0, []
+    for chunk in col.chunks:
+        if not len(chunk):
+            continue
+        values = chunk.flatten()
+        if pa.types.is_fixed_size_list(kind):
+            lengths = np.full(len(chunk), kind.list_size)
+        else:
+            lengths = np.diff(np.asarray(chunk.offsets))
+        d = int(lengths[0]) if d is None else d
+        if (lengths != d).any():
+            bad = int(np.flatnonzero(lengths != d)[0])
+            raise ValueError(f"column {column!r} is ragged: row 0 has {d} values, row {first + bad} has "
+                             f"{lengths[bad]}")
+        if values.null_count:
+            raise ValueError(f"column {column!r} has missing values inside its vectors")
+        out.append(values.to_numpy(zero_copy_only=False).reshape(len(chunk), d))
+        first += len(chunk)
+    return out
+
+
+def dataset_views(ds) -> dict[str, np.ndarray]:
+    """The dataset's other per-product views for `Recommender(views=...)`: its `appearance` column when it has one
+    (datasets made before that column have none)."""
+    return {"appearance": embedding_matrix(ds, "appearance")} if "appearance" in ds.column_names else {}
+
+
+def embedding_matrix(ds, column: str = "embeddings") -> np.ndarray:
+    """The (N, d) float32 matrix of a dataset's embeddings column, read from Arrow without per-row Python work.
+
+    Raises ValueError for a missing, ragged (rows of different lengths), null or non-numeric column.
+    """
+    blocks = embedding_blocks(ds, column)
+    if not blocks:
+        return np.zeros((0, 0), dtype=np.float32)
+    matrix = np.empty((sum(len(b) for b in blocks), blocks[0].shape[1]), dtype=np.float32)
+    start = 0
+    for b in blocks:
+        matrix[start : start + len(b)] = b
+        start += len(b)
+    return matrix
 
 
 class Catalog:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -26,6 +26,7 @@ from PIL import Image
 from catalog import DEFAULT_CACHE
 from cli import ArgumentParser, folder_problem, whole_number
 from cli import run as run_cli
+from saving import save_replacing
 
 CATEGORIES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
               "Ankle boot"]
@@ -122,13 +123,9 @@ def load_demo_catalog(size: int = 2000, cache_dir: str | os.PathLike | None = No
     }, features=features)
     encoder = encoder or ImageEncoder(DEMO_MODEL, batch_size=16)  # fastest on CPU: larger batches thrash cache
     ds = embed_dataset(ds, encoder, image_column="source", progress=progress).remove_columns("source")
-    ds.info.description = (f'{{"model": "{encoder.model_name}", "source": "Fashion-MNIST ({name})", '
-                           f'"size": {size}}}')
-    tmp = cache.with_name(cache.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    ds.save_to_disk(str(tmp))
-    shutil.rmtree(cache, ignore_errors=True)
-    os.replace(tmp, cache)  # only a complete catalog ever sits at the cache path
+    ds.info.description = json.dumps({**encoder.describe(), "source": f"Fashion-MNIST ({name})", "size": size})
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    save_replacing(ds, cache)  # only a complete catalog ever sits at the cache path
     if progress:
         print(f"demo catalog: {size} products from {name}, embedded in {time.perf_counter() - t:.1f} s -> {cache}",
               file=sys.stderr)
@@ -159,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.make_subset:
         make_subset()
         return 0
-    from embed import embedding_matrix
+    from catalog import embedding_matrix
     from evaluate import category_precision_at_k
 
     t = time.perf_counter()

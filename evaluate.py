@@ -34,9 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
+from catalog import dataset_views, embedding_matrix
 from cli import ArgumentParser, folder_problem, whole_number
 from cli import run as run_cli
-from embed import ImageEncoder, appearance_vectors, dataset_views, embed_dataset, embedding_matrix
+from embed import ImageEncoder, appearance_vectors, embed_dataset
 from recommender import BAYES_DEFAULTS, STRATEGIES, Recommender
 
 # ---------------------------------------------------------------------------------------------- the shopper

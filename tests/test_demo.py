@@ -10,7 +10,8 @@ import pytest
 from gradio_http import Shopper, gallery_captions, start_app
 
 import demo
-from embed import ImageEncoder, embedding_matrix
+from catalog import embedding_matrix
+from embed import ImageEncoder
 from evaluate import category_precision_at_k
 
 

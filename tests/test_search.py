@@ -13,8 +13,8 @@ from catalogs import make_catalog
 from conftest import ROOT, pattern
 from PIL import Image
 
-from catalog import Catalog, load_dataset_source
-from embed import ImageEncoder, TextEncoder, embedding_matrix, model_has_text
+from catalog import Catalog, embedding_matrix, load_dataset_source
+from embed import ImageEncoder, TextEncoder, model_has_text
 from recommender import Recommender
 from words import MAX_QUERY_WORDS, WordIndex, words_of
 

@@ -13,7 +13,8 @@ import pytest
 from conftest import ROOT, write_good_images
 
 import upload_ds
-from embed import ImageEncoder, embedding_matrix
+from catalog import embedding_matrix
+from embed import ImageEncoder
 
 
 def run_cli(*args, env=None, timeout=300):
