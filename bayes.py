@@ -10,6 +10,7 @@ most about the target. Typed words add their evidence (see `_query_evidence`). N
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import faiss
@@ -19,6 +20,19 @@ from rows import CHUNK_BYTES, CHUNK_ROWS
 
 if TYPE_CHECKING:
     from recommender import Recommender, Session
+
+
+@dataclass
+class BayesState:
+    """What a `bayes` session remembers between rounds (`session.bayes`)."""
+
+    hypotheses: list[tuple[str, float, float]]  # the user models (view, temperature, epsilon) it weighs
+    log_beliefs: np.ndarray  # (H, N) float32: log p_h(t) under each hypothesis, largest 0; -inf: not the target
+    log_weights: np.ndarray  # (H,): log weight of each hypothesis, from how well it predicted the clicks
+    rounds_used: int = 0  # rounds of the session's history folded into the beliefs
+    hidden: int | None = None  # the session's n_hidden when hidden rows were last ruled out
+    query_serial: int | None = None  # which query `query_evidence` is of
+    query_evidence: np.ndarray | None = None  # (N,) float32 log-likelihood of the query, made once per query
 
 BAYES_DEFAULTS = {"temperature": 0.05, "epsilon": 0.05, "particles": 512, "candidates": 96}
 BAYES_EXACT_BUDGET = 100_000_000  # N * d up to which the belief uses the full embeddings (e.g. 130k x 768)
@@ -100,11 +114,11 @@ def _query_evidence(session: Session) -> np.ndarray | None:
     """What the session's query adds to `bayes`' log-belief: (<t, q> - 1) / BAYES_QUERY_TEMPERATURE per row t for
     a vector (in the embedding's belief space), log(ratio) on the word matches for rows, where the ratio gives
     the matches BAYES_WORDS_TRUST of a uniform belief over the rows possible when the words were typed. None
-    without a query. Made once per query (N float32 kept in the session)."""
-    st = session.state
+    without a query. Made once per query (N float32 kept in the session's BayesState)."""
+    st = _state(session)
     if session.query_vector is None and session.query_rows is None:
         return None
-    if st.get("query_serial") != session.query_serial:
+    if st.query_serial != session.query_serial:
         rec = session.rec
         if session.query_vector is not None:
             space = belief_space(rec, "embedding")
@@ -120,8 +134,21 @@ def _query_evidence(session: Session) -> np.ndarray | None:
             if matches and others:
                 ratio = BAYES_WORDS_TRUST / (1 - BAYES_WORDS_TRUST) * others / matches
                 evidence[session.query_rows] = np.float32(np.log(ratio))
-        st["query_serial"], st["query_evidence"] = session.query_serial, evidence
-    return st["query_evidence"]
+        st.query_serial, st.query_evidence = session.query_serial, evidence
+    return st.query_evidence
+
+
+def _state(session: Session) -> BayesState:
+    """The session's BayesState, made on first use: a zero log-belief per hypothesis, weights from the priors.
+
+    Rounds before a restore's `weigh_picks_from` are not folded in one by one: the unseen mask rules their rows
+    out at once (see `strategy_bayes`)."""
+    if session.bayes is None:
+        rec, hypotheses = session.rec, bayes_hypotheses(session.rec, session.params)
+        session.bayes = BayesState(hypotheses, np.zeros((len(hypotheses), rec.n), dtype=np.float32),
+                                   np.log([_prior(h, hypotheses) for h in hypotheses]),
+                                   rounds_used=max(0, session.weigh_picks_from - 1))
+    return session.bayes
 
 
 def bayes_hypotheses(rec: Recommender, params: dict) -> list[tuple[str, float, float]]:
@@ -149,13 +176,13 @@ def _prior(h: tuple[str, float, float], hypotheses: list[tuple[str, float, float
 def bayes_following(session: Session) -> dict[str, float]:
     """How much a `bayes` session's belief follows each view now: {view: weight}, summing to 1 ({} before
     its first round)."""
-    st = session.state
-    if "logw" not in st:
+    st = session.bayes
+    if st is None:
         return {}
-    w = np.exp(st["logw"] - st["logw"].max())
+    w = np.exp(st.log_weights - st.log_weights.max())
     w /= w.sum()
     out: dict[str, float] = {}
-    for (view, _, _), wi in zip(st["hypotheses"], w):
+    for (view, _, _), wi in zip(st.hypotheses, w):
         out[view] = out.get(view, 0.0) + float(wi)
     return out
 
@@ -177,21 +204,13 @@ def strategy_bayes(session: Session, n: int) -> list[int]:
     """
     if n <= 0:
         return []
-    rec, st = session.rec, session.state
-    if "hyp_logp" not in st:
-        st["hypotheses"] = bayes_hypotheses(rec, session.params)
-        st["hyp_logp"] = np.zeros((len(st["hypotheses"]), rec.n), dtype=np.float32)
-        st["logw"] = np.log([_prior(h, st["hypotheses"]) for h in st["hypotheses"]])
-        st["logp"] = st["hyp_logp"][0]  # the belief itself when there is one hypothesis
-        st["rounds_used"] = max(0, session.weigh_picks_from - 1)  # older rounds: out by the unseen mask below
-    if st.get("hidden") != session.n_hidden:  # rows excluded by the catalog or withdrawn: never the target
-        st["hyp_logp"][:, ~session.unseen_mask()] = -np.inf
-        st["hidden"] = session.n_hidden
+    rec, st = session.rec, _state(session)
+    if st.hidden != session.n_hidden:  # rows seen, excluded by the catalog or withdrawn: never the target
+        st.log_beliefs[:, ~session.unseen_mask()] = -np.inf
+        st.hidden = session.n_hidden
     _fold_in_rounds(session, st)
-    hyps, logw = st["hypotheses"], st["logw"]
-    h_best = int(np.argmax(logw))
-    view, temperature, epsilon = hyps[h_best]
-    belief = _mixed_belief(st["hyp_logp"], logw, rec.n)
+    view, temperature, epsilon = st.hypotheses[int(np.argmax(st.log_weights))]
+    belief = _mixed_belief(st.log_beliefs, st.log_weights, rec.n)
     evidence = _query_evidence(session)
     if evidence is not None:  # what the shopper typed: evidence beside the clicks (not a click: no weight change)
         belief = belief + evidence
@@ -204,20 +223,20 @@ def strategy_bayes(session: Session, n: int) -> list[int]:
     k = min(rec.per_round, int(np.isfinite(belief).sum()))
     kth = np.partition(belief, -k)[-k] if k else np.inf
     likely = [row for row in gallery if belief[row] >= kth]
-    st["starred"] = len(likely)
+    session.n_starred = len(likely)
     return likely + [row for row in gallery if belief[row] < kth]
 
 
-def _fold_in_rounds(session: Session, st: dict) -> None:
+def _fold_in_rounds(session: Session, st: BayesState) -> None:
     """Fold every round not used yet into each hypothesis' belief: the shown rows are out, and the pick (if any)
     weighs the rest by its click likelihood; each hypothesis' weight by how well it predicted the pick."""
-    rec, hyps, hyp_logp, logw = session.rec, st["hypotheses"], st["hyp_logp"], st["logw"]
-    while st["rounds_used"] < len(session.history):
-        shown = session.history[st["rounds_used"]]
-        st["rounds_used"] += 1
-        pick = session.pick_after(st["rounds_used"])
+    rec, hyps, hyp_logp, logw = session.rec, st.hypotheses, st.log_beliefs, st.log_weights
+    while st.rounds_used < len(session.history):
+        shown = session.history[st.rounds_used]
+        st.rounds_used += 1
+        pick = session.pick_after(st.rounds_used)
         hyp_logp[:, shown] = -np.inf
-        if pick is None or st["rounds_used"] < session.weigh_picks_from:
+        if pick is None or st.rounds_used < session.weigh_picks_from:
             continue
         i_pick = shown.index(pick)
         for view in dict.fromkeys(v for v, _, _ in hyps):

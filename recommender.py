@@ -28,6 +28,7 @@ import numpy as np
 
 from bayes import (  # noqa: F401 - the bayes strategy and its public names, re-exported from here
     BAYES_DEFAULTS,
+    BayesState,
     BeliefSpaces,
     bayes_following,
     bayes_hypotheses,
@@ -354,7 +355,9 @@ class Session:
         self.history: list[list[int]] = []  # every round shown, in order
         self.shown: list[int] = []  # the current round
         self.n_similar = 0  # how many of `shown` (at its front) came from the strategy
-        self.state: dict = {}  # strategy-owned memory
+        self.state: dict = {}  # memory of a strategy added with `register_strategy`
+        self.bayes: BayesState | None = None  # what the `bayes` strategy remembers
+        self.n_starred: int | None = None  # set by a strategy whose look-alikes are fewer than its rows
         self.n_seen = 0  # rows shown to the shopper
         self.query_vector: np.ndarray | None = None  # the active query: a unit vector in the embedding space,
         self.query_rows: np.ndarray | None = None  # or the rows whose names matched (sorted, unique)
@@ -581,7 +584,8 @@ class Session:
         rows = similar + rest
         self._mark_seen(rows)
         self.shown = rows
-        self.n_similar = self.state.pop("starred", len(similar))  # a strategy may say fewer are look-alikes
+        self.n_similar = len(similar) if self.n_starred is None else self.n_starred
+        self.n_starred = None
         if rows:
             self.history.append(rows)
         return list(rows)

@@ -115,7 +115,7 @@ def test_bayes_posterior_update_matches_the_user_model(clustered):
     session = rec.new_session(seed=0, strategy="bayes", temperature=0.1, epsilon=0.2)
     first = session.next_round()
     session.next_round(pick=first[2])
-    logp = session.state["logp"].astype(np.float64)
+    logp = session.bayes.log_beliefs[0].astype(np.float64)
     assert np.isneginf(logp[first]).all()
     s = clustered @ clustered[first].T / 0.1
     softmax = np.exp(s[:, 2]) / np.exp(s).sum(1)
@@ -280,10 +280,10 @@ def test_bayes_stars_only_likely_targets():
     assert session.n_similar <= 10
     for _ in range(3):
         shown = session.next_round(pick=shown[0])
-        logp = session.state["hyp_logp"].astype(np.float64)
+        logp = session.bayes.log_beliefs.astype(np.float64)
         alive = np.isfinite(logp[0])
         logp[:, alive] -= np.logaddexp.reduce(logp[:, alive], axis=1, keepdims=True)  # each p_h sums to 1
-        logw = session.state["logw"] - np.logaddexp.reduce(session.state["logw"])
+        logw = session.bayes.log_weights - np.logaddexp.reduce(session.bayes.log_weights)
         belief = np.logaddexp.reduce(logp + logw[:, None], axis=0)  # the averaged belief
         top = set(np.argsort(-belief, kind="stable")[:10].tolist())
         starred = shown[: session.n_similar]
