@@ -55,9 +55,9 @@ from recommender import (
     STRATEGIES,
     Recommender,
     Session,
-    bayes_following,
-    belief_space,
+    belief_rows,
     choose_compression,
+    view_weights,
 )
 from untrusted import clean_text, whole
 
@@ -86,7 +86,7 @@ class Visit:
     found_in: int | None = None  # rounds it took, once clicked
     results: list[dict] = field(default_factory=list)  # the shopper's own hunts, newest last
     words: str | None = None  # the active search text, and how it searches ("meaning" or "names")
-    kind: str = ""
+    search_by: str = ""
     note: str = ""  # a line for the shopper, shown once (e.g. "No product matches 'xyz'.")
     lock: threading.Lock = field(default_factory=threading.Lock)  # one event at a time per browser session
 
@@ -120,14 +120,14 @@ def restore_visit(saved, catalog: Catalog, rec: Recommender) -> Visit | None:
     except ValueError as exc:
         log.info("a browser's saved session was not restored: %s", exc)
         return None
-    if target is not None and rec.is_excluded(target):  # its image has since turned out unreadable
+    if target is not None and rec.is_hidden(target):  # its image has since turned out unreadable
         target, found_in = None, None
     visit = Visit(session, target=target, found_in=found_in, results=results)
     if text:  # the words were saved, not their rows or vector: found again here
         found = catalog.find(text)
         if found.query is not None:
             session.set_query(found.query)
-            visit.words, visit.kind = found.text, found.kind
+            visit.words, visit.search_by = found.text, found.search_by
     return visit
 
 
@@ -162,7 +162,7 @@ class Shop:
             bad = [row for row, path in paths.items() if path is None]
             if not bad:
                 break
-            session.withdraw(bad)
+            session.hide(bad)
         return [(paths[row], ("★ match · " if i < session.n_similar else "✦ new · ") + self.catalog.labels[row])
                 for i, row in enumerate(session.shown) if paths.get(row) is not None]
 
@@ -181,14 +181,14 @@ class Shop:
             "★ products look like your picks; ✦ are something new."
         if session.strategy == "bayes" and session.round > 1:
             hint = "★ products are likely what you want; ✦ ask which way you lean."
-            following = bayes_following(session)
+            following = view_weights(session)
             if len(following) > 1:
                 view, weight = max(following.items(), key=lambda kv: kv[1])
                 hint += f" Following: {view} {weight:.0%}."
         elif visit.words and session.picks == [] and session.strategy != "random":
             hint = "★ products match your words; ✦ are something new. Pick the one you like best."
         if visit.words:
-            hint += f" Searching '{markdown_text(visit.words)}' by {visit.kind}."
+            hint += f" Searching '{markdown_text(visit.words)}' by {visit.search_by}."
         return f"**Round {session.round}** · {seen} · {hint}"
 
     def results_table(self, visit: Visit) -> list[list]:
@@ -218,7 +218,7 @@ class Shop:
         """A random product that can be shown, to hunt for."""
         for _ in range(100):
             row = int(session.rng.integers(self.catalog.n))
-            if not self.rec.is_excluded(row) and self.catalog.showable(row) is not None:
+            if not self.rec.is_hidden(row) and self.catalog.showable(row) is not None:
                 return row
         return None
 
@@ -265,7 +265,7 @@ class Shop:
         if found.query is None:
             if not found.text and visit.words:
                 session.set_query(None)
-                visit.words, visit.kind, visit.note = None, "", "Search cleared."
+                visit.words, visit.search_by, visit.note = None, "", "Search cleared."
             else:
                 visit.note = found.message
             return self.render(visit, extras=False)
@@ -274,7 +274,7 @@ class Shop:
         except ValueError as exc:  # e.g. a text tower whose vectors do not fit the self.catalog: say it, change nothing
             visit.note = f"Search failed: {exc}"
             return self.render(visit, extras=False)
-        visit.words, visit.kind = found.text, found.kind
+        visit.words, visit.search_by = found.text, found.search_by
         return self.render(visit, extras=False, box=found.text)
 
     def on_select(self, visit: Visit | None, saved, evt: gr.SelectData):
@@ -566,14 +566,14 @@ def prepare(args: argparse.Namespace) -> tuple[Catalog, Recommender]:
                           compression=compression, views=catalog.views)
     except ValueError as exc:
         raise CatalogError(f"dataset {name}: {exc}") from exc
-    catalog.on_unavailable = rec.exclude
+    catalog.on_hide = rec.hide
     catalog.check_sample()
     why_not = catalog.load_text_encoder() if catalog.has_text else None
     if why_not:
         log.warning("typed words search product names, not meanings: %s", why_not)
     log.info("search box: %s", f"by meaning (text tower of {catalog.model})" if catalog.text_encoder else
              "by words in product names")
-    index = (f"8-bit codes ({rec.codes.nbytes / 2**20:,.0f} MB; float32 rows read from disk)" if rec.codes else
+    index = (f"8-bit codes ({rec.sq8_index.nbytes / 2**20:,.0f} MB; float32 rows read from disk)" if rec.sq8_index else
              f"float32 ({rec.n * rec.dim * 4 / 2**20:,.0f} MB)")
     log.info("catalog %s: %d products, %d-d embeddings%s; index: %s (--compression %s); ready in %.1f s", name,
              catalog.n, rec.dim, f" ({catalog.model})" if catalog.model else "", index, args.compression,
@@ -600,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
     catalog.check_all()
     def warm_up() -> None:  # what "bayes" sessions compare and the names the search box matches, made before use
         for view in ("embedding", *rec.views):
-            belief_space(rec, view)
+            belief_rows(rec, view)
         if catalog.text_encoder is None:
             log.info("search box: %d words in product names indexed", len(catalog.words.vocab))
 

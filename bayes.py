@@ -105,9 +105,12 @@ def _project(rows, n: int, out_dim: int) -> tuple[np.ndarray, faiss.PCAMatrix | 
     return proj, pca
 
 
-def belief_space(rec: Recommender, view: str = "embedding") -> np.ndarray:
+def belief_rows(rec: Recommender, view: str = "embedding") -> np.ndarray:
     """Unit rows the belief update compares in `view` (see BeliefSpaces)."""
     return rec.belief_spaces.rows(view)
+
+
+belief_space = belief_rows  # its name before issue 22
 
 
 def _query_evidence(session: Session) -> np.ndarray | None:
@@ -121,7 +124,7 @@ def _query_evidence(session: Session) -> np.ndarray | None:
     if st.query_serial != session.query_serial:
         rec = session.rec
         if session.query_vector is not None:
-            space = belief_space(rec, "embedding")
+            space = belief_rows(rec, "embedding")
             q = rec.belief_spaces.project(session.query_vector.reshape(1, -1))
             evidence = space @ q.ravel().astype(np.float32)
             evidence -= 1.0
@@ -173,7 +176,7 @@ def _prior(h: tuple[str, float, float], hypotheses: list[tuple[str, float, float
     return share / mine
 
 
-def bayes_following(session: Session) -> dict[str, float]:
+def view_weights(session: Session) -> dict[str, float]:
     """How much a `bayes` session's belief follows each view now: {view: weight}, summing to 1 ({} before
     its first round)."""
     st = session.bayes
@@ -187,6 +190,9 @@ def bayes_following(session: Session) -> dict[str, float]:
     return out
 
 
+bayes_following = view_weights  # its name before issue 22
+
+
 def strategy_bayes(session: Session, n: int) -> list[int]:
     """PicHunter-style search: a posterior over which product the shopper wants, and galleries that split it.
 
@@ -198,14 +204,14 @@ def strategy_bayes(session: Session, n: int) -> list[int]:
     the gallery is chosen from the averaged belief, times the query's likelihood (see `_query_evidence`) when the
     shopper typed something. Rows already shown get probability 0 (the shopper would
     have found them). Gallery: the rows that maximise the expected information of the click about the target
-    under the most likely hypothesis, its temperature raised to BAYES_DESIGN_TEMPERATURE (see `_split_belief`).
+    under the most likely hypothesis, its temperature raised to BAYES_DESIGN_TEMPERATURE (see `_design_gallery`).
     A round is O(H * N * d) for the update (d <=
     BAYES_DIM on big catalogs: PCA projections) and O(N) for the draw; a session holds H * N float32.
     """
     if n <= 0:
         return []
     rec, st = session.rec, _state(session)
-    if st.hidden != session.n_hidden:  # rows seen, excluded by the catalog or withdrawn: never the target
+    if st.hidden != session.n_hidden:  # rows seen or hidden (for everyone or this session): never the target
         st.log_beliefs[:, ~session.unseen_mask()] = -np.inf
         st.hidden = session.n_hidden
     _fold_in_rounds(session, st)
@@ -216,7 +222,7 @@ def strategy_bayes(session: Session, n: int) -> list[int]:
         belief = belief + evidence
     rows = rec.unit if view == "embedding" else rec.views[view]
     design = max(temperature, session.params.get("design_temperature", BAYES_DESIGN_TEMPERATURE))
-    gallery = _split_belief(session, belief, n, session.params.get("particles", BAYES_DEFAULTS["particles"]),
+    gallery = _design_gallery(session, belief, n, session.params.get("particles", BAYES_DEFAULTS["particles"]),
                             session.params.get("candidates", BAYES_DEFAULTS["candidates"]), design, epsilon, rows)
     # honest labels: a gallery row is a likely target only if the belief ranks it among its top `per_round`;
     # the rest are there to split the belief (explore). Likely ones first.
@@ -234,13 +240,13 @@ def _fold_in_rounds(session: Session, st: BayesState) -> None:
     while st.rounds_used < len(session.history):
         shown = session.history[st.rounds_used]
         st.rounds_used += 1
-        pick = session.pick_after(st.rounds_used)
+        pick = session.pick_in_round(st.rounds_used)
         hyp_logp[:, shown] = -np.inf
         if pick is None or st.rounds_used < session.weigh_picks_from:
             continue
         i_pick = shown.index(pick)
         for view in dict.fromkeys(v for v, _, _ in hyps):
-            space = belief_space(rec, view)
+            space = belief_rows(rec, view)
             sims = space[shown] @ space.T  # (|D|, N): one pass over the catalog per view
             sims -= 1.0  # <= 0 (unit rows): exp(sims / T) cannot overflow, nor vanish (>= e^-67) for T >= 0.03
             work = np.empty_like(sims)
@@ -281,7 +287,7 @@ def _mixed_belief(hyp_logp: np.ndarray, logw: np.ndarray, n: int) -> np.ndarray:
         return np.log(mixed)
 
 
-def _split_belief(session: Session, logp: np.ndarray, n: int, particles: int, candidates: int,
+def _design_gallery(session: Session, logp: np.ndarray, n: int, particles: int, candidates: int,
                   temperature: float, epsilon: float, rows=None) -> list[int]:
     """Greedily pick `n` rows maximising the expected information of the click about the target.
 

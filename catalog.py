@@ -7,7 +7,7 @@
 
 Every product image is checked once: a few at start (a catalog whose images mostly fail is a CatalogError
 then), the rest in a background thread that makes the thumbnails. A product whose image cannot be shown is
-reported to `on_unavailable` (the app passes `Recommender.exclude`), so no gallery ever shows it and no page
+reported to `on_hide` (the app passes `Recommender.hide`), so no gallery ever shows it and no page
 or click fails because of it. No UI imports here.
 """
 
@@ -125,14 +125,17 @@ def product_texts(ds) -> list[list[str]]:
 
 
 @dataclass
-class Found:
-    """What typed words ask for: `query` for `Session.next_round` (None: nothing to search), how it was found
-    (`kind`: "meaning" via the model's text tower, or "names"), and a line for the shopper."""
+class TypedQuery:
+    """What typed words ask for: `query` for `Session.next_round` (None: nothing to search), how it searches
+    (`search_by`: "meaning" via the model's text tower, or "names"), and a line for the shopper."""
 
     text: str
-    kind: str
+    search_by: str
     query: np.ndarray | None = None
     message: str = ""
+
+
+Found = TypedQuery  # its name before issue 22
 
 
 def dataset_folder(ds) -> Path | None:
@@ -294,9 +297,9 @@ class Catalog:
         self.key = f"{ds._fingerprint}-{self.n}"  # which catalog: a browser's saved place is only for this one
         self.thumb_dir = Path(cache_dir) / "thumbs" / f"{ds._fingerprint}-{THUMB_PX}"
         self.thumb_dir.mkdir(parents=True, exist_ok=True)
-        self.unavailable: dict[int, str] = {}  # row -> why its image cannot be shown
+        self.hidden: dict[int, str] = {}  # row -> why its image cannot be shown
         self.checked = 0  # rows the background check has been through
-        self.on_unavailable: Callable[[list[int]], object] | None = None
+        self.on_hide: Callable[[list[int]], object] | None = None  # told the rows newly hidden
         self._lock = threading.Lock()
 
     # -- typed words
@@ -326,19 +329,19 @@ class Catalog:
                     self._words = WordIndex(self._texts())
         return self._words
 
-    def find(self, text: str) -> Found:
+    def find(self, text: str) -> TypedQuery:
         """What `text` asks for: by meaning with the model's text tower when loaded, else by words in names."""
         text = " ".join(clean_text(text, MAX_QUERY_CHARS * 4).split())[:MAX_QUERY_CHARS]
         if not words_of(text):
-            return Found(text, "", message="Type a word or two about the product you want." if text else "")
+            return TypedQuery(text, "", message="Type a word or two about the product you want." if text else "")
         if self.text_encoder is not None:
             with self._text_lock:
                 vector = self.text_encoder.embed([text])[0]
-            return Found(text, "meaning", vector)
+            return TypedQuery(text, "meaning", vector)
         rows, _ = self.words.match(text)
         if not rows.size:
-            return Found(text, "names", message=f"No product matches '{text}'.")
-        return Found(text, "names", rows)
+            return TypedQuery(text, "names", message=f"No product matches '{text}'.")
+        return TypedQuery(text, "names", rows)
 
     # -- images
     def picture(self, row: int) -> tuple[bytes | Path, str]:
@@ -368,29 +371,34 @@ class Catalog:
         return str(path)
 
     def showable(self, row: int) -> str | None:
-        """The product's thumbnail path, or None (and the product marked unavailable) when it cannot be made."""
+        """The product's thumbnail path, or None (and the product hidden) when it cannot be made."""
         if not isinstance(row, int) or isinstance(row, bool) or not 0 <= row < self.n:
             raise ValueError(f"{row!r} is not a row of the catalog")  # a caller's bug, never the product's fault
-        if row in self.unavailable:
+        if row in self.hidden:
             return None
         try:
             return self.thumb(row)
         except Exception as exc:  # any failure of one product's image stays that product's problem
-            self.mark_unavailable({row: f"{type(exc).__name__}: {exc}"})
+            self.hide({row: f"{type(exc).__name__}: {exc}"})
             return None
 
-    def mark_unavailable(self, reasons: dict[int, str]) -> None:
-        """Record products whose image cannot be shown, log them, and tell `on_unavailable`."""
+    def hide(self, reasons: dict[int, str]) -> None:
+        """Record products whose image cannot be shown (row -> why), log them, and tell `on_hide`."""
         with self._lock:
-            new = {r: why for r, why in reasons.items() if r not in self.unavailable}
-            self.unavailable.update(new)
+            new = {r: why for r, why in reasons.items() if r not in self.hidden}
+            self.hidden.update(new)
         for row, why in list(new.items())[:20]:
             log.warning("product %d (%s) cannot be shown and is left out of every gallery: %s", row,
                         self.labels[row], why[:300])
         if len(new) > 20:
             log.warning("... and %d more products cannot be shown", len(new) - 20)
-        if new and self.on_unavailable is not None:
-            self.on_unavailable(sorted(new))
+        if new and self.on_hide is not None:
+            self.on_hide(sorted(new))
+
+    # its names before issue 22
+    mark_unavailable = hide
+    unavailable = property(lambda self: self.hidden)
+    on_unavailable = property(lambda self: self.on_hide, lambda self, fn: setattr(self, "on_hide", fn))
 
     # -- checks
     def check_sample(self, k: int = SAMPLE_AT_START, seed: int = 0) -> None:
@@ -398,7 +406,7 @@ class Catalog:
         rows = np.sort(np.random.default_rng(seed).choice(self.n, min(k, self.n), replace=False))
         failed = [int(r) for r in rows if self.showable(int(r)) is None]
         if len(failed) * 2 > len(rows):
-            why = self.unavailable[failed[0]]
+            why = self.hidden[failed[0]]
             raise CatalogError(f"dataset {self.name}: {len(failed)} of {len(rows)} product images checked cannot "
                                f"be shown (row {failed[0]}: {why[:200]})")
 
@@ -413,8 +421,8 @@ class Catalog:
                 if time.perf_counter() - last > 10:
                     last = time.perf_counter()
                     log.info("checking product images: %d of %d (%d cannot be shown)", row + 1, self.n,
-                             len(self.unavailable))
-            bad = len(self.unavailable)
+                             len(self.hidden))
+            bad = len(self.hidden)
             log.info("product images checked in %.1f s: %d of %d can be shown%s", time.perf_counter() - t,
                      self.n - bad, self.n, f", {bad} left out (see the warnings above)" if bad else "")
             if bad * 2 > self.n:
@@ -429,9 +437,9 @@ class Catalog:
 
     def summary(self) -> str:
         """One line for the page header: how many products, and how many cannot be shown."""
-        text = f"Catalog: **{markdown_text(self.name)}**, {self.n - len(self.unavailable):,} products"
-        if self.unavailable:
-            text += f" ({len(self.unavailable):,} left out: their image cannot be shown)"
+        text = f"Catalog: **{markdown_text(self.name)}**, {self.n - len(self.hidden):,} products"
+        if self.hidden:
+            text += f" ({len(self.hidden):,} left out: their image cannot be shown)"
         if self.checked < self.n:
             text += f" · checking images: {self.checked * 100 // self.n}%"
         return text

@@ -32,8 +32,10 @@ from bayes import (  # noqa: F401 - the bayes strategy and its public names, re-
     BeliefSpaces,
     bayes_following,
     bayes_hypotheses,
+    belief_rows,
     belief_space,
     strategy_bayes,
+    view_weights,
 )
 from rows import Bitmap, UnitRows, as_chunks, read_blocks
 from sq8 import ExactSQ8
@@ -252,11 +254,11 @@ class Recommender:
             raise ValueError("compression and index_factory cannot be combined: sq8 is exact, an index_factory not")
         self.index_factory = index_factory
         self.compression = compression
-        self.codes: ExactSQ8 | None = None
+        self.sq8_index: ExactSQ8 | None = None  # the 8-bit codes' exact index (compression "sq8")
         if compression == "sq8":
             self.index = None
             self.unit = UnitRows(_checked_chunks(embeddings))
-            self.codes = ExactSQ8(self.unit, threads)  # reads (and so validates) every row
+            self.sq8_index = ExactSQ8(self.unit, threads)  # reads (and so validates) every row
         else:
             self.index, self.unit = build_index(embeddings, index_factory)
         self.n, self.dim = self.unit.shape
@@ -266,27 +268,39 @@ class Recommender:
             ivf.nprobe = nprobe
         self._seeds = np.random.SeedSequence(seed)
         self._lock = threading.Lock()  # for drawing session seeds and reading/changing the availability bitmap
-        self.available = Bitmap(self.n)  # rows a new session may show: `exclude` takes rows out
-        self.n_excluded = 0
+        self.available = Bitmap(self.n)  # rows a new session may show: `hide` takes rows out
+        self.n_hidden = 0  # rows hidden from every session (e.g. their picture cannot be shown)
         self.belief_spaces = BeliefSpaces(self)  # what `bayes` sessions compare, made once per view
 
-    def exclude(self, rows) -> int:
+    @property
+    def codes(self) -> ExactSQ8 | None:
+        """`sq8_index` under its name before issue 22."""
+        return self.sq8_index
+
+    def hide(self, rows) -> int:
         """Never show `rows` in sessions started from now on (e.g. products whose image cannot be shown).
 
-        Returns how many of them were not excluded already. Live sessions are told with `Session.withdraw`.
+        Returns how many of them were not hidden already. Live sessions are told with `Session.hide`.
         """
         rows = np.unique(np.asarray(rows, dtype=np.int64).ravel())
         if rows.size and (rows[0] < 0 or rows[-1] >= self.n):
-            raise ValueError(f"rows to exclude must be in [0, {self.n}), got {rows[0]}..{rows[-1]}")
+            raise ValueError(f"rows to hide must be in [0, {self.n}), got {rows[0]}..{rows[-1]}")
         with self._lock:
             new = rows[self.available.has_each(rows)]
             self.available.remove(new)
-            self.n_excluded += int(new.size)
+            self.n_hidden += int(new.size)
         return int(new.size)
 
-    def is_excluded(self, row: int) -> bool:
+    def is_hidden(self, row: int) -> bool:
         """Whether `row` is kept out of new sessions."""
         return not self.available.has(row)
+
+    exclude, is_excluded = hide, is_hidden  # their names before issue 22
+
+    @property
+    def n_excluded(self) -> int:
+        """`n_hidden` under its name before issue 22."""
+        return self.n_hidden
 
     def new_session(self, seed: int | None = None, strategy: str | None = None, **params) -> Session:
         """Start a shopper session; same `seed` -> same rounds, None -> drawn from the recommender's seed.
@@ -332,7 +346,7 @@ class Recommender:
             raise ValueError("n_similar must be a whole number")
         picked_last = bool(pick_rounds) and pick_rounds[-1] == len(history)  # that pick found nothing more to show
         session = self.new_session(seed=seed, strategy=strategy, **params)
-        session.n_hidden -= sum(1 for row in flat if session.is_seen(row))  # excluded since, but shown then
+        session.n_hidden -= sum(1 for row in flat if session.is_seen(row))  # hidden since, but shown then
         session._mark_seen(flat)
         session.history, session.picks, session.pick_rounds = history, picks, pick_rounds
         session.shown = [] if picked_last or not history else list(history[-1])
@@ -365,7 +379,7 @@ class Session:
         self.weigh_picks_from = 0  # `bayes` weighs the picks of rounds from this one on (a restore sets it)
         with rec._lock:
             self.unseen = rec.available.copy()  # the rows that may still be shown (the FAISS selector reads its bits)
-            self.n_hidden = rec.n_excluded  # rows never to be shown: excluded by the catalog, or withdrawn
+            self.n_hidden = rec.n_hidden  # rows never to be shown: hidden from every session, or from this one
         self._params = None
         if rec.index is not None:
             self._selector = faiss.IDSelectorBitmap(rec.n, faiss.swig_ptr(self.unseen.bits))
@@ -395,11 +409,13 @@ class Session:
         """(N,) bool: the rows that may still be shown."""
         return self.unseen.mask()
 
-    def pick_after(self, round_no: int) -> int | None:
+    def pick_in_round(self, round_no: int) -> int | None:
         """The row picked from round `round_no` (1-based), or None when that round got no pick."""
         if round_no in self.pick_rounds:
             return self.picks[self.pick_rounds.index(round_no)]
         return None
+
+    pick_after = pick_in_round  # its name before issue 22
 
     def is_seen(self, row: int) -> bool:
         """Whether `row` has been shown in this session."""
@@ -429,8 +445,8 @@ class Session:
         """`search` among the rows whose bit is set in `bits` (`available` of them)."""
         if k <= 0:
             return []
-        if self.rec.codes is not None:
-            _, ids = self.rec.codes.search(query, k, bits, available)
+        if self.rec.sq8_index is not None:
+            _, ids = self.rec.sq8_index.search(query, k, bits, available)
             return ids.tolist()
         if params is None:
             selector = faiss.IDSelectorBitmap(self.rec.n, faiss.swig_ptr(bits))
@@ -525,10 +541,10 @@ class Session:
         self.unseen.remove(rows)
         self.n_seen += len(rows)
 
-    def withdraw(self, rows) -> list[int]:
+    def hide(self, rows) -> list[int]:
         """Never show `rows` again (e.g. their image turned out unreadable); returns the round as it is now.
 
-        Withdrawn rows of the current round leave it and fresh random unseen rows take their places at its end,
+        Hidden rows of the current round leave it and fresh random unseen rows take their places at its end,
         so the gallery stays full; the current round's history entry is updated to what the shopper will see.
         """
         rows = {int(r) for r in rows}
@@ -549,6 +565,8 @@ class Session:
                 else:
                     self.history.pop()
         return list(self.shown)
+
+    withdraw = hide  # its name before issue 22
 
     def to_dict(self) -> dict:
         """What `Recommender.restore_session` needs to rebuild this session: JSON-ready plain data."""

@@ -99,7 +99,7 @@ class ExactSQ8:
         self.scans = 0  # scans made, and searches answered: their ratio says how often a first scan fell short
         self.searches = 0
         self._needed = 0  # running estimate of the candidates a search needs (sizes the first scan)
-        self._count = threading.Lock()
+        self._count_lock = threading.Lock()
 
     @property
     def nbytes(self) -> int:
@@ -159,7 +159,7 @@ class ExactSQ8:
             m = min(available, m * GROWTH)
         # how many candidates this query really needed: the next first scan takes about twice that
         needed = int(np.count_nonzero(a0 + lam * code_scores.astype(np.float64) + eps >= kth))
-        with self._count:
+        with self._count_lock:
             self.scans += scans
             self.searches += 1
             self._needed = int(0.8 * self._needed + 0.2 * needed)

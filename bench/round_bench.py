@@ -88,9 +88,9 @@ def floor_ms(rec: Recommender, trials: int = 9) -> float:
     session = rec.new_session(seed=0)
     session.next_round()
     query = rec.unit[session.history[0][:3]].mean(axis=0).astype(np.float32).reshape(1, -1)
-    if rec.codes is not None:
-        u = rec.codes._query(query.ravel())[0]
-        scan = lambda: rec.codes._scan(u, rec.similar, session.unseen.bits)  # noqa: E731
+    if rec.sq8_index is not None:
+        u = rec.sq8_index._query(query.ravel())[0]
+        scan = lambda: rec.sq8_index._scan(u, rec.similar, session.unseen.bits)  # noqa: E731
     else:
         scan = lambda: rec.index.search(query, rec.similar, params=session._params)  # noqa: E731
     times = []
@@ -109,9 +109,9 @@ def child(path: str, n: int, d: int, compression: str, threads: int, sessions: i
     build = time.perf_counter() - t
     times, shown = time_rounds(rec, sessions, rounds)
     out = {"build": build, "times": times, "shown": shown, "floor": floor_ms(rec)}
-    if rec.codes is not None:
-        out["scans_per_search"] = rec.codes.scans / max(rec.codes.searches, 1)
-        out["shards"] = len(rec.codes.shards)
+    if rec.sq8_index is not None:
+        out["scans_per_search"] = rec.sq8_index.scans / max(rec.sq8_index.searches, 1)
+        out["shards"] = len(rec.sq8_index.shards)
     if bayes:
         out["bayes"], _ = time_rounds(rec, max(1, sessions - 1), rounds, strategy="bayes")
         out["belief_bytes"] = rec.n * 4 + (rec.n + 7) // 8  # log-belief per row + the unseen bitmap

@@ -13,7 +13,7 @@ from catalogs import make_catalog
 from conftest import ROOT
 
 import evaluate as ev
-from recommender import STRATEGIES, Recommender, bayes_following
+from recommender import STRATEGIES, Recommender, view_weights
 
 
 @pytest.fixture(scope="module")
@@ -164,8 +164,8 @@ def test_bayes_on_a_big_catalog_uses_a_projection(monkeypatch):
     monkeypatch.setattr(bayes, "BAYES_DIM", 8)
     x = ev.synthetic_catalog(400, 32, 10, seed=3)
     rec = Recommender(x, seed=0)
-    space = recommender.belief_space(rec)
-    assert space.shape == (400, 8) and space is recommender.belief_space(rec)  # made once
+    space = recommender.belief_rows(rec)
+    assert space.shape == (400, 8) and space is recommender.belief_rows(rec)  # made once
     np.testing.assert_allclose(np.linalg.norm(space, axis=1), 1, atol=1e-5)
     rounds = ev.evaluate(rec, ["bayes", "random"], np.arange(0, 400, 8), progress=False)
     assert ev.summary(rounds["bayes"])["mean"] < 0.5 * ev.summary(rounds["random"])["mean"]
@@ -261,7 +261,7 @@ def test_bayes_learns_which_view_the_shopper_sees_through():
         shown = session.next_round()
         for _ in range(6):
             shown = session.next_round(pick=ev.choose(eyes, shown, target, "noiseless", rng))
-        weights.append(bayes_following(session).get("B", 0.0))
+        weights.append(view_weights(session).get("B", 0.0))
     assert min(weights) > 0.9, weights
     # and a shopper who sees through the embedding keeps the embedding's hypotheses
     session = rec.new_session(seed=1, strategy="bayes")
@@ -270,7 +270,7 @@ def test_bayes_learns_which_view_the_shopper_sees_through():
         if 200 in shown:
             break
         shown = session.next_round(pick=ev.choose(rec.unit, shown, 200, "noiseless", rng))
-    assert bayes_following(session)["embedding"] > 0.5
+    assert view_weights(session)["embedding"] > 0.5
 
 
 def test_bayes_stars_only_likely_targets():

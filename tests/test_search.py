@@ -86,7 +86,7 @@ def test_first_round_after_a_typed_query_is_the_nearest_to_the_text(clip_shop, t
     catalog = Catalog(load_dataset_source(str(path)), "clip", tmp_path)
     assert catalog.load_text_encoder() is None and catalog.text_encoder is not None
     found = catalog.find("  red   dress ")
-    assert found.kind == "meaning" and found.text == "red dress" and found.query.shape == (16,)
+    assert found.search_by == "meaning" and found.text == "red dress" and found.query.shape == (16,)
     x = embedding_matrix(load_dataset_source(str(path)))
     rec = Recommender(x, per_round=6, similar=3, seed=0)
     for strategy in ("mean", "rocchio"):
@@ -111,14 +111,14 @@ def test_app_loads_the_text_tower_of_a_clip_catalog(clip_shop, tmp_path, monkeyp
     path, _ = clip_shop
     args = app.parse_args(["--dataset", str(path), "--cache-dir", str(tmp_path)])
     catalog, rec = app.prepare(args)
-    assert catalog.text_encoder is not None and catalog.find("sneaker").kind == "meaning"
+    assert catalog.text_encoder is not None and catalog.find("sneaker").search_by == "meaning"
     # the model folder gone: the shop still serves, searching names, and says why in one line
     ds = load_dataset_source(str(path))
     ds.info.description = json.dumps({**json.loads(ds.info.description), "model": str(tmp_path / "gone")})
     moved = Catalog(ds, "moved", tmp_path)
     why = moved.load_text_encoder()
     assert why and "gone" in why and "\n" not in why
-    assert moved.text_encoder is None and moved.find("sneaker").kind == "names"
+    assert moved.text_encoder is None and moved.find("sneaker").search_by == "names"
 
 
 # ------------------------------------------------------------------------------------------ word search
@@ -169,7 +169,7 @@ def test_word_search_on_the_demo_fills_the_similar_slots(demo, tmp_path):
     ds, cats = demo
     catalog = Catalog(ds, "demo", tmp_path)
     found = catalog.find("sneaker")
-    assert found.kind == "names" and set(cats[found.query]) == {"Sneaker"}
+    assert found.search_by == "names" and set(cats[found.query]) == {"Sneaker"}
     assert len(found.query) == (cats == "Sneaker").sum()
     rec = Recommender(embedding_matrix(ds), seed=0)
     x = rec.unit
@@ -190,7 +190,7 @@ def test_word_search_on_the_demo_fills_the_similar_slots(demo, tmp_path):
     assert miss.query is None and miss.message == "No product matches 'xyz'."
     for bad in ("", "   ", "!!! ???", "a" * 10_000):
         f = catalog.find(bad)
-        assert f.query is None or f.kind == "names"
+        assert f.query is None or f.search_by == "names"
 
 
 def test_row_matches_run_out_then_the_preference_fills(demo):

@@ -59,12 +59,12 @@ def test_sq8_equals_float32_over_whole_sessions(name: str, strategy: str) -> Non
     x = catalogs()[name]
     flat = Recommender(x, seed=0)
     sq8 = Recommender(x, seed=0, compression="sq8", threads=3)  # three shards, the last not a multiple of 8
-    assert len(sq8.codes.shards) == 3
+    assert len(sq8.sq8_index.shards) == 3
     expected = run_sessions(flat, strategy)
     assert run_sessions(sq8, strategy) == expected
     assert len(expected) == 2 * 200  # 2000 products, 10 a round, to exhaustion
     if name == "adversarial":  # the 300 ties needed wider scans than the first: the bound did the work
-        assert sq8.codes.scans > sq8.codes.searches
+        assert sq8.sq8_index.scans > sq8.sq8_index.searches
 
 
 def test_float32_settles_ties_toward_the_lower_row() -> None:
@@ -77,7 +77,7 @@ def test_float32_settles_ties_toward_the_lower_row() -> None:
 def test_bound_holds_for_every_row() -> None:
     x = catalogs()["clustered"]
     rec = Recommender(x, seed=0, compression="sq8")
-    codes, bits = rec.codes, Bitmap(rec.n).bits
+    codes, bits = rec.sq8_index, Bitmap(rec.n).bits
     rng = np.random.default_rng(2)
     for _ in range(20):
         q = rec.unit[rng.choice(rec.n, rng.integers(1, 6))].mean(axis=0).astype(np.float32)
@@ -98,7 +98,7 @@ def test_sq8_reads_a_memmap_without_holding_it(tmp_path) -> None:
     before = rss_file_mb()
     rec = Recommender(mm, seed=0, compression="sq8")
     assert rss_file_mb() - before < 5  # the 20 MB file was read in blocks, each dropped once read
-    assert rec.codes.nbytes == 20_000 * 256
+    assert rec.sq8_index.nbytes == 20_000 * 256
     before = rss_file_mb()
     rec.unit[np.random.default_rng(0).choice(20_000, 5000)]  # 5 MB of rows, read with pread
     assert rss_file_mb() - before < 2
@@ -138,8 +138,8 @@ def test_bayes_on_sq8_matches_float32(monkeypatch) -> None:
     # the PCA projection used on big catalogs is made the same way from rows on disk
     monkeypatch.setattr(bayes, "BAYES_EXACT_BUDGET", 1000)
     flat, sq8 = Recommender(x, seed=0), Recommender(x, seed=0, compression="sq8")
-    assert recommender.belief_space(sq8).shape == (1500, bayes.BAYES_DIM)
-    np.testing.assert_array_equal(recommender.belief_space(sq8), recommender.belief_space(flat))
+    assert recommender.belief_rows(sq8).shape == (1500, bayes.BAYES_DIM)
+    np.testing.assert_array_equal(recommender.belief_rows(sq8), recommender.belief_rows(flat))
     galleries = run_sessions(sq8, "bayes", 1)
     assert galleries == run_sessions(flat, "bayes", 1)
     assert len({row for shown in galleries for row in shown}) == 1500  # no repeats, all shown
@@ -164,7 +164,7 @@ def test_sq8_errors() -> None:
     x[37, 2] = np.nan
     with pytest.raises(ValueError, match="row 37"):
         Recommender(x, compression="sq8")
-    assert Recommender(catalogs(1000, 8)["random"], compression="none").codes is None
+    assert Recommender(catalogs(1000, 8)["random"], compression="none").sq8_index is None
 
 
 def test_auto_compression_from_256_mb_of_float32() -> None:

@@ -66,9 +66,9 @@ def test_dataset_paths_never_leave_the_dataset_folder(tmp_path):
     folder, secret = hostile_catalog(tmp_path)
     catalog = catalog_of(folder, tmp_path / "cache")
     in_thread(lambda: catalog.check_all(background=False))
-    assert set(catalog.unavailable) == set(BAD)
+    assert set(catalog.hidden) == set(BAD)
     for row, word in BAD.items():
-        assert word in catalog.unavailable[row], (row, catalog.unavailable[row])
+        assert word in catalog.hidden[row], (row, catalog.hidden[row])
     thumbs = {thumb_row(p) for p in catalog.thumb_dir.glob("r*.jpg")}
     assert thumbs == set(range(len(BAD), N))  # no thumbnail of anything outside, so none to fetch
     assert "(6 left out" in catalog.summary()
@@ -113,7 +113,7 @@ def test_forged_saved_state_is_refused_whole_and_changes_nothing_shared(tmp_path
         visit = fns["start"](forged)[0]
         assert visit.session.round == 1 and visit.session.picks == [] and visit.target is None, forged
         assert visit.results == [], forged
-        assert rec.n_excluded == 0 and not catalog.unavailable, forged  # nothing hidden from anyone
+        assert rec.n_hidden == 0 and not catalog.hidden, forged  # nothing hidden from anyone
         json.dumps(visit.saved(catalog))
     fresh = rec.new_session(seed=1)
     seen = []
@@ -179,7 +179,7 @@ def test_a_fifo_among_the_first_pictures_never_blocks(tmp_path):
     folder, _ = hostile_catalog(tmp_path)
     catalog = catalog_of(folder, tmp_path / "cache")
     in_thread(lambda: catalog.check_sample(k=N))  # every row, the FIFO's among them, before serving
-    assert "not a regular file" in catalog.unavailable[3]
+    assert "not a regular file" in catalog.hidden[3]
 
 
 # ---------------------------------------------------------------------- 5 and 6 over HTTP: a running app
@@ -245,8 +245,8 @@ def test_a_forged_long_history_is_refused_or_replays_only_the_latest_picks(tmp_p
         rec.restore_session({**saved, "history": history + [[rows[-1]]]})
     session = rec.restore_session(saved)
     calls = []
-    real = bayes.belief_space
-    monkeypatch.setattr(bayes, "belief_space", lambda *a: calls.append(1) or real(*a))
+    real = bayes.belief_rows
+    monkeypatch.setattr(bayes, "belief_rows", lambda *a: calls.append(1) or real(*a))
     session.next_round()
     assert len(calls) <= recommender.MAX_REPLAYED_PICKS + 2  # one per weighed pick and view, + the design's
     fresh = rec.new_session(seed=3)
