@@ -25,6 +25,7 @@ def catalog500(cache):
     return demo.load_demo_catalog(size=500, cache_dir=cache, source="subset", progress=False)
 
 
+@pytest.mark.slow
 def test_catalog_columns_balance_and_embeddings(catalog500):
     ds = catalog500
     assert ds.column_names == ["image", "id", "category", "embeddings", "appearance"]
@@ -87,6 +88,7 @@ def test_efficientnet_backend_interface():
     assert vecs.shape == (6, 1280) and np.allclose(np.linalg.norm(vecs, axis=1), 1, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_pretrained_weights_beat_random_weights(catalog500):
     import torch
     from efficientnet_lite_pytorch import EfficientNet

@@ -117,6 +117,7 @@ def make_folder(path: Path, n: int, seed: int = 0) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("compression", ["none", "sq8"])
 def test_rewriting_the_dataset_under_a_running_app(tmp_path, tiny_model, compression):
     """upload_ds.py --out into the dataset the app serves: refused without --overwrite; with it, atomic.
@@ -365,6 +366,7 @@ def test_app_settings_errors_are_one_line(case, tmp_path):
         assert "dataset" not in one_error(res).lower()
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_upload_is_one_line_and_resumes(tmp_path, tiny_model):
     folder = make_folder(tmp_path / "imgs", 2000)
     args = [sys.executable, str(ROOT / "upload_ds.py"), str(folder), "--repo", "me/shop", "--model", tiny_model,

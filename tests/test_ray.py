@@ -56,6 +56,7 @@ def assert_same(ds, ref):
     assert [r["image"]["bytes"] for r in raw] == [r["image"]["bytes"] for r in ref_raw]
 
 
+@pytest.mark.slow
 def test_ray_engine_equals_default_engine(reference, tiny_model, tmp_path):
     folder, ref, ref_skips = reference
     res = upload(folder, "--repo", "me/shop", "--model", tiny_model, "--batch-size", "2", "--no-push", "--out",
@@ -71,6 +72,7 @@ def test_ray_engine_equals_default_engine(reference, tiny_model, tmp_path):
     assert '"model"' in embs.info.description and tiny_model in embs.info.description
 
 
+@pytest.mark.slow
 def test_restart_after_failure_does_not_redo_finished_shards(reference, tiny_model, tmp_path):
     folder, ref, _ = reference
     args = [folder, "--repo", "me/shop", "--model", tiny_model, "--batch-size", "2", "--no-push", "--out",
@@ -88,6 +90,7 @@ def test_restart_after_failure_does_not_redo_finished_shards(reference, tiny_mod
     assert_same(datasets.load_from_disk(str(tmp_path / "out" / "shop-embeddings")), ref)
 
 
+@pytest.mark.slow
 def test_worker_crash_still_yields_a_complete_dataset(reference, tiny_model, tmp_path):
     folder, ref, ref_skips = reference
     marker = tmp_path / "crashed"
@@ -100,6 +103,7 @@ def test_worker_crash_still_yields_a_complete_dataset(reference, tiny_model, tmp
     assert_same(datasets.load_from_disk(str(tmp_path / "out" / "shop-embeddings")), ref)
 
 
+@pytest.mark.slow
 def test_manifest_with_files_and_urls(reference, tiny_model, tmp_path):
     folder, ref, _ = reference
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
@@ -132,6 +136,7 @@ def test_manifest_needs_ray_engine(tmp_path):
     assert res.returncode == 2 and "--engine ray" in res.stderr
 
 
+@pytest.mark.slow
 def test_ray_engine_with_a_clip_model_writes_image_features_and_the_text_flag(tiny_clip, tmp_path):
     import json
 

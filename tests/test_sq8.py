@@ -89,6 +89,7 @@ def test_bound_holds_for_every_row() -> None:
         assert eps < 0.05  # and the bound is tight enough to be useful
 
 
+@pytest.mark.slow
 def test_sq8_reads_a_memmap_without_holding_it(tmp_path) -> None:
     x = catalogs(20_000, 256)["clustered"]
     path = tmp_path / "rows.npy"
@@ -131,6 +132,7 @@ def test_sq8_over_a_saved_datasets_arrow_blocks(tmp_path) -> None:
     assert run_sessions(rec, "rocchio", 1) == run_sessions(Recommender(x, seed=0), "rocchio", 1)
 
 
+@pytest.mark.slow
 def test_bayes_on_sq8_matches_float32(monkeypatch) -> None:
     x = catalogs(1500, 96)["clustered"]
     flat, sq8 = Recommender(x, seed=0), Recommender(x, seed=0, compression="sq8")
