@@ -30,6 +30,7 @@ import math
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -96,15 +97,30 @@ def choose(unit: np.ndarray, shown: list[int], target: int, user: str, rng: np.r
     return shown[int(rng.choice(len(shown), p=p / p.sum()))]
 
 
-def hunt(rec: Recommender, target: int, strategy: str, user: str, seed: int, max_rounds: int,
-         user_temperature: float = 0.05, user_epsilon: float = 0.05, perceived: np.ndarray | None = None,
+@dataclass
+class Shopper:
+    """A simulated shopper: how it clicks (`user`: noiseless, or noisy with a softmax `temperature` and a chance
+    `epsilon` of a random click) and through whose eyes (`perceived` rows; None: the catalog's embedding)."""
+
+    user: str = "noiseless"
+    temperature: float = 0.05
+    epsilon: float = 0.05
+    perceived: np.ndarray | None = None
+
+    def click(self, rec: Recommender, shown: list[int], target: int, rng: np.random.Generator) -> int:
+        """The shown product it clicks, hunting `target` (see `choose`)."""
+        eyes = rec.unit if self.perceived is None else self.perceived
+        return choose(eyes, shown, target, self.user, rng, self.temperature, self.epsilon)
+
+
+def hunt(rec: Recommender, target: int, strategy: str, shopper: Shopper | str, seed: int, max_rounds: int,
          typed=None, clicks: list | None = None, **params) -> int | None:
     """Rounds until the target is shown (1 = found in the first gallery), or None past `max_rounds`.
 
-    The shopper judges similarity by the rows `perceived` (default: the catalog's embedding), and with `typed`
-    (a query for `Session.next_round`) says what it wants before the first round; `clicks`, when given, gets
+    `shopper` clicks (a Shopper, or just its `user`: "noiseless" / "noisy"), and with `typed` (a query for
+    `Session.next_round`) says what it wants before the first round; `clicks`, when given, gets
     (round, shown, pick, target) for every click (see `click_fit`)."""
-    eyes = rec.unit if perceived is None else perceived
+    shopper = Shopper(shopper) if isinstance(shopper, str) else shopper
     rng = np.random.default_rng((seed, target, 1))
     session = rec.new_session(seed=(seed, target), strategy=strategy, **params)
     shown = session.next_round(query=typed)
@@ -113,31 +129,34 @@ def hunt(rec: Recommender, target: int, strategy: str, user: str, seed: int, max
             return r
         if not shown or r == max_rounds:
             return None
-        pick = choose(eyes, shown, target, user, rng, user_temperature, user_epsilon)
+        pick = shopper.click(rec, shown, target, rng)
         if clicks is not None:
             clicks.append((r, shown, pick, target))
         shown = session.next_round(pick=pick)
     return None
 
 
-def evaluate(rec: Recommender, strategies: list[str], targets: np.ndarray, user: str = "noiseless",
+def evaluate(rec: Recommender, strategies: list[str], targets: np.ndarray, user: Shopper | str = "noiseless",
              seed: int = 0, max_rounds: int | None = None, user_temperature: float = 0.05,
              user_epsilon: float = 0.05, progress: bool = True, perceived: np.ndarray | None = None,
              typed: dict | None = None, clicks: dict | None = None, **params) -> dict[str, np.ndarray]:
-    """Rounds per target for each strategy (np.inf where the cap ended the search); params tune strategies;
-    `perceived`: the rows the shopper judges by (default the embedding, see `perception`); `typed`: target ->
-    the query it types first (see `typed_queries`), giving a second result per strategy, "NAME +typed";
-    `clicks`, when given, gets every click per result name (see `hunt`)."""
+    """Rounds per target for each strategy (np.inf where the cap ended the search); params tune strategies.
+
+    `user`: a Shopper, or its `user` with `user_temperature`, `user_epsilon` and `perceived` (the rows it judges
+    by; default the embedding, see `perception`); `typed`: target -> the query it types first (see
+    `typed_queries`), giving a second result per strategy, "NAME +typed"; `clicks`, when given, gets every
+    click per result name (see `hunt`)."""
     from tqdm.auto import tqdm
 
+    shopper = user if isinstance(user, Shopper) else Shopper(user, user_temperature, user_epsilon, perceived)
     cap = max_rounds or math.ceil(rec.n / rec.per_round)
     out = {}
     for name in strategies:
         for queries in (None, typed) if typed is not None else (None,):
             label = name if queries is None else f"{name} +typed"
             log = None if clicks is None else clicks.setdefault(label, [])
-            rounds = [hunt(rec, int(t), name, user, seed, cap, user_temperature, user_epsilon, perceived,
-                           None if queries is None else queries[int(t)], log, **params)
+            rounds = [hunt(rec, int(t), name, shopper, seed, cap, None if queries is None else queries[int(t)], log,
+                           **params)
                       for t in tqdm(targets, desc=label, disable=not progress, leave=False)]
             out[label] = np.array([np.inf if r is None else r for r in rounds], dtype=float)
     return out
@@ -375,8 +394,9 @@ def run(args: argparse.Namespace, rec: Recommender, targets: np.ndarray, eyes: d
     for kind, perceived in eyes.items():
         t = time.perf_counter()
         clicks = {} if args.click_fit else None
-        results = evaluate(rec, args.strategies, targets, args.user, args.seed, args.max_rounds, args.temperature,
-                           args.epsilon, perceived=perceived, typed=typed, clicks=clicks)
+        shopper = Shopper(args.user, args.temperature, args.epsilon, perceived)
+        results = evaluate(rec, args.strategies, targets, shopper, args.seed, args.max_rounds, typed=typed,
+                           clicks=clicks)
         mismatch = "" if kind == "embedding" else " (not the embedding the strategies use)"
         print(f"\nshopper perceives: {kind}{mismatch}")
         print(report(results, rec.n, args.per_round))
@@ -394,8 +414,8 @@ def sweep(args: argparse.Namespace, rec: Recommender, targets: np.ndarray) -> No
     print(f"{'similar':>7} {'mean':>6} {'median':>7} {'p90':>5}")
     for similar in range(args.per_round + 1):
         swept = Recommender(rec.unit, per_round=args.per_round, similar=similar, seed=args.seed)
-        s = summary(evaluate(swept, ["mean"], targets, args.user, args.seed, args.max_rounds, args.temperature,
-                             args.epsilon, progress=False)["mean"])
+        shopper = Shopper(args.user, args.temperature, args.epsilon)
+        s = summary(evaluate(swept, ["mean"], targets, shopper, args.seed, args.max_rounds, progress=False)["mean"])
         print(f"{similar:7d} {s['mean']:6.2f} {s['median']:7.1f} {s['p90']:5.1f}", flush=True)
 
 

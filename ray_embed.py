@@ -14,6 +14,7 @@ import csv
 import os
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -128,12 +129,29 @@ def finished_orders(work: Path) -> set[int]:
     return done
 
 
-def run(rows: list[tuple[str, str]], work_dir: str | os.PathLike, model: str, pooling: str = "cls",
-        batch_size: int = 32, num_workers: int = 2, gpus_per_worker: float = 0, ray_address: str | None = None,
-        max_pixels: int = DEFAULT_MAX_PIXELS, shard_size: int = 64, cpus_per_worker: float | None = None, log=print):
+@dataclass
+class RayOptions:
+    """How the ray engine embeds: the model, the batch and shard sizes, and the cluster it runs on."""
+
+    model: str
+    pooling: str = "cls"
+    batch_size: int = 32
+    num_workers: int = 2
+    gpus_per_worker: float = 0
+    ray_address: str | None = None  # None: start a local cluster
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    shard_size: int = 64  # images per read task and Parquet shard
+    cpus_per_worker: float | None = None  # None: the local cores shared among the workers
+
+
+def run(rows: list[tuple[str, str]], work_dir: str | os.PathLike, options: RayOptions, log=print):
     """Embed `rows` (id, source) on Ray; returns (embeddings dataset in row order, [(source, reason)] skipped)."""
     import ray
 
+    o = options
+    model, pooling, batch_size, num_workers = o.model, o.pooling, o.batch_size, o.num_workers
+    gpus_per_worker, ray_address, shard_size, cpus_per_worker = o.gpus_per_worker, o.ray_address, o.shard_size, \
+        o.cpus_per_worker
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     done = finished_orders(work)
@@ -155,7 +173,7 @@ def run(rows: list[tuple[str, str]], work_dir: str | os.PathLike, model: str, po
             t = time.perf_counter()
             ds = ray.data.from_items(todo, override_num_blocks=max(1, -(-len(todo) // shard_size)))
             ds = ds.map_batches(read_and_check, batch_format="pyarrow", batch_size=shard_size,
-                                fn_kwargs={"max_pixels": max_pixels}, num_cpus=0.25)
+                                fn_kwargs={"max_pixels": o.max_pixels}, num_cpus=0.25)
             ds = ds.map_batches(Embedder, batch_format="pyarrow", batch_size=batch_size,
                                 fn_constructor_kwargs={"model": model, "pooling": pooling, "batch_size": batch_size,
                                                        "use_gpu": gpus_per_worker > 0,

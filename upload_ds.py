@@ -124,10 +124,9 @@ def build(img_dir: str | os.PathLike, model: str = DEFAULT_MODEL, batch_size: in
     return scan, images_ds, emb_ds
 
 
-def build_ray(img_dir: str | None, manifest: str | None, model: str, batch_size: int, pooling: str,
-              max_pixels: int, num_workers: int, gpus_per_worker: float, ray_address: str | None,
-              work_dir: str | None, shard_size: int = 64):
-    """The same three results as `build`, with reading, decoding and embedding run as Ray Data stages."""
+def build_ray(img_dir: str | None, manifest: str | None, options, work_dir: str | None):
+    """The same three results as `build`, with reading, decoding and embedding run as Ray Data stages
+    (`options`: a ray_embed.RayOptions)."""
     import datasets
 
     import ray_embed
@@ -141,17 +140,16 @@ def build_ray(img_dir: str | None, manifest: str | None, model: str, batch_size:
         files, skipped_dirs = list_folder(root)
         rows = list(zip(make_ids(root, files), map(str, files)))
         rel = {str(p): p.relative_to(root).as_posix() for p in files}
-    key = files_key(rows, salt=f"{model}\x00{pooling}\x00{max_pixels}\n")
+    key = files_key(rows, salt=f"{options.model}\x00{options.pooling}\x00{options.max_pixels}\n")
     work = Path(work_dir) if work_dir else Path(datasets.config.HF_DATASETS_CACHE) / "ray-embed" / key[:24]
-    emb_ds, skipped = ray_embed.run(rows, work, model, pooling, batch_size, num_workers, gpus_per_worker, ray_address,
-                                    max_pixels, shard_size, log=lambda msg: print(msg, file=sys.stderr))
+    emb_ds, skipped = ray_embed.run(rows, work, options, log=lambda msg: print(msg, file=sys.stderr))
     scan = FolderScan(root, images=list(zip(emb_ds["id"], [None] * len(emb_ds))),
                       skipped=skipped_dirs + [(rel.get(src, src), reason) for src, reason in skipped])
     if not len(emb_ds):
         raise ValueError(f"none of the {len(rows)} images could be read:\n{scan.report()}")
     dim = emb_ds.features["embeddings"].length
-    emb_ds.info.description = json.dumps({**describe_model(model, pooling, dim, text=model_has_text(model)),
-                                          "source": "upload_ds.py (ray)"})
+    described = describe_model(options.model, options.pooling, dim, text=model_has_text(options.model))
+    emb_ds.info.description = json.dumps({**described, "source": "upload_ds.py (ray)"})
     return scan, emb_ds.select_columns(["image", "id"]), emb_ds
 
 
@@ -238,8 +236,11 @@ def hub_token(args: argparse.Namespace) -> str | None:
 def embed_all(args: argparse.Namespace):
     """(scan, images dataset, embeddings dataset) with the chosen engine."""
     if args.engine == "ray":
-        return build_ray(args.img_dir, args.manifest, args.model, args.batch_size, args.pooling, args.max_pixels,
-                         args.num_workers, args.gpus_per_worker, args.ray_address, args.work_dir, args.shard_size)
+        from ray_embed import RayOptions
+
+        options = RayOptions(args.model, args.pooling, args.batch_size, args.num_workers, args.gpus_per_worker,
+                             args.ray_address, args.max_pixels, args.shard_size)
+        return build_ray(args.img_dir, args.manifest, options, args.work_dir)
     return build(args.img_dir, args.model, args.batch_size, args.pooling, args.max_pixels)
 
 

@@ -119,8 +119,9 @@ def ray_engine(tmp: Path, files: list[Path], args) -> dict[int, tuple[float, flo
         ray.init(num_cpus=(os.cpu_count() or 1) + 1, include_dashboard=False, log_to_driver=False)
         try:
             t = time.perf_counter()
-            ray_embed.run(rows, tmp / f"ray-{workers}", str(tmp / "vit"), batch_size=args.batch_size,
-                          num_workers=workers, shard_size=16, log=lambda m: None)
+            options = ray_embed.RayOptions(str(tmp / "vit"), batch_size=args.batch_size, num_workers=workers,
+                                           shard_size=16)
+            ray_embed.run(rows, tmp / f"ray-{workers}", options, log=lambda m: None)
             out[workers] = (len(rows) / (time.perf_counter() - t), time.perf_counter() - t0)
         finally:
             ray.shutdown()

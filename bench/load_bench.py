@@ -16,6 +16,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -78,8 +80,9 @@ def shop_concurrently(url: str, shoppers: int, rounds: int) -> dict:
     return {"latencies_ms": np.array(latencies) * 1000, "seconds": time.perf_counter() - t, **problems}
 
 
-def serve(products: int, tmp: Path, dim: int) -> tuple:
-    """Make a catalog of `products` and start the app on it; returns (process, url)."""
+@contextmanager
+def serving(products: int, tmp: Path, dim: int) -> Iterator[tuple]:
+    """Make a catalog of `products` and serve the app on it for the block: (process, url); stopped after."""
     t = time.perf_counter()
     cat = make_catalog(tmp / f"catalog-{products}", n=products, dim=dim)
     print(f"catalog of {products:,} products ({dim}-d) made in {time.perf_counter() - t:.1f} s", flush=True)
@@ -87,19 +90,18 @@ def serve(products: int, tmp: Path, dim: int) -> tuple:
     env = {**os.environ, "APP_LOG": str(log), "CACHE_DIR": str(tmp / "cache"), "GRADIO_ANALYTICS_ENABLED": "False",
            "HF_HUB_OFFLINE": "1"}
     proc, url = start_app(["--dataset", str(cat)], env, timeout=600)
-    wait_for_thumbnails(log)
-    return proc, url
+    try:
+        wait_for_thumbnails(log)
+        yield proc, url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def run(products: int, shoppers: int, rounds: int, dim: int = 768, tmp: Path | None = None) -> dict:
     """The load test proper; returns its figures."""
-    with tempfile.TemporaryDirectory() as own:
-        proc, url = serve(products, Path(tmp or own), dim)
-        try:
-            return shop_concurrently(url, shoppers, rounds)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+    with tempfile.TemporaryDirectory() as own, serving(products, Path(tmp or own), dim) as (_, url):
+        return shop_concurrently(url, shoppers, rounds)
 
 
 def main() -> None:

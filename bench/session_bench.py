@@ -25,7 +25,7 @@ import requests
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
 from gradio_http import Shopper  # noqa: E402
-from load_bench import serve  # noqa: E402
+from load_bench import serving  # noqa: E402
 
 
 def rss_mb(pid: int, field: str = "VmRSS") -> float:
@@ -60,8 +60,7 @@ def settle(pid: int, seconds: float = 10.0) -> float:
 
 def run(products: int, sessions: int, batch: int, dim: int, workers: int, tmp: Path) -> dict:
     """Open/close `sessions` tabs in batches, then as many that never close; returns the RSS figures."""
-    proc, url = serve(products, tmp, dim)
-    try:
+    with serving(products, tmp, dim) as (proc, url):
         config = Shopper(url).config
         figures = {"idle": rss_mb(proc.pid)}
         with ThreadPoolExecutor(workers) as pool:
@@ -85,9 +84,6 @@ def run(products: int, sessions: int, batch: int, dim: int, workers: int, tmp: P
             list(pool.map(lambda k: visit(url, config, k, False), range(sessions)))
             figures["never_closed"] = settle(proc.pid)
         return figures
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def main() -> None:
