@@ -154,6 +154,17 @@ def _state(session: Session) -> BayesState:
     return session.bayes
 
 
+def click_probabilities(sims: np.ndarray, temperature: float, epsilon: float) -> np.ndarray:
+    """The user model: P(the shopper clicks each shown product | the target), from the shown products'
+    similarities to the target (last axis): (1 - epsilon) softmax(sims / temperature) + epsilon / |shown|.
+
+    `strategy_bayes` applies this model to every possible target at once (in float32, in place); evaluate.py's
+    `click_fit` and the tests use this function."""
+    sims = np.asarray(sims, dtype=np.float64)
+    p = np.exp((sims - sims.max(axis=-1, keepdims=True)) / temperature)
+    return (1 - epsilon) * p / p.sum(axis=-1, keepdims=True) + epsilon / sims.shape[-1]
+
+
 def bayes_hypotheses(rec: Recommender, params: dict) -> list[tuple[str, float, float]]:
     """The (view, temperature, epsilon) user models a `bayes` session weighs: one, when the session fixes its
     temperature and epsilon; else every view x BAYES_TEMPERATURES at BAYES_DEFAULTS' epsilon (beyond

@@ -35,11 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
+from bayes import BAYES_DEFAULTS, click_probabilities
 from catalog import dataset_views, embedding_matrix
 from cli import ArgumentParser, folder_problem, whole_number
 from cli import run as run_cli
 from embed import ImageEncoder, appearance_vectors, embed_dataset
-from recommender import BAYES_DEFAULTS, STRATEGIES, Recommender
+from recommender import STRATEGIES, Recommender
 
 # ---------------------------------------------------------------------------------------------- the shopper
 PIXELS_SIZE = 32  # the `pixels` shopper sees the picture at 32 x 32
@@ -192,11 +193,9 @@ def click_fit(rows: np.ndarray, clicks: list, temperature: float = BAYES_DEFAULT
     parts: dict[str, tuple[list, list]] = {"early": ([], []), "later": ([], [])}
     for r, shown, pick, target in clicks:
         sims = rows[shown] @ rows[target]
-        p = np.exp((sims - sims.max()) / temperature)
-        p /= p.sum()
         i = shown.index(pick)
         ll, top = parts["early" if r <= early else "later"]
-        ll.append(math.log((1 - epsilon) * p[i] + epsilon / len(shown)))
+        ll.append(math.log(click_probabilities(sims, temperature, epsilon)[i]))
         top.append(int(np.argmax(sims)) == i)
     return {part: {"clicks": len(ll), "loglik": float(np.mean(ll)) if ll else math.nan,
                    "top": float(np.mean(top) * 100) if top else math.nan} for part, (ll, top) in parts.items()}

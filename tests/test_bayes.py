@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import evaluate as ev
+from bayes import click_probabilities
 from recommender import Recommender, view_weights
 
 
@@ -34,9 +35,7 @@ def test_bayes_posterior_update_matches_the_user_model(clustered):
     session.next_round(pick=first[2])
     logp = session.bayes.log_beliefs[0].astype(np.float64)
     assert np.isneginf(logp[first]).all()
-    s = clustered @ clustered[first].T / 0.1
-    softmax = np.exp(s[:, 2]) / np.exp(s).sum(1)
-    expected = np.log(0.8 * softmax + 0.2 / 10)
+    expected = np.log(click_probabilities(clustered @ clustered[first].T, 0.1, 0.2)[:, 2])  # every target at once
     alive = np.setdiff1d(np.arange(300), first)
     diff = logp[alive] - expected[alive]
     np.testing.assert_allclose(diff, diff[0], atol=1e-3)  # equal up to the normalising constant
