@@ -14,6 +14,7 @@ import pytest
 import requests
 from catalogs import make_catalog
 from gradio_http import ROOT, Shopper, gallery_captions, gallery_rows, start_app
+from helpers import in_threads
 
 N = 60
 
@@ -117,30 +118,23 @@ def test_exhaustion_and_start_over(server):
 
 def test_concurrent_shoppers_stay_isolated(server):
     url, _ = server
-    results, errors = {}, []
+    results = {}
 
     def shop(k: int) -> None:
-        try:
-            shopper = Shopper(url)
-            gallery = shopper.call("start")[1]
-            seen, picked = set(gallery_rows(gallery)), []
-            for r in range(4):
-                i = (k + r) % 10
-                picked.append(gallery_rows(gallery)[i])
-                _, gallery, picks, _, *_ = shopper.pick(i, value(gallery)[i])
-                rows = gallery_rows(gallery)
-                assert not seen & set(rows)
-                seen |= set(rows)
-                assert gallery_rows(picks) == picked, "another shopper's picks leaked in"
-            results[k] = picked
-        except Exception as exc:  # noqa: BLE001
-            errors.append(exc)
+        shopper = Shopper(url)
+        gallery = shopper.call("start")[1]
+        seen, picked = set(gallery_rows(gallery)), []
+        for r in range(4):
+            i = (k + r) % 10
+            picked.append(gallery_rows(gallery)[i])
+            _, gallery, picks, _, *_ = shopper.pick(i, value(gallery)[i])
+            rows = gallery_rows(gallery)
+            assert not seen & set(rows)
+            seen |= set(rows)
+            assert gallery_rows(picks) == picked, "another shopper's picks leaked in"
+        results[k] = picked
 
-    threads = [threading.Thread(target=shop, args=(k,)) for k in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = in_threads(shop, 6)
     assert not errors, errors
     assert len(results) == 6
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import in_threads
 
 import recommender
 from recommender import Recommender
@@ -220,26 +220,19 @@ def test_approximate_index_option():
 def test_sessions_isolated_under_threads():
     x = unit(3000, 16)
     rec = Recommender(x, seed=0)
-    results, errors = {}, []
+    results = {}
 
     def shopper(k):
-        try:
-            session = rec.new_session(seed=k)
-            shown, rounds = session.next_round(), []
-            for r in range(30):
-                rounds.append(shown)
-                shown = session.next_round(pick=shown[(k + r) % len(shown)])
-            results[k] = rounds
-            flat = sum(rounds, [])
-            assert len(flat) == len(set(flat))
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+        session = rec.new_session(seed=k)
+        shown, rounds = session.next_round(), []
+        for r in range(30):
+            rounds.append(shown)
+            shown = session.next_round(pick=shown[(k + r) % len(shown)])
+        results[k] = rounds
+        flat = sum(rounds, [])
+        assert len(flat) == len(set(flat))
 
-    threads = [threading.Thread(target=shopper, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = in_threads(shopper, 8)
     assert not errors
     for k in range(8):  # each threaded session equals the same session run alone
         session = rec.new_session(seed=k)

@@ -23,6 +23,7 @@ import requests
 from catalogs import make_catalog
 from conftest import pattern
 from gradio_http import Shopper, gallery_rows, start_app, thumb_row
+from helpers import play_to_end
 from PIL import Image
 from test_hostile import in_process_shop, make_folder, one_error, run, value
 
@@ -115,11 +116,7 @@ def test_forged_saved_state_is_refused_whole_and_changes_nothing_shared(tmp_path
         assert visit.results == [], forged
         assert rec.n_hidden == 0 and not catalog.hidden, forged  # nothing hidden from anyone
         json.dumps(visit.saved(catalog))
-    fresh = rec.new_session(seed=1)
-    seen = []
-    while rows := fresh.next_round():
-        seen += rows
-    assert sorted(seen) == list(range(40))
+    assert sorted(play_to_end(rec.new_session(seed=1))) == list(range(40))
 
 
 # ------------------------------------------------------------------------------ 3. --overwrite and --out
