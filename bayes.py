@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import faiss
 import numpy as np
 
-from rows import CHUNK_BYTES, CHUNK_ROWS
+from rows import CHUNK_BYTES, CHUNK_ROWS, unit_length
 
 if TYPE_CHECKING:
     from recommender import Recommender, Session
@@ -100,7 +100,7 @@ def _project(rows, n: int, out_dim: int) -> tuple[np.ndarray, faiss.PCAMatrix | 
         block = np.ascontiguousarray(rows[start : start + step])
         if pca is not None:
             block = pca.apply_py(block)
-            block /= np.maximum(np.linalg.norm(block, axis=1), 1e-12)[:, None]
+            unit_length(block, out=block)
         proj[start : start + len(block)] = block
     return proj, pca
 

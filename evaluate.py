@@ -41,6 +41,7 @@ from cli import ArgumentParser, folder_problem, whole_number
 from cli import run as run_cli
 from embed import ImageEncoder, appearance_vectors, embed_dataset
 from recommender import STRATEGIES, Recommender
+from rows import unit_length
 
 # ---------------------------------------------------------------------------------------------- the shopper
 PIXELS_SIZE = 32  # the `pixels` shopper sees the picture at 32 x 32
@@ -51,7 +52,7 @@ def unit_rows(x: np.ndarray, centre: bool = False) -> np.ndarray:
     x = np.array(x, dtype=np.float32)
     if centre:
         x -= x.mean(axis=0)
-    return x / np.maximum(np.linalg.norm(x, axis=1), 1e-12)[:, None]
+    return unit_length(x)
 
 
 def perception(kind: str, unit: np.ndarray, ds=None, image_column: str = "image", seed: int = 0) -> np.ndarray:

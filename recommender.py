@@ -37,7 +37,7 @@ from bayes import (  # noqa: F401 - the bayes strategy and its public names, re-
     strategy_bayes,
     view_weights,
 )
-from rows import Bitmap, UnitRows, as_chunks, read_blocks
+from rows import Bitmap, UnitRows, as_chunks, read_blocks, unit_length
 from sq8 import ExactSQ8
 from untrusted import clean_text, whole_list
 
@@ -209,7 +209,7 @@ def prepare_views(views: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]
         if bad.size:
             raise ValueError(f"view {name!r} row {int(bad[0])} has NaN or inf")
         x -= x.mean(axis=0, dtype=np.float64).astype(np.float32)
-        x /= np.maximum(np.linalg.norm(x, axis=1), 1e-12)[:, None]
+        unit_length(x, out=x)
         out[name] = x
     return out
 

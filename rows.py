@@ -40,6 +40,11 @@ def check_and_normalise(block: np.ndarray, offset: int = 0) -> np.ndarray:
     return block / norms[:, None]
 
 
+def unit_length(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Each row of `x` divided by its L2 norm (a row of zeros stays zeros); in place with `out=x`."""
+    return np.divide(x, np.maximum(np.linalg.norm(x, axis=1), 1e-12)[:, None], out=out)
+
+
 def as_chunks(embeddings) -> list[np.ndarray]:
     """The embeddings as a list of 2-D arrays of one width: one array (or memmap), or a dataset's Arrow blocks."""
     if isinstance(embeddings, UnitRows):
