@@ -166,13 +166,18 @@ def picture_source(value, base_dir: Path | None) -> tuple[bytes | Path, str]:
     return path, hashlib.blake2b(stamp, digest_size=8).hexdigest()
 
 
+def picture_data(source: bytes | Path) -> bytes:
+    """The bytes of a picture `picture_source` gave: as they are, or read from its checked file."""
+    return source if isinstance(source, bytes) else read_regular_file(source)
+
+
 def picture_bytes(ds, image_column: str = "image"):
     """The dataset's pictures column alone, every picture as stored bytes: paths are read under the rule of
     `picture_source` (inside the dataset's folder); one that cannot be read is a ValueError naming its row."""
     import datasets
 
     pictures = ds.select_columns([image_column]).cast_column(image_column, datasets.Image(decode=False))
-    if not pictures.data.column(image_column).combine_chunks().field("bytes").null_count:
+    if not sum(chunk.field("bytes").null_count for chunk in pictures.data.column(image_column).chunks):
         return pictures  # every picture is stored in the dataset itself
     base = dataset_folder(ds)
 
@@ -180,8 +185,7 @@ def picture_bytes(ds, image_column: str = "image"):
         out = []
         for row, value in zip(rows, batch[image_column]):
             try:
-                source, _ = picture_source(value, base)
-                out.append({"bytes": source if isinstance(source, bytes) else read_regular_file(source), "path": None})
+                out.append({"bytes": picture_data(picture_source(value, base)[0]), "path": None})
             except (ValueError, OSError) as exc:
                 raise ValueError(f"the picture of row {row} cannot be read: {exc}") from None
         return {image_column: out}
@@ -352,8 +356,7 @@ class Catalog:
 
     def image(self, row: int):
         """The product's image as a PIL image (see `picture` for which files may be read)."""
-        source, _ = self.picture(row)
-        return open_image(source if isinstance(source, bytes) else read_regular_file(source))
+        return open_image(picture_data(self.picture(row)[0]))
 
     def thumb(self, row: int) -> str:
         """Path of the product's gallery-sized JPEG, made on first use and kept on disk; raises if it cannot be.
@@ -362,8 +365,7 @@ class Catalog:
         source, key = self.picture(row)
         path = self.thumb_dir / f"r{row}-{key}.jpg"
         if not path.exists():
-            data = source if isinstance(source, bytes) else read_regular_file(source)
-            img = to_rgb(open_image(data))
+            img = to_rgb(open_image(picture_data(source)))
             img.thumbnail((THUMB_PX, THUMB_PX))
             tmp = path.with_name(f".{path.name}.{threading.get_ident()}")
             img.save(tmp, "JPEG", quality=88)
