@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -315,11 +314,7 @@ def settings_problem(args: argparse.Namespace) -> str | None:
             return f"--plot {plot.name}: the file name must end in one of {', '.join(PLOT_FORMATS)}"
         if not plot.parent.is_dir():
             return f"--plot {plot}: the folder {plot.parent} does not exist"
-        try:
-            with tempfile.TemporaryFile(dir=plot.parent):
-                pass
-        except OSError as exc:
-            return f"--plot {plot}: cannot write in {plot.parent}: {exc.strerror or exc}"
+        return folder_problem(plot.parent, f"--plot {plot}: the folder")
     return None
 
 
