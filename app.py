@@ -36,6 +36,7 @@ from pathlib import Path
 import gradio as gr
 from starlette.middleware import Middleware
 
+import page
 from catalog import (
     DEFAULT_CACHE,
     MAX_QUERY_CHARS,
@@ -78,21 +79,30 @@ def row_of_thumb(value) -> int | None:
 # ------------------------------------------------------------------------------------------------------ UI
 @dataclass
 class Visit:
-    """One browser session's state: the recommender session, and the target and results of "Find a product"."""
+    """One browser session's state: the recommender session, the product on the product page, and how the hunt
+    ended ("This is it", or the target of "Find a product" found), with the shopper's results."""
 
     session: Session
     target: int | None = None  # the product to find, in "Find a product" mode
-    found_in: int | None = None  # rounds it took, once clicked
+    found_in: int | None = None  # rounds it took, once found or chosen
     results: list[dict] = field(default_factory=list)  # the shopper's own hunts, newest last
     words: str | None = None  # the active search text, and how it searches ("meaning" or "names")
     search_by: str = ""
+    viewing: int | None = None  # the product on the product page (the last pick, or one opened from the picks)
+    chosen: int | None = None  # the product the shopper said "This is it" to
     note: str = ""  # a line for the shopper, shown once (e.g. "No product matches 'xyz'.")
     lock: threading.Lock = field(default_factory=threading.Lock)  # one event at a time per browser session
+
+    @property
+    def ended(self) -> bool:
+        """Whether the hunt is over (found or chosen): clicks in the gallery then change nothing."""
+        return self.found_in is not None
 
     def saved(self, catalog: Catalog) -> dict:
         """What the shopper's browser keeps (gr.BrowserState) so a reload resumes here: plain JSON data."""
         return {"catalog": catalog.key, **self.session.to_dict(), "target": self.target, "found_in": self.found_in,
-                "results": self.results[-MAX_RESULTS:], "search": self.words}
+                "results": self.results[-MAX_RESULTS:], "search": self.words, "viewing": self.viewing,
+                "chosen": self.chosen}
 
 
 def restore_visit(saved, catalog: Catalog, rec: Recommender) -> Visit | None:
@@ -105,13 +115,15 @@ def restore_visit(saved, catalog: Catalog, rec: Recommender) -> Visit | None:
         return None
     try:
         session = rec.restore_session(saved)
-        target, found_in = saved.get("target"), saved.get("found_in")
-        if target is not None:
-            target = whole(target, 0, catalog.n - 1, "target")
+        target, viewing, chosen = (optional_row(saved.get(key), catalog.n, key) for key in ("target", "viewing",
+                                                                                             "chosen"))
+        found_in = saved.get("found_in")
         if found_in is not None:
-            if target is None:
-                raise ValueError("found_in without a target")
-            found_in = whole(found_in, 1, session.round, "found_in")
+            if target is None and chosen is None:
+                raise ValueError("found_in without a target or a chosen product")
+            found_in = whole(found_in, 1, max(1, session.round), "found_in")
+        elif chosen is not None:
+            raise ValueError("chosen without found_in")
         results = saved_results(saved.get("results"), catalog.n)
         text = saved.get("search")
         if text is not None and not isinstance(text, str):
@@ -120,8 +132,8 @@ def restore_visit(saved, catalog: Catalog, rec: Recommender) -> Visit | None:
         log.info("a browser's saved session was not restored: %s", exc)
         return None
     if target is not None and rec.is_hidden(target):  # its image has since turned out unreadable
-        target, found_in = None, None
-    visit = Visit(session, target=target, found_in=found_in, results=results)
+        target, found_in = None, None if chosen is None else found_in
+    visit = Visit(session, target=target, found_in=found_in, results=results, viewing=viewing, chosen=chosen)
     if text:  # the words were saved, not their rows or vector: found again here
         found = catalog.find(text)
         if found.query is not None:
@@ -130,8 +142,13 @@ def restore_visit(saved, catalog: Catalog, rec: Recommender) -> Visit | None:
     return visit
 
 
-def saved_results(results, max_rounds: int) -> list[dict]:
-    """A browser's saved "Find a product" results, checked: at most MAX_RESULTS of {strategy, rounds}."""
+def optional_row(value, n: int, what: str) -> int | None:
+    """A saved catalog row, or None."""
+    return None if value is None else whole(value, 0, n - 1, what)
+
+
+def saved_results(results, n: int) -> list[dict]:
+    """A browser's saved results, checked: at most MAX_RESULTS of {strategy, rounds[, product, how]}."""
     if results is None:
         return []
     if not isinstance(results, list) or len(results) > MAX_RESULTS:
@@ -142,7 +159,14 @@ def saved_results(results, max_rounds: int) -> list[dict]:
         if not isinstance(strategy, str) or strategy not in STRATEGIES:
             raise ValueError("results are not a list of {strategy, rounds}")
         rounds = r.get("rounds")
-        out.append({"strategy": strategy, "rounds": None if rounds is None else whole(rounds, 1, max_rounds, "rounds")})
+        result = {"strategy": strategy, "rounds": None if rounds is None else whole(rounds, 1, n, "rounds")}
+        if r.get("product") is not None:
+            result["product"] = whole(r["product"], 0, n - 1, "product")
+        if r.get("how") is not None:
+            if r["how"] not in ("chosen", "target"):
+                raise ValueError("a result's how must be 'chosen' or 'target'")
+            result["how"] = r["how"]
+        out.append(result)
     return out
 
 
@@ -153,65 +177,42 @@ class Shop:
     def __init__(self, catalog: Catalog, rec: Recommender) -> None:
         self.catalog, self.rec = catalog, rec
 
-    def gallery_items(self, session: Session) -> list[tuple[str, str]]:
+    def gallery_items(self, visit: Visit) -> list[tuple[str, str]]:
         """The current round as (thumbnail, caption); products whose image turns out unreadable are swapped out
         (a few tries at most, then left off the gallery)."""
+        session = visit.session
         for _ in range(5):
             paths = {row: self.catalog.showable(row) for row in session.shown}
             bad = [row for row, path in paths.items() if path is None]
             if not bad:
                 break
             session.hide(bad)
-        return [(paths[row], ("★ match · " if i < session.n_similar else "✦ new · ") + self.catalog.labels[row])
-                for i, row in enumerate(session.shown) if paths.get(row) is not None]
-
-    def status(self, visit: Visit) -> str:
-        session = visit.session
-        seen = f"{session.n_seen:,} of {self.catalog.n - session.n_hidden:,} products seen"
-        if visit.found_in is not None:
-            return (f"**Found it in {visit.found_in} round{'s' * (visit.found_in != 1)}** with strategy "
-                    f"*{session.strategy}*. Press *Find a product* for another, or *Start over* to shop.")
-        if session.exhausted and not session.shown:
-            return f"**You have seen all {session.n_seen:,} products.** Press *Start over* to browse again."
-        if visit.target is not None:
-            return f"**Round {session.round}** · {seen} · Find the product shown on the right, by clicking " \
-                   f"what looks most like it."
-        hint = "Pick the product you like best." if session.round == 1 else \
-            "★ products look like your picks; ✦ are something new."
-        if session.strategy == "bayes" and session.round > 1:
-            hint = "★ products are likely what you want; ✦ ask which way you lean."
-            following = view_weights(session)
-            if len(following) > 1:
-                view, weight = max(following.items(), key=lambda kv: kv[1])
-                hint += f" Following: {view} {weight:.0%}."
-        elif visit.words and session.picks == [] and session.strategy != "random":
-            hint = "★ products match your words; ✦ are something new. Pick the one you like best."
-        if visit.words:
-            hint += f" Searching '{markdown_text(visit.words)}' by {visit.search_by}."
-        return f"**Round {session.round}** · {seen} · {hint}"
-
-    def results_table(self, visit: Visit) -> list[list]:
-        rows = [[r["strategy"], r["rounds"] if r["rounds"] is not None else "gave up"] for r in visit.results]
-        for name in sorted({r["strategy"] for r in visit.results}):
-            done = [r["rounds"] for r in visit.results if r["strategy"] == name and r["rounds"] is not None]
-            if done:
-                rows.append([f"{name}: mean of {len(done)}", round(sum(done) / len(done), 2)])
-        return rows
+        rows = [row for row in session.shown if paths.get(row) is not None]
+        n_like = sum(1 for row in session.shown[: session.n_similar] if paths.get(row) is not None)
+        marked = bool(session.picks) or (bool(visit.words) and session.strategy != "random")
+        return list(zip([paths[row] for row in rows], page.captions(self.catalog, rows, n_like, marked)))
 
     def render(self, visit: Visit, extras: bool = True, box=None):
         """All outputs; with extras=False the target image and results table are left as they are (cheaper);
         `box`: the new text of the search box (None: as it is)."""
         session = visit.session
-        gallery = self.gallery_items(session)  # first: it may swap products, which the status line counts
+        gallery = self.gallery_items(visit)  # first: it may swap products, which the status line counts
         target = self.catalog.showable(visit.target) if visit.target is not None else None
-        picks = [(path, self.catalog.labels[row]) for row in session.picks if (path := self.catalog.showable(row))]
-        line = self.status(visit)
+        picks = [(path, self.catalog.caption(row)) for row in session.picks if (path := self.catalog.showable(row))]
+        line = page.status_line(self.catalog, visit)
         if visit.note:
             line, visit.note = f"**{markdown_text(visit.note)}** {line}", ""
-        return (visit, gr.Gallery(value=gallery, selected_index=None), picks, line,
+        shown = visit.chosen if visit.chosen is not None else visit.viewing
+        if visit.target is not None and not visit.ended:
+            shown = None  # while hunting a target, the product page stays out of the way
+        return (visit, gr.Gallery(value=gallery, selected_index=None, visible=visit.chosen is None), picks, line,
                 gr.Image(value=target, visible=target is not None) if extras else gr.skip(),
-                self.results_table(visit) if extras else gr.skip(), visit.saved(self.catalog), self.catalog.summary(),
-                gr.skip() if box is None else box)
+                page.results_rows(self.catalog, visit.results) if extras else gr.skip(), visit.saved(self.catalog),
+                self.catalog.summary(), gr.skip() if box is None else box, session.strategy,
+                page.following_text(view_weights(session)) if session.strategy == "bayes" else "",
+                page.product_page(self.catalog, shown, visit.found_in if visit.chosen is not None else None),
+                gr.Button(visible=shown is not None and not visit.ended and visit.target is None),
+                gr.Button(visible=visit.chosen is not None))
 
     def draw_target(self, session: Session) -> int | None:
         """A random product that can be shown, to hunt for."""
@@ -222,7 +223,9 @@ class Shop:
         return None
 
     def new_visit(self, strategy: str | None, old: Visit | None, hunt: bool) -> Visit:
-        strategy = strategy if strategy in STRATEGIES else self.rec.strategy
+        """A new hunt that keeps the shopper's results and (unless they chose another) their strategy."""
+        if strategy not in STRATEGIES:
+            strategy = old.session.strategy if old is not None else self.rec.strategy
         results = []
         if old is not None:
             with old.lock:  # two Start-over clicks at once record the abandoned hunt once
@@ -250,16 +253,22 @@ class Shop:
         return self.render(self.new_visit(strategy, visit, hunt=True), box="")
 
     def on_search(self, text, visit: Visit | None, saved):
-        if visit is None:
-            visit = restore_visit(saved, self.catalog, self.rec) or self.new_visit(None, None, hunt=False)
+        visit = self.current(visit, saved)
         with visit.lock:
             return self.search(visit, clean_text(text, MAX_QUERY_CHARS * 4))
+
+    def current(self, visit: Visit | None, saved) -> Visit:
+        """This browser's visit: the server's copy, else the browser's (the server let it go: idle, a restart),
+        else a new one."""
+        if visit is None:
+            visit = restore_visit(saved, self.catalog, self.rec) or self.new_visit(None, None, hunt=False)
+        return visit
 
     def search(self, visit: Visit, text: str):
         """Typed words steer the next round like a pick; a miss says so and changes nothing; an empty box clears."""
         session = visit.session
-        if visit.found_in is not None:
-            return self.render(visit, extras=False)  # the hunt is over
+        if visit.ended:
+            return self.render(visit, extras=False)
         found = self.catalog.find(text)
         if found.query is None:
             if not found.text and visit.words:
@@ -270,7 +279,7 @@ class Shop:
             return self.render(visit, extras=False)
         try:
             session.next_round(query=found.query)
-        except ValueError as exc:  # e.g. a text tower whose vectors do not fit the self.catalog: say it, change nothing
+        except ValueError as exc:  # e.g. a text tower whose vectors do not fit the catalog: say it, change nothing
             visit.note = f"Search failed: {exc}"
             return self.render(visit, extras=False)
         visit.words, visit.search_by = found.text, found.search_by
@@ -286,19 +295,47 @@ class Shop:
 
     def pick(self, visit: Visit, evt: gr.SelectData):
         session = visit.session
-        index = evt.index if isinstance(evt.index, int) and not isinstance(evt.index, bool) else None
-        if index is None or not 0 <= index < len(session.shown) or visit.found_in is not None:
-            return self.render(visit, extras=False)  # out of range, or the hunt is over: ignore
-        clicked = row_of_thumb(evt.value)
-        if clicked is not None and clicked != session.shown[index]:
-            return self.render(visit, extras=False)  # a click on a gallery the shopper no longer sees
-        row = session.shown[index]
+        row = clicked_row(session.shown, evt)
+        if row is None or visit.ended:
+            return self.render(visit, extras=False)  # out of range, a stale gallery, or the hunt is over: ignore
+        visit.viewing = row
         if visit.target is not None and row == visit.target:
             visit.found_in = session.round
-            visit.results.append({"strategy": session.strategy, "rounds": session.round})
+            visit.results.append({"strategy": session.strategy, "rounds": session.round, "product": row,
+                                  "how": "target"})
             return self.render(visit)
         session.next_round(pick=row)
         return self.render(visit, extras=False)
+
+    def on_view(self, visit: Visit | None, saved, evt: gr.SelectData):
+        """A click in *Your picks*: that product on the product page; no round is spent."""
+        visit = self.current(visit, saved)
+        with visit.lock:
+            row = clicked_row(visit.session.picks, evt)
+            if row is not None and visit.chosen is None:
+                visit.viewing = row
+            return self.render(visit, extras=False)
+
+    def on_choose(self, visit: Visit | None, saved):
+        """"This is it": the product on the page ends the hunt, recorded with the rounds it took."""
+        visit = self.current(visit, saved)
+        with visit.lock:
+            session = visit.session
+            if visit.viewing is not None and not visit.ended and visit.target is None:
+                visit.chosen, visit.found_in = visit.viewing, max(1, session.round - 1)
+                visit.results.append({"strategy": session.strategy, "rounds": visit.found_in,
+                                      "product": visit.chosen, "how": "chosen"})
+            return self.render(visit)
+
+
+def clicked_row(rows: list[int], evt: gr.SelectData) -> int | None:
+    """The row a click on a gallery of `rows` chose, or None when its index is out of range or its picture is not
+    the one at that place (a click on a gallery the shopper no longer sees)."""
+    index = evt.index if isinstance(evt.index, int) and not isinstance(evt.index, bool) else None
+    if index is None or not 0 <= index < len(rows):
+        return None
+    clicked = row_of_thumb(evt.value)
+    return rows[index] if clicked is None or clicked == rows[index] else None
 
 
 def build_app(catalog: Catalog, rec: Recommender, session_idle_s: float = SESSION_IDLE_S, secret: str | None = None):
@@ -307,7 +344,6 @@ def build_app(catalog: Catalog, rec: Recommender, session_idle_s: float = SESSIO
     `secret` encrypts what each browser keeps of its visit; the same secret across restarts lets a reload
     after a restart resume too (None: a new one per process).
     """
-    strategies = sorted(STRATEGIES)
     shop = Shop(catalog, rec)
     with gr.Blocks(title="Visual product recommender") as demo:
         gr.Markdown("## Find your product\nClick the product you like best; each round shows products that look "
@@ -317,30 +353,38 @@ def build_app(catalog: Catalog, rec: Recommender, session_idle_s: float = SESSIO
         saved = gr.BrowserState(None, storage_key=f"product-recommender-{catalog.key}", secret=secret)
         info = gr.Markdown(elem_id="status")
         with gr.Row(equal_height=True):
-            box = gr.Textbox(label="Describe what you want", placeholder=SEARCH_HINT, scale=4, max_lines=1,
+            box = gr.Textbox(label="Describe what you want", placeholder=search_hint(catalog), scale=4, max_lines=1,
                              elem_id="search", submit_btn=False)
-            search_button = gr.Button("Search", elem_id="search-button", scale=1)
-        with gr.Row():
-            products = gr.Gallery(label="Products", columns=5, rows=2, height="auto", allow_preview=False, scale=4,
+            search_button = gr.Button("Search", elem_id="search-button", scale=1, min_width=90)
+        with gr.Row(elem_id="shop-row"):
+            products = gr.Gallery(label="Products", columns=5, height="auto", allow_preview=False, scale=3,
                                   object_fit="contain", elem_id="products", interactive=False, buttons=[])
-            target = gr.Image(label="Find this product", visible=False, interactive=False, elem_id="target", height=280,
-                              scale=1, buttons=[])
+            with gr.Column(scale=1, min_width=240, elem_id="side"):
+                target = gr.Image(label="Find this product", visible=False, interactive=False, elem_id="target",
+                                  buttons=[])
+                with gr.Column(elem_id="product-page"):
+                    product_page = gr.HTML(page.product_page(catalog, None), elem_id="product-details")
+                    this_is_it = gr.Button("This is it", variant="primary", visible=False, elem_id="this-is-it")
+                    new_search = gr.Button("Start a new search", variant="primary", visible=False,
+                                           elem_id="new-search")
         with gr.Row():
             restart = gr.Button("Start over", elem_id="start-over")
             hunt = gr.Button("Find a product", elem_id="find-product")
-        picks = gr.Gallery(label="Your picks", columns=10, height=200, allow_preview=False, fit_columns=False,
-                           object_fit="contain", elem_id="picks", interactive=False, buttons=[])
+        picks = gr.Gallery(label="Your picks (click one to see it again)", columns=10, height="auto",
+                           allow_preview=False, object_fit="contain", elem_id="picks", interactive=False, buttons=[])
         with gr.Accordion("Settings and your results", open=False):
-            strategy = gr.Radio(strategies, value=rec.strategy, label="Strategy (changing it starts over)",
-                                info="mean: the seed's rule (5 nearest to your picks + 5 random); rocchio: also "
-                                     "moves away from what you passed over; bayes: a belief over what you want, "
-                                     "galleries chosen to narrow it fastest; random: the baseline",
-                                elem_id="strategy")
-            results = gr.Dataframe(headers=["strategy", "rounds to find"], value=[], interactive=False,
-                                   label="Find a product: your results", elem_id="results")
-        outputs = [state, products, picks, info, target, results, saved, header, box]
+            strategy = gr.Radio(page.strategy_choices(sorted(STRATEGIES)), value=rec.strategy, elem_id="strategy",
+                                label="How the next products are chosen (changing it starts over)")
+            following = gr.Markdown(elem_id="strategy-note")
+            results = gr.Dataframe(headers=["product", "found with", "rounds", "strategy"], value=[],
+                                   interactive=False, label="Your results", elem_id="results")
+        outputs = [state, products, picks, info, target, results, saved, header, box, strategy, following,
+                   product_page, this_is_it, new_search]
         demo.load(shop.load, [saved], outputs, api_name="start")
         products.select(shop.on_select, [state, saved], outputs, api_name="pick", concurrency_limit=None)
+        picks.select(shop.on_view, [state, saved], outputs, api_name="view_pick", concurrency_limit=None)
+        this_is_it.click(shop.on_choose, [state, saved], outputs, api_name="this_is_it")
+        new_search.click(shop.start, [strategy, state], outputs, api_name="new_search")
         restart.click(shop.start, [strategy, state], outputs, api_name="start_over")
         hunt.click(shop.find_product, [strategy, state], outputs, api_name="find_product")
         strategy.input(shop.start, [strategy, state], outputs, api_name="set_strategy")
@@ -355,6 +399,17 @@ def build_app(catalog: Catalog, rec: Recommender, session_idle_s: float = SESSIO
 
         demo.unload(on_unload)
     return demo
+
+
+def search_hint(catalog: Catalog) -> str:
+    """The search box's placeholder: words this catalog's products are called by (its commonest categories)."""
+    counts: dict[str, int] = {}
+    for label in catalog.labels[:100_000]:
+        word = " ".join(label.lower().split("/")[0].split()[:2])  # "T-shirt/top" -> "t-shirt"
+        if word and not word[0].isdigit():
+            counts[word] = counts.get(word, 0) + 1
+    common = sorted(counts, key=lambda w: (-counts[w], w))[:3] if len(counts) < len(catalog.labels) else []
+    return f"e.g. {', '.join(common)} - press Enter" if common else SEARCH_HINT
 
 
 # ---------------------------------------------------------------------------------------------------- main
@@ -446,6 +501,7 @@ def prepare(args: argparse.Namespace) -> tuple[Catalog, Recommender]:
             raise CatalogError(f"demo catalog: {exc}") from exc
         name = f"demo: Fashion-MNIST ({args.demo_size})"
     catalog = Catalog(ds, name, cache)
+    catalog.add_appearance()  # bayes's second pair of eyes, on datasets made without it
     dim = catalog.embeddings[0].shape[1]
     compression = choose_compression(args.compression, catalog.n, dim)
     try:
@@ -497,6 +553,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         demo.queue(default_concurrency_limit=None).launch(server_name=args.host, server_port=args.port,
                                                           share=args.share, state_session_capacity=args.max_sessions,
+                                                          css=page.CSS,
                                                           max_threads=args.threads,
                                                           app_kwargs={"middleware": [Middleware(BodyLimit)]})
     except OSError as exc:  # the port was taken between the check and the start

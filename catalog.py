@@ -13,6 +13,7 @@ or click fails because of it. No UI imports here.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -26,13 +27,18 @@ from pathlib import Path
 
 import numpy as np
 
-from embed import open_image, to_rgb
+from embed import APPEARANCE_SIZE, appearance_vectors, open_image, to_rgb
 from hubcheck import HubUnavailableError, require_hub
+from products import price_value, safe_url
 from untrusted import UnsafePath, clean_text, file_stamp, inside, read_regular_file
 from words import WordIndex, words_of
 
 log = logging.getLogger("catalog")
-THUMB_PX = 256
+THUMB_PX = 256  # gallery tiles: pictures shrunk or (smoothly) enlarged to fit this square
+PAGE_PX = 512  # the product page's larger picture
+THUMB_VERSION = "s2"  # in the thumbnail folder's name: bump when thumbnails are made differently
+PRODUCT_FIELDS = ("title", "price", "currency", "brand", "category", "description", "url")
+CAPTION_CHARS = 40  # a longer title is cut with an ellipsis in a tile's caption
 NAME_COLUMNS = ("id", "label", "category", "name", "title")  # where a product's words come from
 MAX_QUERY_CHARS = 200  # typed text beyond this is cut (a pasted page is not a query)
 SAMPLE_AT_START = 48  # product images decoded before serving; most of them failing stops the start
@@ -87,6 +93,35 @@ def markdown_text(text: str) -> str:
     """`text` to show literally inside Markdown: its Markdown and HTML characters escaped."""
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return re.sub(r"([\\`*_{}\[\]()#+\-.!|~])", r"\\\1", text)
+
+
+def price_text(price: float | None, currency: str | None) -> str:
+    """A price as a shopper reads it: two decimals and the currency where known ("49.90 EUR"); "" when none."""
+    if price is None:
+        return ""
+    return f"{price:,.2f} {currency}".strip() if currency else f"{price:,.2f}"
+
+
+def fit_square(img, px: int):
+    """`img` scaled to fit a px x px square: shrunk, or enlarged with a smooth filter (a tiny picture shown large
+    stays soft, not blocky)."""
+    from PIL import Image
+
+    scale = px / max(img.size)
+    if scale == 1:
+        return img
+    size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    return img.resize(size, Image.LANCZOS if scale > 1 else Image.BICUBIC, reducing_gap=None if scale > 1 else 2.0)
+
+
+def _text(value) -> str | None:
+    """A dataset value as one clean line of text (None for missing); lists joined with commas."""
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        value = ", ".join(map(str, value))
+    text = clean_text(str(value), 5000).strip()
+    return text or None
 
 
 def _saved_without_rows(path: Path) -> bool:
@@ -298,13 +333,48 @@ class Catalog:
         self._texts = lambda: product_texts(ds)
         self._words: WordIndex | None = None
         self._text_lock = threading.Lock()  # a tokenizer is not safe to call from two threads at once
+        present = [c for c in ("id", *PRODUCT_FIELDS) if c in ds.column_names]
+        facts = ds.select_columns(present) if present else None
+        self._facts = (facts.flatten_indices() if facts._indices is not None else facts).data if facts else None
         self.key = f"{ds._fingerprint}-{self.n}"  # which catalog: a browser's saved place is only for this one
-        self.thumb_dir = Path(cache_dir) / "thumbs" / f"{ds._fingerprint}-{THUMB_PX}"
+        self.thumb_dir = Path(cache_dir) / "thumbs" / f"{ds._fingerprint}-{THUMB_PX}{THUMB_VERSION}"
         self.thumb_dir.mkdir(parents=True, exist_ok=True)
         self.hidden: dict[int, str] = {}  # row -> why its image cannot be shown
         self.checked = 0  # rows the background check has been through
         self.on_hide: Callable[[list[int]], object] | None = None  # told the rows newly hidden
         self._lock = threading.Lock()
+
+    # -- what a shopper reads about a product
+    def product(self, row: int) -> dict:
+        """The product's facts as the page shows them: id, title, price (a float), currency, brand, category,
+        description, url (http(s) only); a fact the dataset lacks or that does not check out is None."""
+        raw = {name: self._facts.column(name)[row].as_py() for name in self._facts.column_names} if self._facts \
+            else {}
+        facts = {name: _text(raw.get(name)) for name in ("id", *PRODUCT_FIELDS)}
+        try:
+            facts["price"] = price_value(raw.get("price"))
+        except ValueError:
+            facts["price"] = None
+        facts["url"] = safe_url(facts["url"])
+        facts["title"] = facts["title"] or facts["id"] or self.labels[row]
+        return facts
+
+    def caption(self, row: int) -> str:
+        """A tile's caption: the title (else the id), cut with an ellipsis, and the price where known."""
+        facts = self.product(row)
+        title = " ".join(facts["title"].split())
+        title = title if len(title) <= CAPTION_CHARS else title[: CAPTION_CHARS - 1].rstrip() + "…"
+        price = price_text(facts["price"], facts["currency"])
+        return f"{title} · {price}" if price else title
+
+    def page_picture(self, row: int) -> str | None:
+        """Path of the product page's larger picture (PAGE_PX), made on first use; None when it cannot be."""
+        if self.showable(row) is None:
+            return None
+        try:
+            return self._picture_file(row, "p", PAGE_PX)
+        except Exception:  # the tile was made, so this is a passing failure (a full disk): show the tile
+            return self.showable(row)
 
     # -- typed words
     def load_text_encoder(self) -> str | None:
@@ -362,11 +432,13 @@ class Catalog:
         """Path of the product's gallery-sized JPEG, made on first use and kept on disk; raises if it cannot be.
 
         The file is named by the row and its picture's key, so a picture changed on disk gets a new thumbnail."""
+        return self._picture_file(row, "r", THUMB_PX)
+
+    def _picture_file(self, row: int, prefix: str, px: int) -> str:
         source, key = self.picture(row)
-        path = self.thumb_dir / f"r{row}-{key}.jpg"
+        path = self.thumb_dir / f"{prefix}{row}-{key}.jpg"
         if not path.exists():
-            img = to_rgb(open_image(picture_data(source)))
-            img.thumbnail((THUMB_PX, THUMB_PX))
+            img = fit_square(to_rgb(open_image(picture_data(source))), px)
             tmp = path.with_name(f".{path.name}.{threading.get_ident()}")
             img.save(tmp, "JPEG", quality=88)
             os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
@@ -401,6 +473,38 @@ class Catalog:
     mark_unavailable = hide
     unavailable = property(lambda self: self.hidden)
     on_unavailable = property(lambda self: self.on_hide, lambda self, fn: setattr(self, "on_hide", fn))
+
+    # -- a second pair of eyes
+    def add_appearance(self) -> None:
+        """Give a dataset made without an `appearance` column (made elsewhere, or before it) that view, computed
+        from its pictures once and cached beside the thumbnails, so `bayes` compares colour and shape on every
+        catalog. A picture that cannot be read gets zeros (it is never shown anyway)."""
+        if "appearance" in self.views:
+            return
+        path = self.thumb_dir.parent / f"{self.thumb_dir.name}-appearance{APPEARANCE_SIZE}.npy"
+        try:
+            view = np.load(path, mmap_mode="r")
+            if view.shape == (self.n, 3 * APPEARANCE_SIZE**2) and view.dtype == np.float32:
+                self.views["appearance"] = view
+                return
+        except (OSError, ValueError):
+            pass
+        t = last = time.perf_counter()
+        view = np.zeros((self.n, 3 * APPEARANCE_SIZE**2), np.float32)
+        for row in range(self.n):
+            with contextlib.suppress(Exception):  # one unreadable picture leaves its row at zero
+                view[row] = appearance_vectors([picture_data(self.picture(row)[0])])[0]
+            if time.perf_counter() - last > 10:
+                last = time.perf_counter()
+                log.info("computing the appearance view: %d of %d pictures", row + 1, self.n)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.npy")
+        try:
+            np.save(tmp, view)
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("cannot cache the appearance view in %s: %s", path, exc)
+        log.info("appearance view of %d pictures computed in %.1f s", self.n, time.perf_counter() - t)
+        self.views["appearance"] = view
 
     # -- checks
     def check_sample(self, k: int = SAMPLE_AT_START, seed: int = 0) -> None:

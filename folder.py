@@ -38,15 +38,19 @@ class FolderScan:
     root: Path
     images: list[tuple[str, Path]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (name, what is worth knowing): product kept
+    downloads: str = ""  # one line on the images fetched from URLs, if any
 
     def report(self) -> str:
-        """A count line plus one line per skipped file or folder."""
+        """A count line plus one line per skipped file or folder and per note."""
         lines = [f"{len(self.images)} images kept, {len(self.skipped)} skipped"]
         lines += [f"  skipped {display_name(name)}: {reason}" for name, reason in self.skipped]
+        lines += [f"  note {display_name(name)}: {text}" for name, text in self.notes]
         return "\n".join(lines)
 
 
-def _relative(root: Path, path: str | os.PathLike) -> str:
+def relative_name(root: Path, path: str | os.PathLike) -> str:
+    """`path` relative to `root`, with / between folders: how the report names a file."""
     return Path(path).relative_to(root).as_posix()
 
 
@@ -62,7 +66,7 @@ def walk_folder(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
     skipped: list[tuple[str, str]] = []
 
     def unreadable(exc: OSError) -> None:
-        skipped.append((_relative(root, exc.filename), f"folder unreadable: {exc.strerror or exc}"))
+        skipped.append((relative_name(root, exc.filename), f"folder unreadable: {exc.strerror or exc}"))
 
     walked = {root_real}  # real paths of the folders walked or about to be, so no folder is walked twice
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=unreadable):
@@ -76,11 +80,11 @@ def walk_folder(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
                 loop = here == target or (here + os.sep).startswith(target + os.sep) or \
                     root_real.startswith(target + os.sep)
                 if not loop and target.startswith(root_real + os.sep):
-                    skipped.append((_relative(root, sub), "symlinked folder points inside the image folder; its "
+                    skipped.append((relative_name(root, sub), "symlinked folder points inside the image folder; its "
                                                           "images are included once, under their own path"))
                     continue
                 if loop or target in walked:
-                    skipped.append((_relative(root, sub), "symlinked folder loops back to a folder already walked"))
+                    skipped.append((relative_name(root, sub), "symlinked folder loops back to a folder already walked"))
                     continue
             elif target in walked:  # a real folder reached again through a link above it
                 continue
@@ -89,7 +93,7 @@ def walk_folder(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
         dirnames[:] = keep
         files += [Path(dirpath, f) for f in filenames
                   if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS and not os.path.isdir(os.path.join(dirpath, f))]
-    files.sort(key=lambda p: _relative(root, p))
+    files.sort(key=lambda p: relative_name(root, p))
     skipped.sort()
     return files, skipped
 
@@ -132,7 +136,7 @@ def make_ids(root: Path, files: list[Path]) -> list[str]:
     """
     stems = [display_name(p.relative_to(root).with_suffix("").as_posix()) for p in files]
     counts = Counter(stems)
-    ids = [s if counts[s] == 1 else display_name(_relative(root, p)) for s, p in zip(stems, files)]
+    ids = [s if counts[s] == 1 else display_name(relative_name(root, p)) for s, p in zip(stems, files)]
     taken: Counter[str] = Counter()
     out = []
     for ident in ids:
@@ -157,24 +161,31 @@ def list_folder(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
 
 def scan_folder(img_dir: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, progress: bool = True) -> FolderScan:
     """Find and fully decode every image under `img_dir` (in parallel), keeping the good ones in sorted order."""
-    from tqdm.auto import tqdm
-
     root = Path(img_dir)
     files, skipped_dirs = list_folder(root)
-    ids = make_ids(root, files)
+    items = [(id_, path, relative_name(root, path)) for id_, path in zip(make_ids(root, files), files)]
     scan = FolderScan(root, skipped=list(skipped_dirs))
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        reasons = pool.map(lambda p: check_image(p, max_pixels), files)
-        for path, id_, reason in tqdm(zip(files, ids, reasons), total=len(files), desc="reading", unit="img",
-                                      disable=not progress):
-            if reason is None:
-                scan.images.append((id_, path))
-            else:
-                scan.skipped.append((_relative(root, path), reason))
+    check_files(items, scan, max_pixels, progress)
     if not scan.images:
         raise ValueError(f"none of the {len(files)} image files under {display_name(root)} could be read:\n"
                          f"{scan.report()}")
     return scan
+
+
+def check_files(items: list[tuple[str, Path, str]], scan: FolderScan, max_pixels: int = DEFAULT_MAX_PIXELS,
+                progress: bool = True) -> None:
+    """Fully decode each (id, file, name in the report) in parallel: good ones go to `scan.images` in order, the
+    others to `scan.skipped` with their reason."""
+    from tqdm.auto import tqdm
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        reasons = pool.map(lambda item: check_image(item[1], max_pixels), items)
+        for (id_, path, name), reason in tqdm(zip(items, reasons), total=len(items), desc="reading", unit="img",
+                                              disable=not progress):
+            if reason is None:
+                scan.images.append((id_, Path(path)))
+            else:
+                scan.skipped.append((name, reason))
 
 
 def image_rows(files: list[tuple[str, str]]) -> Iterator[dict]:

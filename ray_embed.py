@@ -5,12 +5,12 @@ Stages: rows (order, id, path or URL) -> `read_and_check` tasks (file bytes, ful
 directory -> one `datasets.Dataset` in the original order. A restarted run reads the shards already written
 and sends only the rows they lack; a crashed actor is restarted by Ray and its batch retried.
 
-Used through `python upload_ds.py IMG_DIR --engine ray ...`; `run()` is the callable form.
+Used through `python upload_ds.py IMG_DIR --engine ray ...` (or `--products TABLE`: its image URLs are downloaded
+before, by download.py); `run()` is the callable form, and reads http(s) URLs itself.
 """
 
 from __future__ import annotations
 
-import csv
 import os
 import time
 import urllib.request
@@ -21,17 +21,22 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from download import DownloadError, DownloadOptions, fetch_with_retries
 from embed import APPEARANCE_SIZE, ImageEncoder, appearance_vectors
 from folder import DEFAULT_MAX_PIXELS, check_image, display_name
 
-URL_TIMEOUT_S = 60
-
 
 def read_source(src: str | bytes) -> bytes:
-    """The bytes of a local path (str, or bytes for a name that is not UTF-8), a file:// URL or an http(s) URL."""
+    """The bytes of a local path (str, or bytes for a name that is not UTF-8), a file:// URL or an http(s) URL
+    (fetched by the worker, under download.py's time and size limits and retries)."""
     src = os.fsdecode(src)
-    if src.startswith(("http://", "https://", "file://")):
-        with urllib.request.urlopen(src, timeout=URL_TIMEOUT_S) as resp:
+    if src.startswith(("http://", "https://")):
+        try:
+            return fetch_with_retries(src, DownloadOptions())
+        except DownloadError as exc:
+            raise OSError(f"download failed{exc}") from None
+    if src.startswith("file://"):
+        with urllib.request.urlopen(src, timeout=60) as resp:
             return resp.read()
     return Path(src).read_bytes()
 
@@ -90,32 +95,6 @@ class Embedder:
         fail_after = os.environ.get("RAY_EMBED_FAIL_AFTER")
         if fail_after and self.batches >= int(fail_after):
             raise RuntimeError("job failure injected by RAY_EMBED_FAIL_AFTER")
-
-
-def read_manifest(path: str | os.PathLike) -> list[tuple[str, str]]:
-    """(id, source) rows of a CSV with a `path` (or `url`) column and an optional `id` column, in file order."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"manifest {path} does not exist")
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        raise ValueError(f"manifest {path} has no rows")
-    col = "path" if "path" in rows[0] else "url" if "url" in rows[0] else None
-    if col is None:
-        raise ValueError(f"manifest {path} needs a 'path' or 'url' column, has {list(rows[0])}")
-    out = []
-    for row in rows:
-        src = row[col].strip()
-        if not src.startswith(("http://", "https://", "file://")) and not os.path.isabs(src):
-            src = str((path.parent / src).resolve())
-        ident = (row.get("id") or "").strip() or os.path.splitext(src.rstrip("/").split("/")[-1])[0]
-        out.append((ident, src))
-    ids = [i for i, _ in out]
-    if len(set(ids)) != len(ids):
-        dup = next(i for i in ids if ids.count(i) > 1)
-        raise ValueError(f"manifest {path}: id {dup!r} appears more than once; give an 'id' column")
-    return out
 
 
 def finished_orders(work: Path) -> set[int]:

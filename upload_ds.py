@@ -1,10 +1,14 @@
-"""Image folder (one image per product) -> two Hugging Face datasets, pushed to the Hub and/or saved locally.
+"""A shop's products -> two Hugging Face datasets, pushed to the Hub and/or saved locally.
 
-    python upload_ds.py IMG_DIR --repo USER/NAME [--model M] [--batch-size B] [--private] [--out DIR] [--no-push]
+    python upload_ds.py --products products_export.csv --shop-url https://SHOP --repo USER/NAME   # Shopify as is
+    python upload_ds.py IMG_DIR --repo USER/NAME [--products TABLE] [--out DIR] [--no-push] [--model M]
 
-`NAME` holds `image` (bytes) and `id`; `NAME-embeddings` adds `embeddings` (L2-normalised). Unreadable files are
-skipped and listed at the end with the reason for each. The token comes from HF_TOKEN or `hf auth login`.
-An interrupted run, started again with the same arguments, resumes where it stopped.
+The products come from a table (Shopify's or WooCommerce's product export as it is, or any CSV, JSON Lines or
+Parquet table with an image column: a path relative to the table or an http(s) URL), a folder of images (one
+per product, id = its path), or both (the table joined on id). `NAME` holds `image` (bytes), `id` and the table's
+columns; `NAME-embeddings` adds `embeddings` (L2-normalised) and `appearance`. Anything left out (unreadable
+files, failed downloads, rows without an image, unsafe links) is listed at the end with its reason. The token
+comes from HF_TOKEN or `hf auth login`. An interrupted run, started again the same way, resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -20,19 +24,21 @@ from pathlib import Path
 
 from cli import ArgumentParser, whole_number
 from cli import run as run_cli
+from download import DownloadOptions
 from embed import DEFAULT_MODEL, EFFICIENTNET_LITE, describe_model, model_has_text
 from folder import (
     DEFAULT_MAX_PIXELS,
     FolderScan,
+    check_files,
     display_name,
     files_key,
     image_rows,
-    list_folder,
-    make_ids,
-    scan_folder,
+    scan_folder,  # noqa: F401 - the folder-only reader, still importable from here
 )
 from hubcheck import HubUnavailableError, require_hub
+from products import safe_url
 from saving import check_out_dir, out_lock, save_replacing, save_together  # noqa: F401 - save_replacing re-exported
+from shop_input import ShopInput, gather, with_product_columns
 
 REPO_PART = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?")
 REPO_MAX = 96  # the Hub's limit on a repo name, which NAME-embeddings must meet too
@@ -107,12 +113,24 @@ def model_card_text(emb_ds) -> str:
             f"({meta['pooling']} pooling) with upload_ds.py.{text}\n\n```json\n{json.dumps(meta, indent=2)}\n```\n")
 
 
-def build(img_dir: str | os.PathLike, model: str = DEFAULT_MODEL, batch_size: int = 32, pooling: str = "cls",
-          max_pixels: int = DEFAULT_MAX_PIXELS, progress: bool = True, encoder=None):
-    """Scan the folder, then embed: returns (scan, images dataset, embeddings dataset)."""
+def read_images(shop: ShopInput, max_pixels: int = DEFAULT_MAX_PIXELS, progress: bool = True) -> FolderScan:
+    """Fully decode every product image (in parallel): the good ones kept in product order, the others reported."""
+    scan = shop.scan()
+    check_files(shop.items, scan, max_pixels, progress)
+    if not scan.images:
+        raise ValueError(f"none of the {len(shop.items)} product images could be read:\n{scan.report()}")
+    return scan
+
+
+def build(img_dir: str | os.PathLike | None = None, model: str = DEFAULT_MODEL, batch_size: int = 32,
+          pooling: str = "cls", max_pixels: int = DEFAULT_MAX_PIXELS, progress: bool = True, encoder=None,
+          shop: ShopInput | None = None):
+    """Read the products (`shop`, else the folder `img_dir`), then embed: returns (scan, images dataset,
+    embeddings dataset), both datasets with the product table's columns."""
     from embed import ImageEncoder, embed_dataset
 
-    scan = scan_folder(img_dir, max_pixels=max_pixels, progress=progress)  # errors before any model loads
+    shop = shop or gather(img_dir, max_pixels=max_pixels, progress=progress)
+    scan = read_images(shop, max_pixels, progress)  # errors before any model loads
     if encoder is None:
         try:
             encoder = ImageEncoder(model, batch_size=batch_size, pooling=pooling)
@@ -121,43 +139,39 @@ def build(img_dir: str | os.PathLike, model: str = DEFAULT_MODEL, batch_size: in
     images_ds = images_dataset(scan)
     emb_ds = embed_dataset(images_ds, encoder, batch_size=batch_size, progress=progress)
     emb_ds.info.description = json.dumps({**encoder.describe(), "source": "upload_ds.py"})
-    return scan, images_ds, emb_ds
+    return scan, with_product_columns(images_ds, shop.table), with_product_columns(emb_ds, shop.table)
 
 
-def build_ray(img_dir: str | None, manifest: str | None, options, work_dir: str | None):
+def build_ray(shop: ShopInput, options, work_dir: str | None):
     """The same three results as `build`, with reading, decoding and embedding run as Ray Data stages
     (`options`: a ray_embed.RayOptions)."""
     import datasets
 
     import ray_embed
 
-    rel: dict[str, str] = {}  # source -> name in the skip report (folder-relative for folders)
-    skipped_dirs: list[tuple[str, str]] = []
-    if manifest:
-        rows, root = ray_embed.read_manifest(manifest), Path(manifest).parent
-    else:
-        root = Path(img_dir)
-        files, skipped_dirs = list_folder(root)
-        rows = list(zip(make_ids(root, files), map(str, files)))
-        rel = {str(p): p.relative_to(root).as_posix() for p in files}
+    rows = [(id_, str(path)) for id_, path, _ in shop.items]
+    names = {str(path): name for _, path, name in shop.items}  # source -> name in the skip report
     key = files_key(rows, salt=f"{options.model}\x00{options.pooling}\x00{options.max_pixels}\n")
     work = Path(work_dir) if work_dir else Path(datasets.config.HF_DATASETS_CACHE) / "ray-embed" / key[:24]
     emb_ds, skipped = ray_embed.run(rows, work, options, log=lambda msg: print(msg, file=sys.stderr))
-    scan = FolderScan(root, images=list(zip(emb_ds["id"], [None] * len(emb_ds))),
-                      skipped=skipped_dirs + [(rel.get(src, src), reason) for src, reason in skipped])
+    scan = shop.scan()
+    scan.images = list(zip(emb_ds["id"], [None] * len(emb_ds)))
+    scan.skipped += [(names.get(src, src), reason) for src, reason in skipped]
     if not len(emb_ds):
         raise ValueError(f"none of the {len(rows)} images could be read:\n{scan.report()}")
     dim = emb_ds.features["embeddings"].length
     described = describe_model(options.model, options.pooling, dim, text=model_has_text(options.model))
     emb_ds.info.description = json.dumps({**described, "source": "upload_ds.py (ray)"})
-    return scan, emb_ds.select_columns(["image", "id"]), emb_ds
+    images_ds = emb_ds.select_columns(["image", "id"])
+    return scan, with_product_columns(images_ds, shop.table), with_product_columns(emb_ds, shop.table)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line, checked: every mistake is one `error:` line and exit code 2, before any work."""
     ap = ArgumentParser(prog="upload_ds.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("img_dir", metavar="IMG_DIR", nargs="?",
-                    help="folder of product images, searched recursively (or give --manifest)")
+                    help="folder of product images, searched recursively; id = the path without extension "
+                         "(or give --products, or both: the table is joined on id)")
     ap.add_argument("--repo", required=True, metavar="USER/NAME",
                     help="dataset name; pushed as USER/NAME and USER/NAME-embeddings, saved as NAME under --out")
     ap.add_argument("--model", default=DEFAULT_MODEL,
@@ -175,21 +189,47 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--no-push", action="store_true", help="do not push to the Hub (then --out is required)")
     ap.add_argument("--max-pixels", type=whole_number(1), default=DEFAULT_MAX_PIXELS,
                     help="skip images larger than this many pixels (decompression-bomb guard)")
+    table = ap.add_argument_group("product table")
+    table.add_argument("--products", "--manifest", dest="products", metavar="FILE",
+                       help="the shop's product table: Shopify's or WooCommerce's product export CSV as it is, or a "
+                            "CSV, JSON Lines or Parquet table with an image column (image, image_url, path: a file "
+                            "relative to the table, or an http(s) URL) and optional id, title, description, brand, "
+                            "category, tags, price, currency, url and any other columns (kept with their types)")
+    table.add_argument("--shop-url", metavar="URL",
+                       help="the shop's address, for the product links of a Shopify or WooCommerce export "
+                            "(e.g. https://myshop.example)")
+    table.add_argument("--currency", metavar="CODE", help="currency of prices given without one (e.g. EUR)")
+    table.add_argument("--download-timeout", type=float, default=30.0, metavar="S",
+                       help="seconds allowed per image URL (default 30)")
+    table.add_argument("--download-retries", type=whole_number(0, 10), default=2,
+                       help="retries of a download that timed out or met a server error (default 2)")
+    table.add_argument("--download-workers", type=whole_number(1, 64), default=8,
+                       help="downloads at a time (default 8)")
+    table.add_argument("--max-download-mb", type=float, default=32.0, metavar="MB",
+                       help="largest image accepted from a URL, in MB (default 32)")
+    table.add_argument("--download-cache", metavar="DIR",
+                       help="where downloaded images are kept, so a rerun fetches nothing twice (default: under "
+                            "the datasets cache)")
     ray = ap.add_argument_group("distributed engine (pip install -r requirements-ray.txt)")
     ray.add_argument("--engine", choices=("local", "ray"), default="local",
                      help="local: this process; ray: Ray Data stages on a local or existing Ray cluster")
     ray.add_argument("--ray-address", metavar="ADDR", help="join this Ray cluster (default: start a local one)")
     ray.add_argument("--num-workers", type=whole_number(1), default=2, help="embedding actors (default 2)")
     ray.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per embedding actor (default 0)")
-    ray.add_argument("--manifest", metavar="CSV", help="images listed in a CSV (path or url column, optional id)")
     ray.add_argument("--work-dir", metavar="DIR", help="where the ray engine keeps its Parquet shards")
     ray.add_argument("--shard-size", type=whole_number(1), default=64,
                      help="images per read task and Parquet shard (64)")
     args = ap.parse_args(argv)
-    if (args.img_dir is None) == (args.manifest is None):
-        ap.error("give either IMG_DIR or --manifest CSV")
-    if args.engine != "ray" and (args.manifest or args.ray_address or args.work_dir):
-        ap.error("--manifest, --ray-address and --work-dir go with --engine ray")
+    if args.img_dir is None and args.products is None:
+        ap.error("give IMG_DIR, --products FILE, or both")
+    if args.engine != "ray" and (args.ray_address or args.work_dir):
+        ap.error("--ray-address and --work-dir go with --engine ray")
+    if args.shop_url is not None and not safe_url(args.shop_url):
+        ap.error(f"--shop-url must be an http(s) address like https://myshop.example, got {args.shop_url!r}")
+    if args.currency is not None and not re.fullmatch(r"[A-Za-z]{3}|[^\w\s]{1,3}", args.currency.strip()):
+        ap.error(f"--currency must be a code like EUR or a symbol like $, got {args.currency!r}")
+    if not 0 < args.download_timeout <= 3600 or not 0 < args.max_download_mb <= 4096:
+        ap.error("--download-timeout must be in (0, 3600] seconds and --max-download-mb in (0, 4096]")
     if not args.gpus_per_worker >= 0:
         ap.error("--gpus-per-worker must be at least 0")
     if args.engine == "ray":
@@ -235,13 +275,19 @@ def hub_token(args: argparse.Namespace) -> str | None:
 
 def embed_all(args: argparse.Namespace):
     """(scan, images dataset, embeddings dataset) with the chosen engine."""
+    download = DownloadOptions(timeout=args.download_timeout, max_bytes=int(args.max_download_mb * 2**20),
+                               retries=args.download_retries, workers=args.download_workers)
+    shop = gather(args.img_dir, args.products, shop_url=args.shop_url, currency=args.currency, download=download,
+                  download_cache=args.download_cache, max_pixels=args.max_pixels,
+                  fetch_urls=not (args.engine == "ray" and args.ray_address))
     if args.engine == "ray":
         from ray_embed import RayOptions
 
         options = RayOptions(args.model, args.pooling, args.batch_size, args.num_workers, args.gpus_per_worker,
                              args.ray_address, args.max_pixels, args.shard_size)
-        return build_ray(args.img_dir, args.manifest, options, args.work_dir)
-    return build(args.img_dir, args.model, args.batch_size, args.pooling, args.max_pixels)
+        return build_ray(shop, options, args.work_dir)
+    return build(model=args.model, batch_size=args.batch_size, pooling=args.pooling, max_pixels=args.max_pixels,
+                 shop=shop)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -299,11 +345,12 @@ def save_outputs(images_ds, emb_ds, out: Path, names: list[str]) -> None:
 
 
 def summary(scan: FolderScan, emb_ds, elapsed: float) -> str:
-    """The closing lines: products, skipped, model, speed, and the skip report."""
+    """The closing lines: products, skipped, model, speed, downloads, and the skip report."""
     meta, n = json.loads(emb_ds.info.description), len(scan.images)
     return (f"\nsummary: {n} products, {len(scan.skipped)} skipped, dim {meta['dim']}, model {meta['model']} "
             f"({meta['pooling']}{'; typed words can search by meaning' if meta.get('text') else ''}), "
-            f"{elapsed:.1f} s, {n / max(elapsed, 1e-9):.1f} images/s\n{scan.report()}")
+            f"{elapsed:.1f} s, {n / max(elapsed, 1e-9):.1f} images/s\n"
+            f"{f'downloads: {scan.downloads}' + chr(10) if scan.downloads else ''}{scan.report()}")
 
 
 if __name__ == "__main__":

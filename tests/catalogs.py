@@ -12,14 +12,16 @@ from PIL import Image
 
 
 def make_catalog(path: Path, n: int = 60, seed: int = 0, size: int = 48, dim: int = 192, bad_rows=(),
-                 as_paths: bool = False, appearance: bool = False, paths: dict[int, str] | None = None) -> Path:
+                 as_paths: bool = False, appearance: bool = False, paths: dict[int, str] | None = None,
+                 products: bool = False) -> Path:
     """Save a dataset of `n` coloured-shape PNGs with ids, categories and pixel-derived unit embeddings.
 
     The first 192 dimensions come from the picture's 8x8 colour thumbnail; `dim` > 192 pads with noise.
     `bad_rows` get a PNG cut off half way (undecodable); `as_paths` stores each image as a PNG file beside the
     dataset and the image column as plain relative path strings (a bad row's file is missing). `appearance` adds
     the column upload_ds.py writes: each picture's 8x8 colour layout. `paths` (with `as_paths`) stores other
-    path strings for some rows (e.g. ones that lead outside the folder).
+    path strings for some rows (e.g. ones that lead outside the folder). `products` adds a shop's columns: title,
+    price, currency, brand, description, url (row 1's title is a script-bearing string, row 2's url unsafe).
     """
     rng = np.random.default_rng(seed)
     images, ids, cats, embs = [], [], [], []
@@ -52,6 +54,11 @@ def make_catalog(path: Path, n: int = 60, seed: int = 0, size: int = 48, dim: in
                                   "category": datasets.Value("string"),
                                   "embeddings": datasets.List(datasets.Value("float32"), length=dim)})
     columns = {"image": images, "id": ids, "category": cats, "embeddings": embs}
+    if products:
+        columns.update(product_columns(n))
+        for name, kind in (("title", "string"), ("price", "float64"), ("currency", "string"), ("brand", "string"),
+                           ("description", "string"), ("url", "string")):
+            features[name] = datasets.Value(kind)
     if appearance:
         from embed import APPEARANCE_SIZE, appearance_vectors
 
@@ -60,6 +67,23 @@ def make_catalog(path: Path, n: int = 60, seed: int = 0, size: int = 48, dim: in
         features["appearance"] = datasets.List(datasets.Value("float32"), length=3 * APPEARANCE_SIZE**2)
     datasets.Dataset.from_dict(columns, features=features).save_to_disk(str(path))
     return path
+
+
+XSS_TITLE = "<img src=x onerror=alert(1)>"
+
+
+def product_columns(n: int) -> dict[str, list]:
+    """Shop columns for `n` products: titles (one long, one script-bearing), prices, links (one unsafe)."""
+    shapes = ["Round", "Box", "Wedge"]
+    titles = [f"{shapes[i % 3]} lamp no. {i}" for i in range(n)]
+    titles[1] = XSS_TITLE
+    titles[3] = "A remarkably long product title that goes on and on about a lamp no. 3"
+    urls = [f"https://shop.example/products/p{i:03d}" for i in range(n)]
+    urls[2] = "javascript:alert(2)"
+    return {"title": titles, "price": [round(5 + 7.25 * i, 2) for i in range(n)], "currency": ["EUR"] * n,
+            "brand": ["Acme" if i % 2 else "Lumen" for i in range(n)],
+            "description": [f"A {shapes[i % 3].lower()} lamp.\n<b>Not bold</b> & plain text." for i in range(n)],
+            "url": urls}
 
 
 def save_clip(path: Path, words: list[str], full_size: bool = False) -> str:

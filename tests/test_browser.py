@@ -1,4 +1,5 @@
-"""A real shopper in Debian Chromium (Playwright): click products for several rounds, watch the page change."""
+"""A real shopper in Debian Chromium (Playwright): click products for several rounds, watch the page change; the
+product page, "This is it", script-bearing titles shown as text, the Settings after a reload, the phone layout."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import os
 import shutil
 
 import pytest
-from catalogs import make_catalog
+from catalogs import XSS_TITLE, make_catalog
 from gradio_http import start_app
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -31,7 +32,7 @@ def browser():
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("browser")
-    cat = make_catalog(tmp / "catalog", n=80)
+    cat = make_catalog(tmp / "catalog", n=80, products=True)
     env = {**os.environ, "APP_LOG": str(tmp / "app.log"), "CACHE_DIR": str(tmp / "cache")}
     proc, url = start_app(["--dataset", str(cat)], env)
     yield url
@@ -114,7 +115,7 @@ def test_shopper_types_what_they_want(browser, shop):
     after = gallery_srcs(page, "products")
     assert len(after) == 10 and not set(after) & set(before)
     captions = page.eval_on_selector_all("#products .caption-label", "els => els.map(e => e.innerText)")
-    assert all(c.startswith("★ match · round") for c in captions[:5]), captions
+    assert all(c.startswith("★ Round lamp") for c in captions[:5]), captions
     box.fill("xyz")
     page.get_by_role("button", name="Search").click()
     page.wait_for_function("document.querySelector('#status').innerText.includes(\"No product matches 'xyz'\")",
@@ -124,3 +125,162 @@ def test_shopper_types_what_they_want(browser, shop):
     page.wait_for_function("document.querySelector('#status').innerText.includes('Round 1')", timeout=15_000)
     assert box.input_value() == ""
     page.close()
+
+
+def wait_status(page, text: str) -> None:
+    page.wait_for_function(f"document.querySelector('#status')?.innerText.includes({text!r})", timeout=30_000)
+
+
+def captions_of(page, elem_id: str = "products") -> list[str]:
+    return page.eval_on_selector_all(f"#{elem_id} .caption-label", "els => els.map(e => e.innerText)")
+
+
+def opened(browser, shop, viewport=(1366, 900)):
+    context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+    page = context.new_page()
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.goto(shop)
+    page.wait_for_function("document.querySelectorAll('#products .thumbnail-item img').length === 10",
+                           timeout=30_000)
+    return context, page, dialogs
+
+
+def test_product_page_this_is_it_and_titles_as_text(browser, shop):
+    """Captions (no marks before a pick), a script-bearing title found by its words and opened on the product page,
+    the shop link, "This is it" and "Start a new search"; the title stays text everywhere and no dialog opens."""
+    context, page, dialogs = opened(browser, shop)
+    captions = captions_of(page)
+    assert not any(c[0] in "★✦" for c in captions), captions  # nothing to explain before the first pick
+    assert all(c.endswith(" EUR") and "." in c.rsplit(" · ", 1)[1] for c in captions), captions
+    assert "Pick a product to see it here" in page.inner_text("#product-page")
+    assert not page.locator("#this-is-it").is_visible()
+    box = page.locator("#search textarea, #search input").first
+    box.fill("onerror")
+    box.press("Enter")
+    wait_status(page, "Searching 'onerror' by names")
+    captions = captions_of(page)
+    assert captions[0] == f"★ {XSS_TITLE} · 12.25 EUR", captions  # the literal characters, marked as a match
+    page.locator("#products .thumbnail-item").nth(0).click()
+    page.wait_for_function("document.querySelectorAll('#picks .thumbnail-item img').length === 1", timeout=15_000)
+    page.wait_for_function(f"document.querySelector('#product-page h3')?.innerText === {XSS_TITLE!r}",
+                           timeout=15_000)
+    details = page.inner_text("#product-page")
+    assert "12.25 EUR" in details and "Acme" in details and "<b>Not bold</b> & plain text." in details
+    assert page.locator("#product-page img[src='x']").count() == 0
+    assert page.locator("#product-page .pp-img").evaluate("e => e.naturalWidth") == 512  # the larger picture
+    link = page.get_by_role("link", name="View in shop")
+    assert link.get_attribute("href") == "https://shop.example/products/p001"
+    assert link.get_attribute("target") == "_blank" and link.get_attribute("rel") == "noopener noreferrer"
+    assert captions_of(page, "picks") == [f"{XSS_TITLE} · 12.25 EUR"]
+    page.get_by_role("button", name="This is it").click()
+    wait_status(page, "This is it:")
+    assert page.inner_text("#status").startswith(f"This is it: {XSS_TITLE}, found in 2 rounds")
+    assert "found in 2 rounds" in page.inner_text("#product-page")
+    assert page.locator("#new-search").is_visible() and not page.locator("#this-is-it").is_visible()
+    assert not page.locator("#products").is_visible()  # the hunt is over: no more rounds to click
+    page.get_by_text("Settings and your results").click()
+    page.wait_for_function(f"document.querySelector('#results').innerText.includes({XSS_TITLE!r})", timeout=15_000)
+    page.get_by_role("button", name="Start a new search").click()
+    wait_status(page, "Round 1")
+    page.wait_for_function("document.querySelectorAll('#products .thumbnail-item img').length === 10",
+                           timeout=15_000)
+    assert "Pick a product to see it here" in page.inner_text("#product-page")
+    assert XSS_TITLE in page.inner_text("#results")  # the result is kept
+    assert dialogs == [], dialogs
+    context.close()
+
+
+def test_picks_open_the_product_page_without_a_round(browser, shop):
+    context, page, _ = opened(browser, shop)
+    titles = []
+    for r in (1, 2):
+        caption = captions_of(page)[3]
+        titles.append(caption.split(" · ")[0].lstrip("★✦ "))
+        page.locator("#products .thumbnail-item").nth(3).click()
+        page.wait_for_function(f"document.querySelectorAll('#picks .thumbnail-item img').length === {r}",
+                               timeout=15_000)
+        wait_status(page, f"Round {r + 1}")
+    page.wait_for_function(f"document.querySelector('#product-page h3')?.innerText === {titles[1]!r}",
+                           timeout=15_000)
+    gallery = gallery_srcs(page, "products")
+    page.locator("#picks .thumbnail-item").nth(0).click()
+    page.wait_for_function(f"document.querySelector('#product-page h3')?.innerText === {titles[0]!r}",
+                           timeout=15_000)
+    assert "Round 3" in page.inner_text("#status") and gallery_srcs(page, "products") == gallery
+    context.close()
+
+
+def checked_strategy(page) -> str:
+    return page.eval_on_selector("#strategy input:checked", "e => e.value")
+
+
+def test_strategy_control_shows_the_session_after_reload(browser, shop):
+    context, page, _ = opened(browser, shop)
+    page.get_by_text("Settings and your results").click()
+    page.locator("#strategy label", has_text="bayes:").click()
+    page.wait_for_function("document.querySelectorAll('#products .thumbnail-item img').length === 10",
+                           timeout=15_000)
+    page.locator("#products .thumbnail-item").nth(0).click()
+    wait_status(page, "Round 2")
+    page.wait_for_function("document.querySelector('#strategy-note').innerText.includes('Following:')",
+                           timeout=15_000)  # the catalog has no appearance column: it was computed at load
+    assert "Following" not in page.inner_text("#status") and "bayes" not in page.inner_text("#status")
+    page.reload()
+    wait_status(page, "Round 2")
+    page.get_by_text("Settings and your results").click()
+    page.wait_for_function("document.querySelector('#strategy input:checked')?.value === 'bayes'", timeout=15_000)
+    page.get_by_role("button", name="Start over").click()
+    wait_status(page, "Round 1")
+    page.locator("#products .thumbnail-item").nth(0).click()
+    wait_status(page, "Round 2")
+    page.wait_for_function("document.querySelector('#strategy-note').innerText.includes('Following:')",
+                           timeout=15_000)  # Start over kept bayes
+    assert checked_strategy(page) == "bayes"
+    context.close()
+
+
+SIDEWAYS = """() => [...document.querySelectorAll('*')].filter(e => {
+    const s = getComputedStyle(e);
+    return e.scrollWidth > e.clientWidth + 1 && ['auto', 'scroll'].includes(s.overflowX);
+}).map(e => e.id || e.className)"""
+TILES = """() => [...document.querySelectorAll('#products .thumbnail-item')].map(e => {
+    const r = e.getBoundingClientRect(); return [r.left, r.top, r.width, r.height]; })"""
+
+
+def test_phone_and_desktop_layout(browser, shop):
+    """At 390x844 two columns and nothing scrolls sideways; at 1366x900 five; a hovered tile does not look picked;
+    the target of Find a product is drawn at tile size."""
+    context, page, _ = opened(browser, shop, (390, 844))
+    page.locator("#products .thumbnail-item").nth(0).click()
+    wait_status(page, "Round 2")
+    page.wait_for_function("document.querySelector('#product-page h3') !== null", timeout=15_000)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    assert page.evaluate(SIDEWAYS) == []
+    tiles = page.evaluate(TILES)
+    assert len({round(t[1]) for t in tiles}) == 5  # 10 tiles in rows of 2
+    inside = [t for t in tiles if t[2] >= 120 and t[0] >= 0 and t[0] + t[2] <= 390 and t[1] >= 0 and
+              t[1] + t[3] <= 844]
+    assert len(inside) >= 2, tiles
+    for caption in page.eval_on_selector_all("#products .caption-label", "els => els.map(e => e.clientHeight)"):
+        assert caption >= 14  # a readable line, under the picture
+    context.close()
+    context, page, _ = opened(browser, shop, (1366, 900))
+    tiles = page.evaluate(TILES)
+    assert len({round(t[1]) for t in tiles}) == 2 and len(tiles) == 10
+    for top in {round(t[1]) for t in tiles}:
+        assert sum(round(t[1]) == top for t in tiles) == 5
+    caption_top = page.eval_on_selector("#products .caption-label", "e => e.getBoundingClientRect().top")
+    picture_bottom = page.eval_on_selector("#products .thumbnail-item img", "e => e.getBoundingClientRect().bottom")
+    assert caption_top >= picture_bottom - 1  # the caption is under the picture, not over it
+    look = "els => els.slice(0, 2).map(e => [getComputedStyle(e).borderColor, getComputedStyle(e).filter])"
+    page.locator("#products .thumbnail-item").nth(0).hover()
+    hovered, plain = page.eval_on_selector_all("#products .thumbnail-item", look)
+    assert hovered == plain  # hovering lifts a tile a little; it does not take on the picked look
+    page.get_by_role("button", name="Find a product").click()
+    page.wait_for_function("document.querySelector('#target img') !== null", timeout=15_000)
+    page.wait_for_timeout(300)
+    target = page.eval_on_selector("#target img", "e => e.getBoundingClientRect().height")
+    tile = page.eval_on_selector("#products .thumbnail-item img", "e => e.getBoundingClientRect().height")
+    assert 0.8 <= target / tile <= 1.25, (target, tile)
+    context.close()

@@ -28,11 +28,11 @@ def catalog500(cache):
 @pytest.mark.slow
 def test_catalog_columns_balance_and_embeddings(catalog500):
     ds = catalog500
-    assert ds.column_names == ["image", "id", "category", "embeddings", "appearance"]
+    assert ds.column_names == ["image", "id", "category", "title", "embeddings", "appearance"]
     assert len(ds) == 500 and len(set(ds["id"])) == 500
     counts = {c: list(ds["category"]).count(c) for c in demo.CATEGORIES}
     assert set(counts.values()) == {50}
-    assert ds[0]["image"].size == (112, 112)
+    assert ds[0]["image"].size == (224, 224)
     vecs = embedding_matrix(ds)
     assert vecs.shape == (500, 1280) and vecs.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1, atol=1e-5)
@@ -70,7 +70,7 @@ def test_debian_catalog_loads(tmp_path):
     if not demo.debian_available():
         pytest.skip("Debian dataset-fashion-mnist not installed: only the shipped subset was tested")
     ds = demo.load_demo_catalog(size=30, cache_dir=tmp_path, source="debian", progress=False)
-    assert len(ds) == 30 and (tmp_path / "demo-debian-30-efficientnet-lite0-v3").exists()
+    assert len(ds) == 30 and (tmp_path / "demo-debian-30-efficientnet-lite0-v4").exists()
 
 
 def test_subset_size_limit_is_clear(tmp_path):

@@ -104,35 +104,46 @@ def test_worker_crash_still_yields_a_complete_dataset(reference, tiny_model, tmp
 
 
 @pytest.mark.slow
-def test_manifest_with_files_and_urls(reference, tiny_model, tmp_path):
+def test_product_table_with_files_and_urls(reference, tiny_model, tmp_path):
+    """A product table (files and URLs, a title and a price) on both engines: the same rows, vectors and columns."""
     folder, ref, _ = reference
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    outs = {}
     try:
         port = server.server_address[1]
-        manifest = tmp_path / "products.csv"
-        manifest.write_text("id,path\n"
-                            f"a,{folder / 'rgb.jpg'}\n"
-                            f"b,http://127.0.0.1:{port}/sub/gray.png\n"
-                            f"c,{folder / 'missing.jpg'}\n"
-                            f"d,http://127.0.0.1:{port}/notes.jpg\n")
-        res = upload("--manifest", manifest, "--repo", "me/shop", "--model", tiny_model, "--no-push", "--out",
-                     tmp_path / "out", "--engine", "ray", "--num-workers", "1", "--work-dir", tmp_path / "work")
+        table = tmp_path / "products.csv"
+        table.write_text("id,path,title,price\n"
+                         f"a,{folder / 'rgb.jpg'},Apple,1.5\n"
+                         f"b,http://127.0.0.1:{port}/sub/gray.png,Berry,2\n"
+                         f"c,{folder / 'missing.jpg'},Cherry,3\n"
+                         f"d,http://127.0.0.1:{port}/notes.jpg,Date,4\n")
+        for engine in ("local", "ray"):
+            extra = ["--num-workers", "1", "--work-dir", tmp_path / "work"] if engine == "ray" else []
+            res = upload("--manifest" if engine == "ray" else "--products", table, "--repo", "me/shop", "--model",
+                         tiny_model, "--no-push", "--out", tmp_path / engine, "--engine", engine, *extra)
+            assert res.returncode == 0, res.stderr
+            assert "unreadable" in res.stdout and "missing.jpg" in res.stdout and "not an image" in res.stdout
+            outs[engine] = [datasets.load_from_disk(str(tmp_path / engine / name)) for name in ("shop",
+                                                                                               "shop-embeddings")]
     finally:
         server.shutdown()
-    assert res.returncode == 0, res.stderr
-    embs = datasets.load_from_disk(str(tmp_path / "out" / "shop-embeddings"))
-    assert list(embs["id"]) == ["a", "b"]
+    for (images, embs), (ref_images, ref_embs) in [(outs["ray"], outs["local"])]:
+        assert images.features == ref_images.features and embs.features == ref_embs.features
+        assert images.column_names == ["image", "id", "title", "price"]
+        assert list(embs["id"]) == ["a", "b"] and embs["title"] == ["Apple", "Berry"] and embs["price"] == [1.5, 2.0]
+        np.testing.assert_allclose(embedding_matrix(embs), embedding_matrix(ref_embs), atol=1e-5)
     ref_ids = list(ref["id"])
-    np.testing.assert_allclose(embedding_matrix(embs), embedding_matrix(ref)[[ref_ids.index("rgb"),
-                                                                             ref_ids.index("sub/gray")]], atol=1e-5)
-    assert "unreadable" in res.stdout and "missing.jpg" in res.stdout and "not an image" in res.stdout
+    np.testing.assert_allclose(embedding_matrix(outs["ray"][1]), embedding_matrix(ref)[[ref_ids.index("rgb"),
+                                                                                       ref_ids.index("sub/gray")]],
+                               atol=1e-5)
 
 
-def test_manifest_needs_ray_engine(tmp_path):
+def test_work_dir_needs_ray_engine(tmp_path):
     (tmp_path / "m.csv").write_text("path\nx.jpg\n")
-    res = upload("--manifest", tmp_path / "m.csv", "--repo", "me/shop", "--no-push", "--out", tmp_path)
+    res = upload("--manifest", tmp_path / "m.csv", "--repo", "me/shop", "--no-push", "--out", tmp_path, "--work-dir",
+                 tmp_path / "w")
     assert res.returncode == 2 and "--engine ray" in res.stderr
 
 

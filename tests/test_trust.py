@@ -105,6 +105,13 @@ def forged_states(key: str, n: int) -> list:
         {**base, "picks": [3], "pick_rounds": [True]},
         {**base, "search": ["sneaker"]},
         {**base, "history": [[i] for i in range(1001)]},  # more rounds than a restore may replay
+        {**base, "viewing": True},
+        {**base, "viewing": n},
+        {**base, "chosen": 3},  # a find without its rounds
+        {**base, "chosen": -1, "found_in": 1},
+        {**base, "chosen": 3, "found_in": 10**30},
+        {**base, "results": [{"strategy": "mean", "rounds": 1, "product": n}]},
+        {**base, "results": [{"strategy": "mean", "rounds": 1, "product": 2, "how": "<script>"}]},
     ]
 
 

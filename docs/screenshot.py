@@ -1,0 +1,127 @@
+"""Make docs/product-page.png: a small test shop, built the way a shop owner builds theirs, seen in Chromium.
+
+    python docs/screenshot.py [--out docs/product-page.png] [--width 1366] [--height 900]
+
+60 Fashion-MNIST product photos (the demo's shipped subset) are served over local HTTP and listed in a Shopify
+product export; `upload_ds.py --products` downloads and embeds them (EfficientNet-Lite0, offline), `app.py`
+serves the result, and Chromium (Debian's, via Playwright) picks two products and photographs the product page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import http.server
+import io
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+COLOURS = ["Black", "Grey", "Navy", "Olive", "Sand", "White"]
+
+
+def shop_photos(n: int) -> tuple[dict[str, bytes], list[tuple[str, str, float]]]:
+    """n product photos from the demo's subset (PNG, 224 px) and their (handle, title, price)."""
+    sys.path.insert(0, str(ROOT))
+    from demo import CATEGORIES, DISPLAY_PX, SUBSET_FILE, product_photo
+
+    z = np.load(SUBSET_FILE)
+    rows = np.random.default_rng(3).choice(len(z["labels"]), n, replace=False)
+    files, products = {}, []
+    for k, r in enumerate(rows):
+        buf = io.BytesIO()
+        product_photo(z["images"][r], DISPLAY_PX).save(buf, "PNG")
+        files[f"/photos/{k}.png"] = buf.getvalue()
+        category = CATEGORIES[int(z["labels"][r])]
+        products.append((f"{category.lower().replace('/', '-').replace(' ', '-')}-{k}",
+                         f"{COLOURS[k % len(COLOURS)]} {category.lower()}", round(12 + 7.5 * (k % 9), 2)))
+    return files, products
+
+
+def serve(files: dict[str, bytes]) -> http.server.ThreadingHTTPServer:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            body = files.get(self.path)
+            if body is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=str(ROOT / "docs" / "product-page.png"))
+    ap.add_argument("--width", type=int, default=1366)
+    ap.add_argument("--height", type=int, default=900)
+    args = ap.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    files, products = shop_photos(60)
+    server = serve(files)
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    with tempfile.TemporaryDirectory() as tmp:
+        table = Path(tmp) / "products_export_1.csv"
+        with table.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["Handle", "Title", "Body (HTML)", "Vendor", "Type", "Variant Price", "Image Src",
+                        "Image Position", "Status"])
+            for k, (handle, title, price) in enumerate(products):
+                w.writerow([handle, title.capitalize(), f"<p>Our {title}: soft, durable, made to last.</p>",
+                            "Zalando sample", title.split(" ", 1)[1].capitalize(), f"{price:.2f}",
+                            f"{base}/photos/{k}.png", "1", "active"])
+        subprocess.run([sys.executable, str(ROOT / "upload_ds.py"), "--products", str(table), "--shop-url",
+                        "https://shop.example", "--currency", "EUR", "--repo", "test-shop", "--model",
+                        "efficientnet-lite0", "--no-push", "--out", f"{tmp}/out"], check=True, env=env)
+        port = 7890
+        app = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--dataset", f"{tmp}/out/test-shop-embeddings",
+                                "--port", str(port), "--cache-dir", f"{tmp}/cache"], env=env)
+        try:
+            for _ in range(120):
+                try:
+                    if requests.get(f"http://127.0.0.1:{port}/", timeout=2).ok:
+                        break
+                except requests.RequestException:
+                    time.sleep(1)
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+                page = browser.new_page(viewport={"width": args.width, "height": args.height})
+                page.goto(f"http://127.0.0.1:{port}/")
+                page.wait_for_function("document.querySelectorAll('#products .thumbnail-item img').length === 10",
+                                       timeout=60_000)
+                for r in (1, 2):
+                    page.locator("#products .thumbnail-item").nth(r).click()
+                    page.wait_for_function(f"document.querySelectorAll('#picks .thumbnail-item').length === {r}",
+                                           timeout=30_000)
+                page.wait_for_function("document.querySelector('#product-page .pp-img')?.complete", timeout=30_000)
+                page.wait_for_timeout(1000)
+                page.screenshot(path=args.out, full_page=False)
+                browser.close()
+        finally:
+            app.terminate()
+            app.wait(timeout=30)
+            server.shutdown()
+    print(f"saved {args.out}")
+
+
+if __name__ == "__main__":
+    main()

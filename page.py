@@ -1,0 +1,160 @@
+"""What the shopper reads: the status line, tile captions and their marks, the product page, the Settings texts,
+the results table, and the page's CSS. Plain strings built from the catalog and one shopper's state; no UI
+imports. Everything that comes from a dataset is escaped here: it is shown as text, never run as HTML.
+"""
+
+from __future__ import annotations
+
+import html
+from urllib.parse import quote
+
+from catalog import Catalog, markdown_text, price_text
+
+MARK_LIKE, MARK_NEW = "★", "✦"
+MARKS_SENTENCE = f"{MARK_LIKE} looks like what you picked; {MARK_NEW} is something different, to learn what you like."
+WORDS_SENTENCE = f"{MARK_LIKE} matches your words; {MARK_NEW} is something different."
+STRATEGY_SENTENCES = {  # Settings only: the main screen speaks of products
+    "mean": "the five products closest to the average of your picks, plus five new ones (the seed's rule).",
+    "rocchio": "like mean, and it also moves away from the products you passed over.",
+    "bayes": "keeps a belief over what you want and shows the products that narrow it down fastest.",
+    "random": "ten products at random: the baseline to compare the others with.",
+}
+
+
+def strategy_choices(names: list[str]) -> list[tuple[str, str]]:
+    """The Settings radio's (label, value) pairs: each strategy's name and one plain sentence."""
+    return [(f"{name}: {STRATEGY_SENTENCES[name]}" if name in STRATEGY_SENTENCES else name, name) for name in names]
+
+
+def captions(catalog: Catalog, rows: list[int], n_like: int, marked: bool) -> list[str]:
+    """Tile captions: title and price; once the shopper has picked or typed, a mark saying why each is shown."""
+    if not marked:
+        return [catalog.caption(row) for row in rows]
+    return [f"{MARK_LIKE if i < n_like else MARK_NEW} {catalog.caption(row)}" for i, row in enumerate(rows)]
+
+
+def status_line(catalog: Catalog, visit) -> str:
+    """The one line above the gallery (Markdown; dataset text escaped)."""
+    session = visit.session
+    seen = f"{session.n_seen:,} of {catalog.n - session.n_hidden:,} products seen"
+    if visit.chosen is not None:
+        title = markdown_text(catalog.product(visit.chosen)["title"])
+        return (f"**This is it: {title}**, found in {rounds_text(visit.found_in)}. Press *Start a new search* to "
+                "look for something else.")
+    if visit.found_in is not None:
+        return (f"**Found it in {rounds_text(visit.found_in)}.** Press *Find a product* for another, or *Start "
+                "over* to shop.")
+    if session.exhausted and not session.shown:
+        return f"**You have seen all {session.n_seen:,} products.** Press *Start over* to browse again."
+    if visit.target is not None:
+        return f"**Round {session.round}** · {seen} · Find the product shown in *Find this product*, by clicking " \
+               "what looks most like it."
+    if session.picks:
+        hint = f"{MARKS_SENTENCE} Click the one you like best, or open your picks below."
+    elif visit.words:
+        hint = f"{WORDS_SENTENCE} Pick the one you like best."
+    else:
+        hint = "Pick the product you like best."
+    if visit.words:
+        hint += f" Searching '{markdown_text(visit.words)}' by {visit.search_by}."
+    return f"**Round {session.round}** · {seen} · {hint}"
+
+
+def rounds_text(rounds: int) -> str:
+    return f"{rounds} round{'s' * (rounds != 1)}"
+
+
+def picture_url(path: str | None) -> str:
+    """The URL the page fetches a picture file from (Gradio's file route; only the thumbnail folder is served)."""
+    return f"gradio_api/file={quote(str(path))}" if path else ""
+
+
+def product_page(catalog: Catalog, row: int | None, found_in: int | None = None) -> str:
+    """The product page's HTML: a larger picture, title, price, brand, category, description and a link to the
+    shop; every value escaped. Before any pick, a line saying what will appear here."""
+    if row is None:
+        return '<div class="pp pp-empty">Pick a product to see it here.</div>'
+    facts = catalog.product(row)
+    esc = html.escape
+    parts = ['<div class="pp">']
+    if found_in is not None:
+        parts.append(f'<p class="pp-found">This is it: found in {rounds_text(found_in)}.</p>')
+    picture = catalog.page_picture(row)
+    if picture:
+        parts.append(f'<img class="pp-img" src="{esc(picture_url(picture))}" alt="{esc(facts["title"])}">')
+    parts.append(f'<h3 class="pp-title">{esc(facts["title"])}</h3>')
+    price = price_text(facts["price"], facts["currency"])
+    if price:
+        parts.append(f'<p class="pp-price">{esc(price)}</p>')
+    meta = " · ".join(esc(v) for v in (facts["brand"], facts["category"]) if v)
+    if meta:
+        parts.append(f'<p class="pp-meta">{meta}</p>')
+    if facts["description"]:
+        parts.append(f'<p class="pp-desc">{esc(facts["description"][:1500])}</p>')
+    if facts["url"]:
+        parts.append(f'<a class="pp-shop" href="{esc(facts["url"])}" target="_blank" rel="noopener noreferrer">'
+                     "View in shop</a>")
+    return "".join(parts) + "</div>"
+
+
+def following_text(weights: dict[str, float]) -> str:
+    """Settings: how much `bayes` trusts each way of comparing pictures for this shopper ("" when one way)."""
+    if len(weights) < 2:
+        return ""
+    view, weight = max(weights.items(), key=lambda kv: kv[1])
+    return (f"Following: {view} {weight:.0%}. bayes compares pictures in {len(weights)} ways and follows the one "
+            "your picks agree with most.")
+
+
+def results_rows(catalog: Catalog, results: list[dict]) -> list[list]:
+    """The results table: each hunt (product, how it ended, rounds, strategy), then each strategy's mean."""
+    rows = []
+    for r in results:
+        title = catalog.product(r["product"])["title"] if r.get("product") is not None else ""
+        how = "gave up" if r["rounds"] is None else "This is it" if r.get("how") == "chosen" else "Find a product"
+        rows.append([title, how, r["rounds"] if r["rounds"] is not None else "", r["strategy"]])
+    for name in sorted({r["strategy"] for r in results}):
+        done = [r["rounds"] for r in results if r["strategy"] == name and r["rounds"] is not None]
+        if done:
+            rows.append(["", f"mean of {len(done)}", round(sum(done) / len(done), 2), name])
+    return rows
+
+
+CSS = """
+#products .grid-container, #picks .grid-container { grid-template-rows: none; grid-auto-rows: auto; }
+#products .grid-container { grid-template-columns: repeat(5, minmax(0, 1fr)); }
+#picks .grid-container { grid-template-columns: repeat(auto-fill, minmax(84px, 1fr)); }
+#products .grid-wrap, #picks .grid-wrap { height: auto; min-height: 0; max-height: none; overflow-x: hidden;
+  padding-top: 34px; }
+#picks .caption-label { font-size: 11px; display: block; white-space: nowrap; text-overflow: ellipsis; }
+#products .thumbnail-item, #picks .thumbnail-item { aspect-ratio: auto; height: auto; display: flex;
+  flex-direction: column; overflow: hidden; }
+#products .thumbnail-item > img, #picks .thumbnail-item > img { aspect-ratio: 1 / 1; height: auto; width: 100%;
+  flex: none; background: #fff; }
+#products .caption-label, #picks .caption-label { position: static; max-width: none; border: 0; border-radius: 0;
+  background: none; padding: 4px 6px; white-space: normal; text-align: left; line-height: 1.3;
+  display: -webkit-box; -webkit-line-clamp: 2; -webkit-box-orient: vertical; overflow: hidden; opacity: 1; }
+#products .thumbnail-item:hover, #picks .thumbnail-item:hover { --ring-color: transparent; filter: none;
+  border-color: var(--border-color-primary); box-shadow: 0 3px 10px rgba(0, 0, 0, .18); }
+#products .thumbnail-lg:hover .caption-label, #picks .thumbnail-lg:hover .caption-label { opacity: 1; }
+#shop-row { container-type: inline-size; }
+#target { --tile: calc(15cqw - 14px); }
+#target img { width: var(--tile); height: var(--tile); max-width: 100%; max-height: none; object-fit: contain; }
+#product-page .pp { display: flex; flex-direction: column; gap: 4px; }
+#product-page .pp-img { width: 100%; max-width: 360px; aspect-ratio: 1 / 1; object-fit: contain; background: #fff;
+  border: 1px solid var(--border-color-primary); border-radius: 6px; }
+#product-page .pp-title { margin: 6px 0 0; overflow-wrap: anywhere; }
+#product-page .pp-price { font-size: 1.15em; font-weight: 600; margin: 0; }
+#product-page .pp-meta { color: var(--body-text-color-subdued); margin: 0; }
+#product-page .pp-desc { white-space: pre-line; overflow-wrap: anywhere; margin: 4px 0; max-height: 12em;
+  overflow-y: auto; }
+#product-page .pp-found { font-weight: 600; margin: 0; }
+#product-page .pp-shop { font-weight: 600; align-self: flex-start; }
+#product-page .pp-empty { color: var(--body-text-color-subdued); padding: 8px 0; }
+@media (max-width: 640px) {
+  #products .grid-container { grid-template-columns: repeat(2, minmax(0, 1fr)); }
+  #picks .grid-container { grid-template-columns: repeat(4, minmax(0, 1fr)); }
+  #target { --tile: calc(50cqw - 24px); }
+  #side:has(#target img) { order: -1; }
+}
+"""

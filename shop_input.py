@@ -1,0 +1,124 @@
+"""What an upload reads: a folder of photos, a product table, or both joined on id -> one list of product images
+(id, local file) and the product columns, with one report of everything left out. Shared by both engines.
+
+Images given as URLs are downloaded first (download.py), so both engines read local files only.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from download import DownloadOptions, download_all
+from folder import DEFAULT_MAX_PIXELS, FolderScan, list_folder, make_ids, relative_name
+from products import ProductTable, read_products
+
+
+@dataclass
+class ShopInput:
+    """The images to read, (id, local file or, for a remote cluster, URL, name in the report), in product order;
+    the table (or None); and what was skipped or noted before any image is read."""
+
+    root: Path
+    items: list[tuple[str, Path | str, str]]
+    table: ProductTable | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[tuple[str, str]] = field(default_factory=list)
+    downloads: str = ""  # one line on the image URLs: how many, how fast, how many failed ("" when none)
+
+    def scan(self) -> FolderScan:
+        """An empty FolderScan carrying this input's report, for the engines to fill."""
+        return FolderScan(self.root, skipped=list(self.skipped), notes=list(self.notes), downloads=self.downloads)
+
+
+def gather(img_dir: str | os.PathLike | None = None, products: str | os.PathLike | None = None,
+           shop_url: str | None = None, currency: str | None = None, download: DownloadOptions | None = None,
+           download_cache: str | os.PathLike | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+           progress: bool = True, fetch_urls: bool = True) -> ShopInput:
+    """The products of a folder, a table, or a table joined with a folder on `id` (the folder's image wins; an
+    image without a row stays a product, listed; a row without an image is skipped, listed). Image URLs are
+    downloaded here, unless `fetch_urls` is False (a remote Ray cluster: its workers fetch them)."""
+    if img_dir is None and products is None:
+        raise ValueError("give an image folder, a product table (--products), or both")
+    folder: dict[str, tuple[Path, str]] = {}
+    root = Path(img_dir) if img_dir is not None else Path(products).parent
+    shop = ShopInput(root, [])
+    if img_dir is not None:
+        files, shop.skipped = list_folder(root)
+        folder = {id_: (path, relative_name(root, path)) for id_, path in zip(make_ids(root, files), files)}
+    if products is None:
+        shop.items = [(id_, path, name) for id_, (path, name) in folder.items()]
+        return shop
+    table = read_products(products, shop_url=shop_url, currency=currency, need_images=img_dir is None)
+    shop.skipped += table.skipped
+    shop.notes += table.notes
+    sources = []  # (id, local path or URL, name in the report)
+    for product in table.products:
+        if product.id in folder:
+            path, name = folder.pop(product.id)
+            sources.append((product.id, str(path), name))
+        elif product.image:
+            sources.append((product.id, product.image, f"{product.id} ({product.image})"))
+        else:
+            shop.skipped.append((product.id, "a row of the table without an image" +
+                                 (" (no file with this id in the image folder)" if img_dir is not None else "")))
+    for id_, (path, name) in folder.items():  # the folder's images without a row: products without its columns
+        sources.append((id_, str(path), name))
+        shop.notes.append((name, "no row in the product table: kept, without the table's columns"))
+    if fetch_urls:
+        shop.items = fetched(sources, shop, download, download_cache, max_pixels, progress)
+    else:
+        shop.items = [(id_, src if src.startswith(("http://", "https://")) else Path(src), name)
+                      for id_, src, name in sources]
+    shop.table = table
+    return shop
+
+
+def fetched(sources: list[tuple[str, str, str]], shop: ShopInput, options: DownloadOptions | None,
+            cache: str | os.PathLike | None, max_pixels: int, progress: bool) -> list[tuple[str, Path, str]]:
+    """The sources with every http(s) URL replaced by its downloaded file; failed downloads go to the report."""
+    urls = [src for _, src, _ in sources if src.startswith(("http://", "https://"))]
+    if urls and cache is None:
+        import datasets
+
+        cache = Path(datasets.config.HF_DATASETS_CACHE) / "product-images"
+    t = time.perf_counter()
+    results = download_all(urls, cache, options, max_pixels, progress) if urls else {}
+    if results:
+        took, failed = time.perf_counter() - t, sum(path is None for path, _ in results.values())
+        shop.downloads = (f"{len(results)} image URLs fetched or found cached in {took:.1f} s "
+                          f"({len(results) / max(took, 1e-9):.0f}/s), {failed} failed")
+    items = []
+    for id_, src, name in sources:
+        if src in results:
+            path, reason = results[src]
+            if path is None:
+                shop.skipped.append((name, reason))
+                continue
+            items.append((id_, path, name))
+        else:
+            items.append((id_, Path(src), name))
+    return items
+
+
+def product_columns(ids: list[str], table: ProductTable | None) -> pa.Table | None:
+    """The table's columns (all but id) for the products `ids`, in that order; nulls for a product without a row."""
+    if table is None or not table.columns.num_columns:
+        return None
+    where = {p.id: i for i, p in enumerate(table.products)}
+    columns = table.columns.drop_columns(["id"]) if "id" in table.columns.column_names else table.columns
+    return columns.take(pa.array([where.get(i) for i in ids], pa.int64()))
+
+
+def with_product_columns(ds, table: ProductTable | None):
+    """`ds` (a dataset with an `id` column) plus the product table's columns, their types kept."""
+    import datasets
+
+    columns = product_columns(list(ds["id"]), table)
+    if columns is None or not columns.num_columns:
+        return ds
+    return datasets.concatenate_datasets([ds, datasets.Dataset(columns)], axis=1)

@@ -1,0 +1,245 @@
+"""A shop's product table into the datasets: Shopify and WooCommerce exports as they are, plain CSV / JSON Lines /
+Parquet with their types, the join with an image folder, image URLs downloaded (and each way a download fails),
+unsafe links dropped; the datasets upload_ds.py writes from them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import ROOT
+from shop_files import PhotoServer, photo, shopify_export, woocommerce_export, write_csv
+
+import upload_ds
+from download import DownloadOptions, download_all
+from products import plain_text, price_value, read_products, safe_url
+from shop_input import gather
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = PhotoServer()
+    yield s
+    s.close()
+
+
+def test_shopify_export_as_it_is(server, tmp_path):
+    table = read_products(shopify_export(tmp_path / "products_export_1.csv", server), shop_url="https://shop.example/")
+    assert table.kind == "shopify"
+    assert [p.id for p in table.products] == ["red-dress", "blue-shirt", "gone-shoe"]  # one per Handle, draft out
+    assert table.products[0].image == server.url("/p/0.png")  # the lowest Image Position, not the first row
+    rows = table.columns.to_pylist()
+    dress = rows[0]
+    assert dress["title"] == "Red <b>summer</b> dress"  # a title is text: shown as it is, never as HTML
+    assert dress["description"] == "Light & airy.\nCotton"  # Body (HTML) as plain text, the script dropped
+    assert (dress["brand"], dress["category"], dress["tags"]) == ("Acme", "Dresses", "red, summer")
+    assert dress["price"] == 49.90  # the first variant's price
+    assert dress["url"] == "https://shop.example/products/red-dress"
+    assert rows[1]["price"] == 19.0 and table.columns.schema.field("price").type == pa.float64()
+    assert table.skipped == [("old-hat", "not on sale in the shop (Status: draft)")]
+    no_url = read_products(tmp_path / "products_export_1.csv")
+    assert no_url.columns.column("url").to_pylist() == [None, None, None]
+
+
+def test_woocommerce_export(server, tmp_path):
+    table = read_products(woocommerce_export(tmp_path / "wc-product-export.csv", server), shop_url="https://w.example")
+    assert table.kind == "woocommerce"
+    assert [p.id for p in table.products] == ["MUG-1", "TEE"]  # variations fold into their product; draft out
+    assert table.products[0].image == server.url("/p/5.png")  # the first of its Images
+    mug, tee = table.columns.to_pylist()
+    assert (mug["title"], mug["price"], mug["category"], mug["description"]) == ("Mug", 9.99, "Kitchen > Mugs",
+                                                                                 "A big mug")
+    assert mug["url"] == "https://w.example/?post_type=product&p=11"
+    assert tee["price"] == 15.0  # a variable product: its first variation's price
+    assert table.skipped == [("14", "not published in the shop (Published: 0)")]
+
+
+def test_plain_tables_keep_their_types(tmp_path):
+    (tmp_path / "img").mkdir()
+    for i in range(3):
+        (tmp_path / "img" / f"{i}.png").write_bytes(photo(i))
+    rows = [{"id": "007", "image": "img/0.png", "title": "Boot", "price": "19.5", "stock": "3", "weight": "0.4",
+             "url": "https://s.example/007"},
+            {"id": "008", "image": "img/1.png", "title": "Bag", "price": "5", "stock": "0", "weight": "1.25",
+             "url": "javascript:alert(1)"},
+            {"id": "009", "image": "img/2.png", "title": "Cap", "price": "", "stock": "7", "weight": "2",
+             "url": "/relative/page"}]
+    header = list(rows[0])
+    write_csv(tmp_path / "t.csv", header, rows)
+    with (tmp_path / "t.jsonl").open("w") as f:
+        for r in rows:
+            f.write(json.dumps({**r, "price": float(r["price"]) if r["price"] else None, "stock": int(r["stock"]),
+                                "weight": float(r["weight"])}) + "\n")
+    pq.write_table(pa.Table.from_pylist([json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]),
+                   tmp_path / "t.parquet")
+    for name in ("t.csv", "t.jsonl", "t.parquet"):
+        table = read_products(tmp_path / name)
+        assert table.kind == "table"
+        assert [p.id for p in table.products] == ["007", "008", "009"], name  # "007" stays text
+        assert table.products[1].image == str(tmp_path / "img" / "1.png")  # relative to the table's folder
+        schema = table.columns.schema
+        assert pa.types.is_integer(schema.field("stock").type), name  # numbers stay numbers
+        assert schema.field("weight").type == pa.float64() and schema.field("price").type == pa.float64()
+        assert table.columns.column("price").to_pylist() == [19.5, 5.0, None]
+        assert table.columns.column("url").to_pylist() == ["https://s.example/007", None, None], name
+        assert [n for n, _ in table.notes] == ["008", "009"] and "only http(s) links" in table.notes[0][1]
+
+
+def test_values_are_checked():
+    assert safe_url("https://a.example/x?y=1") and safe_url("HTTP://a.example")
+    for bad in ("javascript:alert(1)", "data:text/html,<script>", "/p/1", "//evil.example/x", "https://",
+                "ftp://a.example/f", "https://a.example/\nx", None, 3):
+        assert safe_url(bad) is None, bad
+    assert [price_value(v) for v in ("19.90", "$1,299.00", "19,90 €", 7, "", None)] == [19.9, 1299.0, 19.9, 7.0,
+                                                                                          None, None]
+    for bad in ("abc", "-5", "nan", "inf", True):
+        with pytest.raises(ValueError):
+            price_value(bad)
+    assert plain_text("<p>A&nbsp;<b>b</b></p><style>p{}</style><p>c &lt;d&gt;</p>") == "A b\nc <d>"
+
+
+def test_bad_tables_are_clear_errors(tmp_path):
+    write_csv(tmp_path / "dup.csv", ["id", "image"], [{"id": "a", "image": "x.png"}, {"id": "a", "image": "y.png"}])
+    with pytest.raises(ValueError, match="id 'a' twice"):
+        read_products(tmp_path / "dup.csv")
+    write_csv(tmp_path / "noimg.csv", ["id", "title"], [{"id": "a", "title": "A"}])
+    with pytest.raises(ValueError, match="needs an image column"):
+        read_products(tmp_path / "noimg.csv")
+    (tmp_path / "x.xlsx").write_bytes(b"PK")
+    with pytest.raises(ValueError, match=".csv, .jsonl or .parquet"):
+        read_products(tmp_path / "x.xlsx")
+    with pytest.raises(FileNotFoundError):
+        read_products(tmp_path / "missing.csv")
+
+
+def test_downloads_fail_each_way_and_are_cached(server, tmp_path):
+    urls = [server.url(p) for p in ("/p/0.png", "/p/1.png", "/missing.png", "/slow.png", "/huge.png", "/notes.png")]
+    options = DownloadOptions(timeout=1.0, max_bytes=1 << 20, retries=1, workers=6, backoff=0.05)
+    results = download_all(urls + urls[:1], tmp_path / "cache", options, progress=False)
+    assert len(results) == 6
+    ok = {u: path.read_bytes() for u, (path, _) in results.items() if path is not None}
+    assert ok == {urls[0]: photo(0), urls[1]: photo(1)}
+    reasons = {u.rsplit("/", 1)[1]: why for u, (_, why) in results.items() if why}
+    assert "HTTP 404" in reasons["missing.png"] and "(2 tries)" not in reasons["missing.png"]  # a 404 is final
+    assert "timed out" in reasons["slow.png"] and "(2 tries)" in reasons["slow.png"]  # a timeout is tried again
+    assert "too large" in reasons["huge.png"]
+    assert "not an image" in reasons["notes.png"]
+    before = dict(server.hits)
+    again = download_all(urls[:2], tmp_path / "cache", options, progress=False)
+    assert all(path is not None for path, _ in again.values())
+    assert server.hits == before, "a rerun downloaded a cached image again"
+
+
+def test_table_joined_with_a_folder_reports_both_sides(tmp_path):
+    folder = tmp_path / "img"
+    folder.mkdir()
+    for name in ("a", "b", "c"):
+        (folder / f"{name}.png").write_bytes(photo(ord(name)))
+    write_csv(tmp_path / "t.csv", ["id", "title", "price"], [{"id": "a", "title": "A", "price": "1"},
+                                                              {"id": "b", "title": "B", "price": "2"},
+                                                              {"id": "z", "title": "Z", "price": "3"}])
+    shop = gather(folder, tmp_path / "t.csv", progress=False)
+    assert [(i, p.name) for i, p, _ in shop.items] == [("a", "a.png"), ("b", "b.png"), ("c", "c.png")]
+    assert shop.skipped == [("z", "a row of the table without an image (no file with this id in the image folder)")]
+    assert shop.notes == [("c.png", "no row in the product table: kept, without the table's columns")]
+
+
+def upload(*args, timeout=300):
+    return subprocess.run([sys.executable, str(ROOT / "upload_ds.py"), *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT)
+
+
+def test_upload_a_shopify_export_over_http(server, tiny_model, tmp_path, capsys):
+    """The whole command on a Shopify export whose images are URLs: both datasets carry the product columns with
+    their types; the failed download and the draft are in the report."""
+    table = shopify_export(tmp_path / "products_export_1.csv", server)
+    code = upload_ds.main([
+        "--products", str(table), "--shop-url", "https://shop.example", "--currency", "EUR", "--repo", "me/shop",
+        "--model", tiny_model, "--no-push", "--out", str(tmp_path / "out"), "--download-timeout", "5"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    for name in ("shop", "shop-embeddings"):
+        ds = datasets.load_from_disk(str(tmp_path / "out" / name))
+        assert ds["id"] == ["red-dress", "blue-shirt"]
+        assert ds.features["price"] == datasets.Value("float64") and ds["price"] == [49.9, 19.0]
+        assert ds["title"][0] == "Red <b>summer</b> dress" and ds["currency"] == ["EUR", "EUR"]
+        assert ds["url"][1] == "https://shop.example/products/blue-shirt"
+    emb = datasets.load_from_disk(str(tmp_path / "out" / "shop-embeddings"))
+    assert {"embeddings", "appearance"} <= set(emb.column_names)
+    raw = emb.cast_column("image", datasets.Image(decode=False))
+    assert raw[0]["image"]["bytes"] == photo(0)  # the dress's first image by position
+    assert "skipped gone-shoe" in out and "HTTP 404" in out and "skipped old-hat" in out
+    assert "summary: 2 products" in out
+
+
+def test_cli_needs_a_folder_or_a_table(tmp_path):
+    res = upload("--repo", "me/shop", "--no-push", "--out", tmp_path)
+    assert res.returncode == 2 and "IMG_DIR, --products FILE, or both" in res.stderr
+    res = upload("--products", tmp_path / "t.csv", "--shop-url", "javascript:alert(1)", "--repo", "me/shop",
+                 "--no-push", "--out", tmp_path)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "--shop-url" in res.stderr
+
+
+# ------------------------------------------------------------------------------------------ the app's side
+def test_catalog_reads_product_facts_as_checked_text(tmp_path):
+    """A dataset made elsewhere: prices as text (one junk), an unsafe link, a long title, lists as tags."""
+    from catalogs import make_catalog
+
+    from catalog import Catalog
+
+    ds = datasets.load_from_disk(str(make_catalog(tmp_path / "cat", n=6)))
+    ds = ds.add_column("title", ["Lamp", "x" * 80, None, "  Two\nlines ", "Cap", "Hat"])
+    ds = ds.add_column("price", ["12.5", "abc", "", "$1,299.00", None, "-3"])
+    ds = ds.add_column("url", ["https://s.example/a", "javascript:alert(1)", "data:text/html,x", "/rel", None,
+                               "http://s.example/f"])
+    catalog = Catalog(ds, "t", tmp_path / "cache")
+    facts = [catalog.product(r) for r in range(6)]
+    assert [f["price"] for f in facts] == [12.5, None, None, 1299.0, None, None]
+    assert [f["url"] for f in facts] == ["https://s.example/a", None, None, None, None, "http://s.example/f"]
+    assert facts[2]["title"] == "p002"  # no title: the id
+    captions = [catalog.caption(r) for r in range(6)]
+    assert captions[0] == "Lamp · 12.50" and captions[3] == "Two lines · 1,299.00"
+    assert captions[1] == "x" * 39 + "…" and len(captions[1]) == 40
+
+
+def test_appearance_view_is_computed_once_and_cached(tmp_path, monkeypatch):
+    import numpy as np
+    from catalogs import make_catalog
+
+    import catalog as catalog_module
+    from catalog import Catalog, picture_data
+    from embed import appearance_vectors
+
+    ds = datasets.load_from_disk(str(make_catalog(tmp_path / "cat", n=12, bad_rows=(4,))))
+    first = Catalog(ds, "t", tmp_path / "cache")
+    assert "appearance" not in first.views
+    first.add_appearance()
+    view = np.asarray(first.views["appearance"])
+    expected = appearance_vectors([picture_data(first.picture(r)[0]) for r in (0, 5, 11)])
+    np.testing.assert_allclose(view[[0, 5, 11]], expected)
+    assert not view[4].any()  # the unreadable picture: zeros
+    assert list((tmp_path / "cache" / "thumbs").glob("*-appearance8.npy"))
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("the cached view was computed again")
+
+    monkeypatch.setattr(catalog_module, "appearance_vectors", no_decoding)
+    again = Catalog(ds, "t", tmp_path / "cache")
+    again.add_appearance()
+    np.testing.assert_array_equal(np.asarray(again.views["appearance"]), view)
+
+
+def test_search_hint_names_words_the_catalog_meets(tmp_path):
+    from catalogs import make_catalog
+
+    from app import search_hint
+    from catalog import Catalog
+
+    catalog = Catalog(datasets.load_from_disk(str(make_catalog(tmp_path / "cat", n=9))), "t", tmp_path / "cache")
+    assert search_hint(catalog) == "e.g. box, round, wedge - press Enter"
+    assert all(catalog.find(word).query is not None for word in ("round", "box", "wedge"))
