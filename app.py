@@ -5,8 +5,8 @@
     python app.py --dataset out/NAME-embeddings    # or the same saved locally with upload_ds.py --out
 
 Every flag can also be set by an environment variable (DATASET, HOST, PORT, PER_ROUND, SIMILAR, STRATEGY,
-DEMO_SIZE, SHARE, CACHE_DIR, MAX_SESSIONS, THREADS, COMPRESSION), so a Hugging Face Space is configured in its
-settings, not its code.
+DEMO_SIZE, SHARE, CACHE_DIR, MAX_SESSIONS, THREADS, COMPRESSION, HUNT_LOG, COMPARE), so a Hugging Face Space is
+configured in its settings, not its code.
 All round logic lives in recommender.py; this file only loads the catalog, makes thumbnails and wires events.
 """
 
@@ -25,6 +25,7 @@ if __name__ == "__main__" and "PYTHONMALLOC" not in os.environ:
 import argparse
 import json
 import logging
+import random
 import re
 import secrets
 import socket
@@ -49,6 +50,7 @@ from catalog import (
 from cli import ArgumentParser, env, env_flag, folder_problem, whole_number
 from cli import run as run_cli
 from demo import load_demo_catalog
+from huntlog import HuntLog, minute_now, new_hunt_id, round_entries
 from recommender import (
     AUTO_SQ8_BYTES,
     COMPRESSIONS,
@@ -67,6 +69,10 @@ SESSION_IDLE_S = 2 * 3600  # a browser session's state is dropped after this lon
 MAX_RESULTS = 500  # Find-a-product results kept per shopper
 DEFAULT_THREADS = max(4, 2 * (os.cpu_count() or 1))  # Gradio's own default is 40
 SEARCH_HINT = "e.g. sneaker, red dress, shoes/42 - press Enter"
+HUNT_ID = re.compile(r"[0-9a-f]{16}")
+STRATEGY_FROM = ("default", "compare", "shopper")
+HUNT_LOG_NOTE = "Anonymous hunts (the products shown and picked, and typed words; nothing about you) are recorded to " \
+    "improve this shop."
 
 
 def row_of_thumb(value) -> int | None:
@@ -90,6 +96,10 @@ class Visit:
     search_by: str = ""
     viewing: int | None = None  # the product on the product page (the last pick, or one opened from the picks)
     chosen: int | None = None  # the product the shopper said "This is it" to
+    hunt: str = field(default_factory=new_hunt_id)  # the hunt log's id of this hunt
+    strategy_from: str = "default"  # who chose the strategy: "default", "compare" (drawn at random) or "shopper"
+    searches: dict[int, list[tuple[str, int | None]]] = field(default_factory=dict)  # round -> (words, matches)
+    logged: bool = False  # its record is in the hunt log
     note: str = ""  # a line for the shopper, shown once (e.g. "No product matches 'xyz'.")
     lock: threading.Lock = field(default_factory=threading.Lock)  # one event at a time per browser session
 
@@ -102,7 +112,7 @@ class Visit:
         """What the shopper's browser keeps (gr.BrowserState) so a reload resumes here: plain JSON data."""
         return {"catalog": catalog.key, **self.session.to_dict(), "target": self.target, "found_in": self.found_in,
                 "results": self.results[-MAX_RESULTS:], "search": self.words, "viewing": self.viewing,
-                "chosen": self.chosen}
+                "chosen": self.chosen, "hunt": self.hunt, "strategy_from": self.strategy_from}
 
 
 def restore_visit(saved, catalog: Catalog, rec: Recommender) -> Visit | None:
@@ -128,12 +138,18 @@ def restore_visit(saved, catalog: Catalog, rec: Recommender) -> Visit | None:
         text = saved.get("search")
         if text is not None and not isinstance(text, str):
             raise ValueError("search must be text")
+        hunt, strategy_from = saved.get("hunt", new_hunt_id()), saved.get("strategy_from", "default")
+        if not isinstance(hunt, str) or not HUNT_ID.fullmatch(hunt):
+            raise ValueError("hunt must be 16 hex digits")
+        if strategy_from not in STRATEGY_FROM:
+            raise ValueError(f"strategy_from must be one of {STRATEGY_FROM}")
     except ValueError as exc:
         log.info("a browser's saved session was not restored: %s", exc)
         return None
     if target is not None and rec.is_hidden(target):  # its image has since turned out unreadable
         target, found_in = None, None if chosen is None else found_in
-    visit = Visit(session, target=target, found_in=found_in, results=results, viewing=viewing, chosen=chosen)
+    visit = Visit(session, target=target, found_in=found_in, results=results, viewing=viewing, chosen=chosen,
+                  hunt=hunt, strategy_from=strategy_from, logged=found_in is not None)
     if text:  # the words were saved, not their rows or vector: found again here
         found = catalog.find(text)
         if found.query is not None:
@@ -174,8 +190,45 @@ class Shop:
     """The page's event handlers over one catalog and one recommender (shared, read-only); what an event changes
     is the shopper's own Visit. `build_app` lays out the page and wires each event to one of these."""
 
-    def __init__(self, catalog: Catalog, rec: Recommender) -> None:
+    def __init__(self, catalog: Catalog, rec: Recommender, hunt_log: HuntLog | None = None,
+                 compare: list[str] | tuple[str, ...] = ()) -> None:
         self.catalog, self.rec = catalog, rec
+        self.hunt_log = hunt_log or HuntLog(None)
+        self.compare = [name for name in compare if name in STRATEGIES]  # each new hunt draws one of these
+        self._draw = random.Random()  # which strategy a hunt gets under --compare (not the shopper's galleries)
+        self.catalog_info = {"name": catalog.name, "rows": catalog.n, "model": catalog.model}
+
+    # -- the hunt log
+    def hunt_record(self, visit: Visit, ended: str) -> dict:
+        """The hunt log's record of `visit` (see huntlog.py): what was shown, picked and typed, and how it ended."""
+        session, product_id = visit.session, self.catalog.product_id
+        picks = dict(zip(session.pick_rounds, session.picks))
+        found = visit.chosen
+        if visit.target is not None and visit.found_in is not None:
+            found = picks[visit.found_in] = visit.target  # clicking the target ends the hunt without a next round
+        return {"hunt": visit.hunt, "time": minute_now(), "catalog": self.catalog_info, "strategy": session.strategy,
+                "strategy_from": visit.strategy_from,
+                "target": None if visit.target is None else product_id(visit.target),
+                "rounds": round_entries(session.history, picks, visit.searches, product_id),
+                "found": None if found is None else product_id(found), "ended": ended}
+
+    def log_end(self, visit: Visit, ended: str) -> None:
+        """Write the hunt's record once, when it ends."""
+        if not visit.logged:
+            visit.logged = True
+            self.hunt_log.write(self.hunt_record(visit, ended))
+
+    def forget(self, visit) -> None:
+        """A page let its visit go (tab closed, session timed out): its hunt, if not ended, is abandoned."""
+        if isinstance(visit, Visit):
+            self.hunt_log.closed(visit.hunt, None if visit.logged else self.hunt_record(visit, "abandoned"))
+
+    def resume(self, saved) -> Visit | None:
+        """The visit a browser kept (see `restore_visit`), its hunt held again by this page."""
+        visit = restore_visit(saved, self.catalog, self.rec)
+        if visit is not None:
+            self.hunt_log.opened(visit.hunt)
+        return visit
 
     def gallery_items(self, visit: Visit) -> list[tuple[str, str]]:
         """The current round as (thumbnail, caption); products whose image turns out unreadable are swapped out
@@ -222,32 +275,51 @@ class Shop:
                 return row
         return None
 
-    def new_visit(self, strategy: str | None, old: Visit | None, hunt: bool) -> Visit:
-        """A new hunt that keeps the shopper's results and (unless they chose another) their strategy."""
-        if strategy not in STRATEGIES:
-            strategy = old.session.strategy if old is not None else self.rec.strategy
+    def new_visit(self, strategy: str | None, old: Visit | None, hunt: bool, by_shopper: bool = False) -> Visit:
+        """A new hunt that keeps the shopper's results; the old one, unless it ended, is logged as started over."""
         results = []
         if old is not None:
             with old.lock:  # two Start-over clicks at once record the abandoned hunt once
                 if old.target is not None and old.found_in is None and old.session.round > 0:
                     old.results.append({"strategy": old.session.strategy, "rounds": None})
+                self.log_end(old, "started_over")
                 old.target = None
                 results = old.results
-        visit = Visit(self.rec.new_session(strategy=strategy), results=results)
+            self.hunt_log.closed(old.hunt, None)
+        strategy, strategy_from = self.strategy_for(strategy, old, by_shopper)
+        visit = Visit(self.rec.new_session(strategy=strategy), results=results, strategy_from=strategy_from)
+        self.hunt_log.opened(visit.hunt)
         if hunt:
             visit.target = self.draw_target(visit.session)
         visit.session.next_round()
         return visit
 
+    def strategy_for(self, asked: str | None, old: Visit | None, by_shopper: bool) -> tuple[str, str]:
+        """A new hunt's strategy and who chose it: the shopper (in Settings, or a strategy other than the one shown
+        that an API call names), else the previous choice of the shopper, else a random draw among --compare's,
+        else the shop's default."""
+        shown = old.session.strategy if old is not None else None
+        if asked in STRATEGIES and (by_shopper or asked != (shown or self.rec.strategy)):
+            return asked, "shopper"
+        if old is not None and old.strategy_from == "shopper":
+            return old.session.strategy, "shopper"
+        if self.compare:
+            return self._draw.choice(self.compare), "compare"
+        return self.rec.strategy, "default"
+
     def load(self, saved):
         """A page (re)load: resume what this browser saved, or start a new visit."""
-        visit = restore_visit(saved, self.catalog, self.rec)
+        visit = self.resume(saved)
         if visit is None:
             return self.render(self.new_visit(None, None, hunt=False), box="")
         return self.render(visit, box=visit.words or "")
 
     def start(self, strategy: str | None = None, visit: Visit | None = None):
         return self.render(self.new_visit(strategy, visit, hunt=False), box="")
+
+    def set_strategy(self, strategy: str | None = None, visit: Visit | None = None):
+        """The shopper chose a strategy in Settings: a new hunt with it, and their choice kept for the next ones."""
+        return self.render(self.new_visit(strategy, visit, hunt=False, by_shopper=True), box="")
 
     def find_product(self, strategy: str | None = None, visit: Visit | None = None):
         return self.render(self.new_visit(strategy, visit, hunt=True), box="")
@@ -261,7 +333,7 @@ class Shop:
         """This browser's visit: the server's copy, else the browser's (the server let it go: idle, a restart),
         else a new one."""
         if visit is None:
-            visit = restore_visit(saved, self.catalog, self.rec) or self.new_visit(None, None, hunt=False)
+            visit = self.resume(saved) or self.new_visit(None, None, hunt=False)
         return visit
 
     def search(self, visit: Visit, text: str):
@@ -276,18 +348,22 @@ class Shop:
                 visit.words, visit.search_by, visit.note = None, "", "Search cleared."
             else:
                 visit.note = found.message
+                if found.search_by:  # words that matched nothing: the shop would like to know
+                    visit.searches.setdefault(session.round, []).append((found.text, 0))
             return self.render(visit, extras=False)
         try:
             session.next_round(query=found.query)
         except ValueError as exc:  # e.g. a text tower whose vectors do not fit the catalog: say it, change nothing
             visit.note = f"Search failed: {exc}"
             return self.render(visit, extras=False)
+        matches = len(found.query) if found.search_by == "names" else None
+        visit.searches.setdefault(session.round - 1, []).append((found.text, matches))
         visit.words, visit.search_by = found.text, found.search_by
         return self.render(visit, extras=False, box=found.text)
 
     def on_select(self, visit: Visit | None, saved, evt: gr.SelectData):
         if visit is None:  # the server let this session's state go (idle, or a restart): the browser has it
-            visit = restore_visit(saved, self.catalog, self.rec)
+            visit = self.resume(saved)
             if visit is None:
                 return self.start()
         with visit.lock:  # a double click sends two events at once; the second sees the first's result
@@ -303,6 +379,7 @@ class Shop:
             visit.found_in = session.round
             visit.results.append({"strategy": session.strategy, "rounds": session.round, "product": row,
                                   "how": "target"})
+            self.log_end(visit, "found")
             return self.render(visit)
         session.next_round(pick=row)
         return self.render(visit, extras=False)
@@ -325,6 +402,7 @@ class Shop:
                 visit.chosen, visit.found_in = visit.viewing, max(1, session.round - 1)
                 visit.results.append({"strategy": session.strategy, "rounds": visit.found_in,
                                       "product": visit.chosen, "how": "chosen"})
+                self.log_end(visit, "found")
             return self.render(visit)
 
 
@@ -338,18 +416,20 @@ def clicked_row(rows: list[int], evt: gr.SelectData) -> int | None:
     return rows[index] if clicked is None or clicked == rows[index] else None
 
 
-def build_app(catalog: Catalog, rec: Recommender, session_idle_s: float = SESSION_IDLE_S, secret: str | None = None):
+def build_app(catalog: Catalog, rec: Recommender, session_idle_s: float = SESSION_IDLE_S, secret: str | None = None,
+              hunt_log: HuntLog | None = None, compare: list[str] | tuple[str, ...] = ()):
     """The Gradio Blocks of the shop over one catalog and one recommender (shared, read-only).
 
     `secret` encrypts what each browser keeps of its visit; the same secret across restarts lets a reload
-    after a restart resume too (None: a new one per process).
+    after a restart resume too (None: a new one per process). `hunt_log` records ended hunts (None: off);
+    `compare` gives each new hunt one of these strategies at random, unless the shopper chose one.
     """
-    shop = Shop(catalog, rec)
+    shop = Shop(catalog, rec, hunt_log, compare)
     with gr.Blocks(title="Visual product recommender") as demo:
         gr.Markdown("## Find your product\nClick the product you like best; each round shows products that look "
                     "like your picks, plus a few new ones.")
         header = gr.Markdown(catalog.summary(), elem_id="catalog")
-        state = gr.State(None, time_to_live=session_idle_s)
+        state = gr.State(None, time_to_live=session_idle_s, delete_callback=shop.forget)
         saved = gr.BrowserState(None, storage_key=f"product-recommender-{catalog.key}", secret=secret)
         info = gr.Markdown(elem_id="status")
         with gr.Row(equal_height=True):
@@ -378,6 +458,8 @@ def build_app(catalog: Catalog, rec: Recommender, session_idle_s: float = SESSIO
             following = gr.Markdown(elem_id="strategy-note")
             results = gr.Dataframe(headers=["product", "found with", "rounds", "strategy"], value=[],
                                    interactive=False, label="Your results", elem_id="results")
+        if shop.hunt_log.enabled:
+            gr.Markdown(HUNT_LOG_NOTE, elem_id="hunt-log-note")
         outputs = [state, products, picks, info, target, results, saved, header, box, strategy, following,
                    product_page, this_is_it, new_search]
         demo.load(shop.load, [saved], outputs, api_name="start")
@@ -387,7 +469,7 @@ def build_app(catalog: Catalog, rec: Recommender, session_idle_s: float = SESSIO
         new_search.click(shop.start, [strategy, state], outputs, api_name="new_search")
         restart.click(shop.start, [strategy, state], outputs, api_name="start_over")
         hunt.click(shop.find_product, [strategy, state], outputs, api_name="find_product")
-        strategy.input(shop.start, [strategy, state], outputs, api_name="set_strategy")
+        strategy.input(shop.set_strategy, [strategy, state], outputs, api_name="set_strategy")
         box.submit(shop.on_search, [box, state, saved], outputs, api_name="search", concurrency_limit=None)
         search_button.click(shop.on_search, [box, state, saved], outputs, api_name=False, concurrency_limit=None)
 
@@ -439,6 +521,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--threads", type=whole_number(1, 1000, "THREADS"), default=env("THREADS", str(DEFAULT_THREADS)),
                     help="worker threads for shoppers' events; rounds are CPU work, so more threads than cores only "
                          f"add memory (env THREADS, default {DEFAULT_THREADS} here: twice the cores, at least 4)")
+    ap.add_argument("--hunt-log", default=env("HUNT_LOG", ""), metavar="PATH",
+                    help="where ended hunts are recorded for insights.py, one JSON line each, nothing that identifies "
+                         "a person (env HUNT_LOG; default CACHE_DIR/hunts/hunts.jsonl; 'none' turns it off)")
+    ap.add_argument("--compare", default=env("COMPARE"), metavar="A,B",
+                    help="give each new hunt one of these strategies at random (e.g. mean,bayes), recorded in the "
+                         "hunt log so insights.py can compare them on real shoppers; a shopper's own choice in "
+                         "Settings wins (env COMPARE)")
     ap.add_argument("--compression", default=env("COMPRESSION", "auto"), choices=["auto", *COMPRESSIONS],
                     help="how rounds scan the catalog: none (float32 rows in memory), sq8 (8-bit codes in memory, "
                          "float32 rows left on disk; the same galleries, ~0.3x the time and a quarter of the memory), "
@@ -456,6 +545,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error(f"--similar ({args.similar}) cannot exceed --per-round ({args.per_round})")
     if args.strategy not in STRATEGIES:  # argparse does not check a default (here: STRATEGY) against choices
         ap.error(f"STRATEGY {args.strategy!r} is not one of {sorted(STRATEGIES)}")
+    args.compare = [name.strip() for name in (args.compare or "").split(",") if name.strip()]
+    unknown = [name for name in args.compare if name not in STRATEGIES]
+    if unknown or len(args.compare) == 1:
+        ap.error(f"--compare (or COMPARE) takes two or more of {sorted(STRATEGIES)} separated by commas, got "
+                 f"{','.join(args.compare) or 'nothing'}")
+    if args.hunt_log.strip().lower() == "none":
+        args.hunt_log = None
+    else:
+        args.hunt_log = args.hunt_log or str(Path(args.cache_dir) / "hunts" / "hunts.jsonl")
+        problem = folder_problem(Path(args.hunt_log).expanduser().parent, "--hunt-log (or HUNT_LOG) folder")
+        if problem or Path(args.hunt_log).is_dir():
+            log.warning("the hunt log cannot be written: %s; the shop goes on without it",
+                        problem or f"{args.hunt_log} is a folder")
     return args
 
 
@@ -548,7 +650,10 @@ def main(argv: list[str] | None = None) -> int:
             log.info("search box: %d words in product names indexed", len(catalog.words.vocab))
 
     threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
-    demo = build_app(catalog, rec, secret=browser_secret(Path(args.cache_dir)))
+    hunt_log = HuntLog(args.hunt_log)
+    log.info("hunt log: %s%s", args.hunt_log or "off", f"; comparing {', '.join(args.compare)}" if args.compare else "")
+    demo = build_app(catalog, rec, secret=browser_secret(Path(args.cache_dir)), hunt_log=hunt_log,
+                     compare=args.compare)
     log.info("start-up %.1f s; serving %d products", time.perf_counter() - t, catalog.n)
     try:
         demo.queue(default_concurrency_limit=None).launch(server_name=args.host, server_port=args.port,

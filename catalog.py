@@ -359,6 +359,14 @@ class Catalog:
         facts["title"] = facts["title"] or facts["id"] or self.labels[row]
         return facts
 
+    def product_id(self, row: int) -> str:
+        """The product's id as the dataset has it (else "#row"): how the hunt log names products."""
+        if self._facts is not None and "id" in self._facts.column_names:
+            value = self._facts.column("id")[row].as_py()
+            if value is not None:
+                return str(value)
+        return f"#{row}"
+
     def caption(self, row: int) -> str:
         """A tile's caption: the title (else the id), cut with an ellipsis, and the price where known."""
         facts = self.product(row)

@@ -115,15 +115,17 @@ class Shopper:
 
 
 def hunt(rec: Recommender, target: int, strategy: str, shopper: Shopper | str, seed: int, max_rounds: int,
-         typed=None, clicks: list | None = None, **params) -> int | None:
+         typed=None, clicks: list | None = None, sessions: list | None = None, **params) -> int | None:
     """Rounds until the target is shown (1 = found in the first gallery), or None past `max_rounds`.
 
     `shopper` clicks (a Shopper, or just its `user`: "noiseless" / "noisy"), and with `typed` (a query for
     `Session.next_round`) says what it wants before the first round; `clicks`, when given, gets
-    (round, shown, pick, target) for every click (see `click_fit`)."""
+    (round, shown, pick, target) for every click (see `click_fit`); `sessions` gets the hunt's session."""
     shopper = Shopper(shopper) if isinstance(shopper, str) else shopper
     rng = np.random.default_rng((seed, target, 1))
     session = rec.new_session(seed=(seed, target), strategy=strategy, **params)
+    if sessions is not None:
+        sessions.append(session)
     shown = session.next_round(query=typed)
     for r in range(1, max_rounds + 1):
         if target in shown:
@@ -137,16 +139,34 @@ def hunt(rec: Recommender, target: int, strategy: str, shopper: Shopper | str, s
     return None
 
 
+def log_hunt(hunt_log, session, target: int, rounds: int | None, label: str, catalog: dict, product_id) -> None:
+    """Write a simulated hunt to a hunt log in the app's format (huntlog.py): the shopper clicks the target in the
+    round it is shown, as in the app's Find a product."""
+    from huntlog import minute_now, new_hunt_id, round_entries
+
+    picks = dict(zip(session.pick_rounds, session.picks))
+    if rounds is not None:
+        picks[rounds] = target
+    history = session.history[:rounds] if rounds is not None else session.history
+    hunt_log.write({"hunt": new_hunt_id(), "time": minute_now(), "catalog": catalog, "strategy": label,
+                    "strategy_from": "compare", "target": product_id(target),
+                    "rounds": round_entries(history, picks, {}, product_id),
+                    "found": None if rounds is None else product_id(target),
+                    "ended": "found" if rounds is not None else "abandoned"})
+
+
 def evaluate(rec: Recommender, strategies: list[str], targets: np.ndarray, user: Shopper | str = "noiseless",
              seed: int = 0, max_rounds: int | None = None, user_temperature: float = 0.05,
              user_epsilon: float = 0.05, progress: bool = True, perceived: np.ndarray | None = None,
-             typed: dict | None = None, clicks: dict | None = None, **params) -> dict[str, np.ndarray]:
+             typed: dict | None = None, clicks: dict | None = None, hunt_log=None, log_as: dict | None = None,
+             **params) -> dict[str, np.ndarray]:
     """Rounds per target for each strategy (np.inf where the cap ended the search); params tune strategies.
 
     `user`: a Shopper, or its `user` with `user_temperature`, `user_epsilon` and `perceived` (the rows it judges
     by; default the embedding, see `perception`); `typed`: target -> the query it types first (see
     `typed_queries`), giving a second result per strategy, "NAME +typed"; `clicks`, when given, gets every
-    click per result name (see `hunt`)."""
+    click per result name (see `hunt`); `hunt_log` (a huntlog.HuntLog) gets every hunt, with `log_as` =
+    {"catalog": ..., "product_id": row -> id, "suffix": text added to each strategy name}."""
     from tqdm.auto import tqdm
 
     shopper = user if isinstance(user, Shopper) else Shopper(user, user_temperature, user_epsilon, perceived)
@@ -156,9 +176,14 @@ def evaluate(rec: Recommender, strategies: list[str], targets: np.ndarray, user:
         for queries in (None, typed) if typed is not None else (None,):
             label = name if queries is None else f"{name} +typed"
             log = None if clicks is None else clicks.setdefault(label, [])
-            rounds = [hunt(rec, int(t), name, shopper, seed, cap, None if queries is None else queries[int(t)], log,
-                           **params)
-                      for t in tqdm(targets, desc=label, disable=not progress, leave=False)]
+            rounds = []
+            for t in tqdm(targets, desc=label, disable=not progress, leave=False):
+                sessions = [] if hunt_log is not None else None
+                rounds.append(hunt(rec, int(t), name, shopper, seed, cap, None if queries is None else
+                                   queries[int(t)], log, sessions, **params))
+                if hunt_log is not None:
+                    log_hunt(hunt_log, sessions[0], int(t), rounds[-1], label + log_as.get("suffix", ""),
+                             log_as["catalog"], log_as["product_id"])
             out[label] = np.array([np.inf if r is None else r for r in rounds], dtype=float)
     return out
 
@@ -308,6 +333,13 @@ def settings_problem(args: argparse.Namespace) -> str | None:
         problem = folder_problem(args.cache_dir, "--cache-dir")
         if problem:
             return problem
+    if args.log_to:
+        target = Path(args.log_to).expanduser()
+        if target.is_dir():
+            return f"--log-to {target} is a folder; give a file (e.g. {target / 'hunts.jsonl'})"
+        problem = folder_problem(target.parent, f"--log-to {target}: the folder")
+        if problem:
+            return problem
     if args.plot:
         plot = Path(args.plot).expanduser()
         if plot.suffix.lower() not in PLOT_FORMATS:
@@ -341,6 +373,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--max-rounds", type=whole_number(1), default=None, help="cap on rounds (default N / per-round)")
     ap.add_argument("--sweep", action="store_true", help="also sweep mean's similar/random split 0..per-round")
     ap.add_argument("--plot", metavar="PNG", help="write cumulative %% found vs rounds (of the last --perceive)")
+    ap.add_argument("--log-to", metavar="PATH",
+                    help="also write every simulated hunt to this hunt log, in the app's format, for insights.py "
+                         "(appended; several perceptions are told apart by the strategy's name)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--demo-size", type=whole_number(1, 70_000), default=2000)
     ap.add_argument("--cache-dir", default=None)
@@ -383,15 +418,17 @@ def load_catalog(args: argparse.Namespace) -> tuple[Recommender, np.ndarray | No
 
 
 def run(args: argparse.Namespace, rec: Recommender, targets: np.ndarray, eyes: dict[str, np.ndarray],
-        typed: dict | None) -> dict[str, np.ndarray]:
-    """Print a table of rounds per strategy for each perception; returns the last table's results."""
+        typed: dict | None, hunt_log=None, log_as: dict | None = None) -> dict[str, np.ndarray]:
+    """Print a table of rounds per strategy for each perception (and write its hunts to `hunt_log`); returns the
+    last table's results."""
     results: dict[str, np.ndarray] = {}
     for kind, perceived in eyes.items():
         t = time.perf_counter()
         clicks = {} if args.click_fit else None
         shopper = Shopper(args.user, args.temperature, args.epsilon, perceived)
         results = evaluate(rec, args.strategies, targets, shopper, args.seed, args.max_rounds, typed=typed,
-                           clicks=clicks)
+                           clicks=clicks, hunt_log=hunt_log,
+                           log_as={**(log_as or {}), "suffix": f" ({kind})" if len(eyes) > 1 else ""})
         mismatch = "" if kind == "embedding" else " (not the embedding the strategies use)"
         print(f"\nshopper perceives: {kind}{mismatch}")
         print(report(results, rec.n, args.per_round))
@@ -432,7 +469,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"embedding category precision@5: {category_precision_at_k(rec.unit, cats):.3f}")
     if typed is not None:
         print(f"typed: each shopper first types its target's {args.typed} (search by {typed_kind})")
-    results = run(args, rec, targets, eyes, typed)
+    hunt_log, log_as = None, None
+    if args.log_to:
+        from huntlog import HuntLog
+
+        hunt_log = HuntLog(args.log_to, grace_s=0)
+        ids = [str(v) for v in ds["id"]] if ds is not None and "id" in getattr(ds, "column_names", []) else None
+        log_as = {"catalog": {"name": name, "rows": rec.n, "model": None},
+                  "product_id": (lambda row: ids[row]) if ids else (lambda row: f"#{row}")}
+    results = run(args, rec, targets, eyes, typed, hunt_log, log_as)
+    if hunt_log is not None:
+        hunt_log.close()
+        print(f"{hunt_log.written:,} hunts written to {args.log_to}")
     if args.sweep:
         sweep(args, rec, targets)
     if args.plot:

@@ -1,0 +1,327 @@
+"""What shoppers found: a report from the app's hunt log (huntlog.py), or from evaluate.py --log-to's simulated one.
+
+    python insights.py ~/.cache/product-recommender/hunts/ [--dataset SRC] [--since 2026-11-01] [--plot found.png]
+    python insights.py hunts.jsonl --json
+
+Hunts and the share found; rounds to find (median, p90, mean with its 95% interval) per strategy, and a plot of %
+found vs rounds; the products found most and those shown most but never picked (with titles from --dataset);
+typed searches that matched nothing; searches per hunt; and, when hunts ran different strategies (app.py
+--compare), the difference in rounds to find with its 95% interval, or how many hunts it would take to tell.
+The log is streamed: memory depends on the catalog and the distinct searches, not on how long the log is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from cli import ArgumentParser
+from cli import run as run_cli
+from huntlog import Torn, log_files, read_records, rounds_to_find
+
+Z95 = 1.959964  # two-sided 95% normal quantile
+Z80_POWER = 0.841621  # one-sided 80% power
+TOP = 20
+
+
+@dataclass
+class Rounds:
+    """Rounds to find as a histogram (round -> hunts): exact median, p90, mean and variance in bounded memory."""
+
+    counts: Counter = field(default_factory=Counter)
+
+    def add(self, rounds: int) -> None:
+        self.counts[rounds] += 1
+
+    @property
+    def n(self) -> int:
+        return sum(self.counts.values())
+
+    def mean(self) -> float | None:
+        return sum(r * c for r, c in self.counts.items()) / self.n if self.n else None
+
+    def variance(self) -> float | None:
+        if self.n < 2:
+            return None
+        m = self.mean()
+        return sum(c * (r - m) ** 2 for r, c in self.counts.items()) / (self.n - 1)
+
+    def quantile(self, q: float) -> float | None:
+        """The q-quantile (numpy's linear interpolation between the order statistics)."""
+        if not self.n:
+            return None
+        pos = q * (self.n - 1)
+        lo, hi = math.floor(pos), math.ceil(pos)
+        return self._value(lo) + (pos - lo) * (self._value(hi) - self._value(lo))
+
+    def _value(self, k: int) -> int:
+        seen = 0
+        for r in sorted(self.counts):
+            seen += self.counts[r]
+            if k < seen:
+                return r
+        raise IndexError(k)
+
+    def interval(self) -> tuple[float, float] | None:
+        """95% interval of the mean rounds (normal approximation)."""
+        v = self.variance()
+        if v is None:
+            return None
+        half = Z95 * math.sqrt(v / self.n)
+        return self.mean() - half, self.mean() + half
+
+
+@dataclass
+class StrategyStats:
+    hunts: int = 0
+    found: int = 0
+    compared: int = 0  # hunts whose strategy was drawn at random (app.py --compare)
+    rounds: Rounds = field(default_factory=Rounds)
+    compared_rounds: Rounds = field(default_factory=Rounds)
+
+
+@dataclass
+class Insights:
+    """Everything the report says, gathered in one pass over the log."""
+
+    hunts: int = 0
+    found: int = 0
+    searches: int = 0
+    torn: Torn = field(default_factory=Torn)
+    strategies: dict[str, StrategyStats] = field(default_factory=dict)
+    endings: Counter = field(default_factory=Counter)
+    found_products: Counter = field(default_factory=Counter)
+    shown: Counter = field(default_factory=Counter)
+    picked: set = field(default_factory=set)
+    no_match: Counter = field(default_factory=Counter)
+
+    def add(self, record: dict) -> None:
+        """Count one hunt's record (a record of the wrong shape is counted as torn)."""
+        strategy, rounds = record.get("strategy"), record.get("rounds")
+        if not isinstance(strategy, str) or not isinstance(rounds, list):
+            self.torn.lines += 1
+            return
+        self.hunts += 1
+        self.endings[str(record.get("ended"))] += 1
+        stats = self.strategies.setdefault(strategy, StrategyStats())
+        stats.hunts += 1
+        compared = record.get("strategy_from") == "compare"
+        stats.compared += compared
+        for entry in rounds:
+            if not isinstance(entry, dict):
+                continue
+            for product in entry.get("shown") or ():
+                self.shown[product] += 1
+            if entry.get("pick") is not None:
+                self.picked.add(entry["pick"])
+            if entry.get("words"):
+                self.searches += 1
+                if entry.get("matches") == 0:
+                    self.no_match[entry["words"].strip().lower()] += 1
+        k = rounds_to_find(record)
+        if k is not None:
+            self.found += 1
+            stats.found += 1
+            stats.rounds.add(k)
+            if compared:
+                stats.compared_rounds.add(k)
+            self.found_products[record["found"]] += 1
+
+    def summary(self) -> dict:
+        """The figures as plain data (the --json output)."""
+        return {
+            "hunts": self.hunts, "found": self.found, "torn_lines": self.torn.lines,
+            "share_found": self.found / self.hunts if self.hunts else None,
+            "ended": dict(self.endings), "searches_per_hunt": self.searches / self.hunts if self.hunts else None,
+            "strategies": {name: {"hunts": s.hunts, "found": s.found, "mean_rounds": s.rounds.mean(),
+                                  "median_rounds": s.rounds.quantile(0.5), "p90_rounds": s.rounds.quantile(0.9),
+                                  "mean_rounds_95": s.rounds.interval(), "compared_hunts": s.compared}
+                           for name, s in sorted(self.strategies.items())},
+            "most_found": self.found_products.most_common(TOP),
+            "never_picked": [[p, n] for p, n in self.shown.most_common() if p not in self.picked][:TOP],
+            "no_match_searches": [[w, n] for w, n in self.no_match.most_common()],
+            "comparison": self.comparison(),
+        }
+
+    def comparison(self) -> dict | None:
+        """The difference in mean rounds to find between the two strategies with the most found hunts, over the
+        hunts whose strategy was drawn at random when there are such (a fair comparison), else over all."""
+        ranked = sorted(self.strategies.items(), key=lambda kv: -kv[1].found)[:2]
+        if len(ranked) < 2:
+            return None
+        fair = all(s.compared_rounds.n >= 2 for _, s in ranked)
+        (a, sa), (b, sb) = ranked
+        ra, rb = (sa.compared_rounds, sb.compared_rounds) if fair else (sa.rounds, sb.rounds)
+        return difference(a, ra, b, rb, fair)
+
+
+def difference(a: str, ra: Rounds, b: str, rb: Rounds, fair: bool) -> dict:
+    """Mean rounds of `a` minus those of `b`, its 95% interval, and whether the log can tell them apart (else the
+    hunts per strategy it would take, at 80% power, for a difference of the size seen)."""
+    out = {"a": a, "b": b, "randomized": fair, "n_a": ra.n, "n_b": rb.n}
+    if ra.n < 2 or rb.n < 2:
+        return {**out, "difference": None, "interval": None, "tells": False, "hunts_needed": None}
+    d = ra.mean() - rb.mean()
+    se = math.sqrt(ra.variance() / ra.n + rb.variance() / rb.n)
+    low, high = d - Z95 * se, d + Z95 * se
+    tells = low > 0 or high < 0
+    needed = None
+    if not tells and d != 0:
+        needed = math.ceil((Z95 + Z80_POWER) ** 2 * (ra.variance() + rb.variance()) / d**2)
+    return {**out, "difference": d, "interval": [low, high], "tells": tells, "hunts_needed": needed}
+
+
+def gather(paths: list[str], since: str | None = None, progress: bool = True) -> Insights:
+    """One pass over the logs (a progress bar by bytes read)."""
+    from tqdm.auto import tqdm
+
+    files = log_files(paths)
+    insights = Insights()
+    total = sum(f.stat().st_size for f in files)
+    with tqdm(total=total, unit="B", unit_scale=True, desc="reading hunts", disable=not progress) as bar:
+        for f in files:
+            for record in read_records([f], insights.torn):
+                if since is None or str(record.get("time", "")) >= since:
+                    insights.add(record)
+            bar.update(f.stat().st_size)
+    return insights
+
+
+def titles(src: str | None, ids: set[str]) -> dict[str, str]:
+    """The titles of `ids` in the dataset `src` (its `title` column, else nothing)."""
+    if not src or not ids:
+        return {}
+    if src == "demo":
+        from demo import load_demo_catalog
+
+        ds = load_demo_catalog()
+    else:
+        from catalog import load_dataset_source
+
+        ds = load_dataset_source(src)
+    if "id" not in ds.column_names or "title" not in ds.column_names:
+        return {}
+    table = ds.select_columns(["id", "title"]).data
+    out = {}
+    for chunk_ids, chunk_titles in zip(table.column("id").chunks, table.column("title").chunks):
+        for ident, title in zip(chunk_ids.to_pylist(), chunk_titles.to_pylist()):
+            if ident in ids and title:
+                out[ident] = title
+    return out
+
+
+def report(insights: Insights, names: dict[str, str]) -> str:
+    """The printed report."""
+    s = insights.summary()
+    if not s["hunts"]:
+        return f"no hunts in the log ({s['torn_lines']} torn lines)"
+    lines = [f"{s['hunts']:,} hunts, {s['found']:,} found ({s['share_found']:.0%}); ended: "
+             + ", ".join(f"{k} {v:,}" for k, v in sorted(s["ended"].items()))
+             + f"; {s['searches_per_hunt']:.2f} searches per hunt; {s['torn_lines']} torn lines skipped", "",
+             f"{'strategy':<10} {'hunts':>7} {'found':>7} {'median':>7} {'p90':>6} {'mean rounds (95%)':>24}"]
+    for name, st in s["strategies"].items():
+        ci = st["mean_rounds_95"]
+        mean = "-" if st["mean_rounds"] is None else f"{st['mean_rounds']:.2f}" + \
+            (f" ({ci[0]:.2f}-{ci[1]:.2f})" if ci else "")
+        median = "-" if st["median_rounds"] is None else f"{st['median_rounds']:.1f}"
+        p90 = "-" if st["p90_rounds"] is None else f"{st['p90_rounds']:.1f}"
+        lines.append(f"{name:<10} {st['hunts']:>7,} {st['found'] / st['hunts']:>7.0%} {median:>7} {p90:>6} {mean:>24}")
+    c = s["comparison"]
+    if c:
+        lines.append("")
+        over = "hunts drawn at random (--compare)" if c["randomized"] else \
+            "all hunts (not drawn at random: not a fair test)"
+        if c["difference"] is None:
+            lines.append(f"{c['a']} vs {c['b']}: too few found hunts to compare ({c['n_a']} and {c['n_b']})")
+        else:
+            lo, hi = c["interval"]
+            verdict = (f"{c['a'] if c['difference'] < 0 else c['b']} finds in fewer rounds" if c["tells"] else
+                       "the log is too small to tell" + (f": about {c['hunts_needed']:,} found hunts per strategy "
+                                                         "would show a difference this size" if c["hunts_needed"]
+                                                         else ""))
+            lines.append(f"{c['a']} - {c['b']}: {c['difference']:+.2f} rounds (95%: {lo:+.2f} to {hi:+.2f}), over "
+                         f"{over}; {verdict}")
+    for title, rows in (("most found", s["most_found"]), ("shown most, never picked", s["never_picked"])):
+        lines += ["", f"{title}:"] + [f"  {n:>6,}  {p}" + (f"  {names[p]}" if p in names else "") for p, n in rows]
+    lines += ["", "typed searches that matched nothing:"]
+    lines += [f"  {n:>6,}  {w}" for w, n in s["no_match_searches"][:50]] or ["  (none)"]
+    return "\n".join(lines)
+
+
+def plot(insights: Insights, path: str) -> None:
+    """% of hunts found within k rounds, per strategy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    top = max((max(s.rounds.counts, default=0) for s in insights.strategies.values()), default=0)
+    xs = list(range(1, max(top, 1) + 1))
+    for name, s in sorted(insights.strategies.items()):
+        done, ys = 0, []
+        for x in xs:
+            done += s.rounds.counts.get(x, 0)
+            ys.append(100 * done / s.hunts)
+        ax.plot(xs, ys, label=f"{name} ({s.hunts:,} hunts)")
+    ax.set(xlabel="rounds", ylabel="% of hunts found", title="Hunts found within k rounds", ylim=(0, 101))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def since_text(text: str) -> str:
+    """--since as the records write time (YYYY-MM-DDTHH:MMZ), from a date or a date and time."""
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2026-11-01 or 2026-11-01T09:30") from None
+    return when.strftime("%Y-%m-%dT%H:%MZ")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = ArgumentParser(prog="insights.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("logs", nargs="+", metavar="LOG", help="hunt log files, or folders of them (rotated ones too)")
+    ap.add_argument("--dataset", metavar="SRC", help="the catalog (as for app.py, or 'demo'), for product titles")
+    ap.add_argument("--since", type=since_text, metavar="DATE", help="only hunts from this UTC date (and time) on")
+    ap.add_argument("--plot", metavar="PNG", help="write %% of hunts found vs rounds, per strategy")
+    ap.add_argument("--json", action="store_true", help="print the figures as one JSON object instead")
+    args = ap.parse_args(argv)
+    for p in args.logs:
+        if not Path(p).exists():
+            ap.error(f"hunt log {p} does not exist")
+    if args.plot and not Path(args.plot).expanduser().resolve().parent.is_dir():
+        ap.error(f"--plot {args.plot}: its folder does not exist")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    insights = gather(args.logs, args.since, progress=not args.json)
+    if args.json:
+        print(json.dumps(insights.summary(), ensure_ascii=False))
+    else:
+        s = insights.summary()
+        wanted = {p for p, _ in s["most_found"]} | {p for p, _ in s["never_picked"]}
+        try:
+            names = titles(args.dataset, wanted)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(report(insights, names))
+    if args.plot:
+        plot(insights, args.plot)
+        print(f"plot written to {args.plot}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
