@@ -1,17 +1,24 @@
-"""Concurrent shoppers against a real app server over HTTP, as browsers would drive it.
+"""What a round costs through the web: concurrent shoppers against a real app server over HTTP, beside the
+framework's floor (a minimal Gradio app with the same event shape) and the engine's own cost, in one run.
 
     python bench/load_bench.py                                  # 50 shoppers x 20 rounds, 10k products
     python bench/load_bench.py --server-products 100000         # also: one shopper's round time at 100k
-    python bench/load_bench.py --products 500 --shoppers 5 --rounds 5 --server-products 0   # smoke run
+    python bench/load_bench.py --products 500 --shoppers 5 --rounds 5 --server-products 0 --no-floor  # smoke
+    python bench/load_bench.py --chromium                       # also: click -> ten pictures drawn, in Chromium
 
-Checks 0 errors, 0 repeated products, no shopper seeing another's picks; prints p50/p99 round latency as the
-shopper sees it (click posted -> new gallery received).
+The shoppers run in a separate process (their own CPU is not the server's). Printed per strategy: server CPU
+per round (from /proc), p50/p99 latency as the shopper sees it (click posted -> new gallery received), rounds
+per second; the floor's CPU per event (files, and URLs); the engine's CPU per round (`Session.next_round`
+in-process, same catalog); and the ratio server / (floor + engine). Checks 0 errors, 0 repeated products and
+no shopper seeing another's picks.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -24,8 +31,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 from catalogs import make_catalog  # noqa: E402
-from gradio_http import Shopper, gallery_rows, start_app  # noqa: E402
+from gradio_http import Shopper, free_port, gallery_rows, start_app  # noqa: E402
 
 
 def wait_for_thumbnails(log: Path, timeout: float = 900) -> None:
@@ -38,8 +46,16 @@ def wait_for_thumbnails(log: Path, timeout: float = 900) -> None:
     raise TimeoutError("thumbnails not ready")
 
 
-def shop_concurrently(url: str, shoppers: int, rounds: int) -> dict:
-    """Run `shoppers` threads of `rounds` picks each; returns latencies and counted problems."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process (all its threads) has used, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# ------------------------------------------------------------------------------------ the shoppers' process
+def shop_concurrently(url: str, shoppers: int, rounds: int, shop: bool = True) -> dict:
+    """Run `shoppers` threads of `rounds` picks each; returns latencies and counted problems (`shop`: check the
+    shop's galleries for repeats and leaked picks; the floor app has none to check)."""
     latencies: list[float] = []
     problems = {"errors": 0, "repeats": 0, "leaks": 0}
     lock = threading.Lock()
@@ -50,15 +66,21 @@ def shop_concurrently(url: str, shoppers: int, rounds: int) -> dict:
         rng = np.random.default_rng(k)
         try:
             s = Shopper(url, config)
-            gallery = s.call("start")[1]
-            seen, picked, mine = set(gallery_rows(gallery)), [], []
+            out = s.call("start")
+            gallery = out[1] if shop else out[0]
+            seen, picked, mine = set(gallery_rows(gallery)) if shop else set(), [], []
             barrier.wait(timeout=120)
             for _ in range(rounds):
                 i = int(rng.integers(0, 10))
-                picked.append(gallery_rows(gallery)[i])
+                items = gallery["value"] if isinstance(gallery, dict) else gallery
                 t = time.perf_counter()
-                _, gallery, picks, _, *_ = s.pick(i, gallery["value"][i])
+                out = s.pick(i, items[i])
                 mine.append(time.perf_counter() - t)
+                if not shop:
+                    gallery = out[0]
+                    continue
+                picked.append(gallery_rows(gallery)[i])
+                gallery, picks = out[1], out[2]
                 rows = gallery_rows(gallery)
                 with lock:
                     problems["repeats"] += len(seen & set(rows))
@@ -77,31 +99,173 @@ def shop_concurrently(url: str, shoppers: int, rounds: int) -> dict:
         th.start()
     for th in threads:
         th.join()
-    return {"latencies_ms": np.array(latencies) * 1000, "seconds": time.perf_counter() - t, **problems}
+    return {"latencies_ms": [x * 1000 for x in latencies], "seconds": time.perf_counter() - t, **problems}
+
+
+def drive(url: str, shoppers: int, rounds: int, shop: bool, pid: int) -> dict:
+    """Shop from a separate process, and measure the server's CPU (pid) around it."""
+    before = cpu_seconds(pid)
+    res = subprocess.run([sys.executable, __file__, "--drive", url, "--shoppers", str(shoppers), "--rounds",
+                          str(rounds), *([] if shop else ["--floor-driver"])], capture_output=True, text=True,
+                         timeout=3600)
+    cpu = cpu_seconds(pid) - before
+    if res.returncode != 0:
+        raise RuntimeError(f"driver failed: {res.stderr[-2000:]}")
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    n = len(out["latencies_ms"])
+    out.update(latencies_ms=np.array(out["latencies_ms"]), server_cpu_ms=1000 * cpu / max(n, 1),
+               rounds_per_s=n / out["seconds"])
+    return out
+
+
+# ------------------------------------------------------------------------------------------- the servers
+@contextmanager
+def serving(products: int, tmp: Path, dim: int, strategy: str = "mean") -> Iterator[tuple]:
+    """Serve the app on a catalog of `products` for the block: (process, url, catalog path, cache dir)."""
+    cat = tmp / f"catalog-{products}-{dim}"
+    if not cat.exists():
+        t = time.perf_counter()
+        make_catalog(cat, n=products, dim=dim)
+        print(f"catalog of {products:,} products ({dim}-d) made in {time.perf_counter() - t:.1f} s", flush=True)
+    log = tmp / f"app-{products}-{strategy}.log"
+    env = {**os.environ, "APP_LOG": str(log), "CACHE_DIR": str(tmp / "cache"), "GRADIO_ANALYTICS_ENABLED": "False",
+           "HF_HUB_OFFLINE": "1", "HUNT_LOG": "none"}
+    proc, url = start_app(["--dataset", str(cat), "--strategy", strategy], env, timeout=600)
+    try:
+        wait_for_thumbnails(log)
+        yield proc, url, cat
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 @contextmanager
-def serving(products: int, tmp: Path, dim: int) -> Iterator[tuple]:
-    """Make a catalog of `products` and serve the app on it for the block: (process, url); stopped after."""
-    t = time.perf_counter()
-    cat = make_catalog(tmp / f"catalog-{products}", n=products, dim=dim)
-    print(f"catalog of {products:,} products ({dim}-d) made in {time.perf_counter() - t:.1f} s", flush=True)
-    log = tmp / f"app-{products}.log"
-    env = {**os.environ, "APP_LOG": str(log), "CACHE_DIR": str(tmp / "cache"), "GRADIO_ANALYTICS_ENABLED": "False",
-           "HF_HUB_OFFLINE": "1"}
-    proc, url = start_app(["--dataset", str(cat)], env, timeout=600)
+def floor_serving(pictures: Path, urls: bool) -> Iterator[tuple]:
+    """The floor app (bench/floor_app.py) over the same thumbnail files: (process, url)."""
+    port = free_port()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "floor_app.py"), str(pictures), "--port",
+                             str(port), *(["--urls"] if urls else [])], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    import requests
+
+    for _ in range(300):
+        try:
+            if requests.get(f"{url}/config", timeout=2).ok:
+                break
+        except requests.RequestException:
+            time.sleep(0.2)
     try:
-        wait_for_thumbnails(log)
         yield proc, url
     finally:
         proc.terminate()
         proc.wait(timeout=30)
 
 
-def run(products: int, shoppers: int, rounds: int, dim: int = 768, tmp: Path | None = None) -> dict:
-    """The load test proper; returns its figures."""
-    with tempfile.TemporaryDirectory() as own, serving(products, Path(tmp or own), dim) as (_, url):
-        return shop_concurrently(url, shoppers, rounds)
+def engine_cost(catalog: Path, strategy: str, shoppers: int, rounds: int) -> dict:
+    """The engine alone on the same catalog: CPU and wall time per `next_round`, the app's settings."""
+    import datasets
+
+    from catalog import dataset_views, embedding_matrix
+    from recommender import Recommender, choose_compression
+
+    ds = datasets.load_from_disk(str(catalog))
+    x = embedding_matrix(ds)
+    rec = Recommender(x, strategy=strategy, compression=choose_compression("auto", len(x), x.shape[1]),
+                      views=dataset_views(ds))
+    walls, cpu0 = [], time.process_time()
+    for k in range(shoppers):
+        rng = np.random.default_rng(k)
+        session = rec.new_session(strategy=strategy)
+        session.next_round()
+        for _ in range(rounds):
+            t = time.perf_counter()
+            session.next_round(pick=session.shown[int(rng.integers(len(session.shown)))])
+            walls.append(time.perf_counter() - t)
+    n = shoppers * rounds
+    return {"cpu_ms": 1000 * (time.process_time() - cpu0) / n, "p50_ms": 1000 * float(np.median(walls))}
+
+
+def thumbnails_of(tmp: Path) -> Path:
+    return max((p for p in (tmp / "cache" / "thumbs").iterdir() if p.is_dir()), key=lambda p: len(list(p.iterdir())))
+
+
+# ----------------------------------------------------------------------------------------------- reports
+def run(products: int, shoppers: int, rounds: int, dim: int = 768, tmp: Path | None = None,
+        strategy: str = "mean") -> dict:
+    """The shop under load (shoppers in their own process); returns its figures."""
+    with tempfile.TemporaryDirectory() as own, serving(products, Path(tmp or own), dim, strategy) as (proc, url, _):
+        return drive(url, shoppers, rounds, True, proc.pid)
+
+
+def line(name: str, r: dict) -> str:
+    lat = r["latencies_ms"]
+    return (f"{name:<22} server CPU {r['server_cpu_ms']:6.1f} ms/round; p50 {np.percentile(lat, 50):7.1f} ms, "
+            f"p99 {np.percentile(lat, 99):7.1f} ms; {r['rounds_per_s']:5.1f} rounds/s; errors {r['errors']}, "
+            f"repeats {r['repeats']}, leaked picks {r['leaks']}")
+
+
+def compare(args: argparse.Namespace, tmp: Path) -> None:
+    """The shop per strategy, the floor (files, URLs) and the engine on one catalog, in one run."""
+    print(f"{args.shoppers} shoppers x {args.rounds} rounds, {args.products:,} products ({args.dim}-d), "
+          f"{os.cpu_count()} cores", flush=True)
+    shop, engine = {}, {}
+    for strategy in args.strategies:
+        with serving(args.products, tmp, args.dim, strategy) as (proc, url, cat):
+            shop[strategy] = drive(url, args.shoppers, args.rounds, True, proc.pid)
+            print(line(f"shop ({strategy})", shop[strategy]), flush=True)
+        engine[strategy] = engine_cost(cat, strategy, args.shoppers, args.rounds)
+        print(f"{'engine (' + strategy + ')':<22} CPU {engine[strategy]['cpu_ms']:6.2f} ms/round, p50 "
+              f"{engine[strategy]['p50_ms']:.2f} ms", flush=True)
+    floor = {}
+    if args.floor:
+        for urls in (False, True):
+            name = "floor (URLs)" if urls else "floor (files)"
+            with floor_serving(thumbnails_of(tmp), urls) as (proc, url):
+                floor[name] = drive(url, args.shoppers, args.rounds, False, proc.pid)
+            print(line(name, floor[name]), flush=True)
+        base = floor["floor (files)"]["server_cpu_ms"]
+        for strategy in args.strategies:
+            ratio = shop[strategy]["server_cpu_ms"] / (base + engine[strategy]["cpu_ms"])
+            print(f"server / (floor + engine), {strategy}: {shop[strategy]['server_cpu_ms']:.1f} / ({base:.1f} + "
+                  f"{engine[strategy]['cpu_ms']:.2f}) = {ratio:.2f}")
+
+
+def one_shopper(args: argparse.Namespace, tmp: Path) -> None:
+    with serving(args.server_products, tmp, args.dim) as (proc, url, cat):
+        r = drive(url, 1, 40, True, proc.pid)
+    e = engine_cost(cat, "mean", 1, 40)
+    lat = r["latencies_ms"]
+    print(f"one shopper on {args.server_products:,} products (event in -> gallery out, over loopback): p50 "
+          f"{np.percentile(lat, 50):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms; the engine's round p50 "
+          f"{e['p50_ms']:.1f} ms: +{np.percentile(lat, 50) - e['p50_ms']:.1f} ms; errors {r['errors']}")
+
+
+def chromium(args: argparse.Namespace, tmp: Path) -> None:
+    """Click -> all ten new pictures drawn, in Debian's Chromium: median of 10 clicks."""
+    from playwright.sync_api import sync_playwright
+
+    with serving(args.products, tmp, args.dim) as (_, url, _), sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=os.environ.get("CHROMIUM", "/usr/bin/chromium"),
+                                    args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1366, "height": 900})
+        page.goto(url)
+        page.wait_for_function("document.querySelectorAll('#products .thumbnail-item img').length === 10",
+                               timeout=60_000)
+        times = []
+        for r in range(10):
+            before = page.eval_on_selector_all("#products .thumbnail-item img", "els => els.map(e => e.src)")
+            t = time.perf_counter()
+            page.locator("#products .thumbnail-item").nth(r % 10).click()
+            page.wait_for_function(
+                f"(() => {{ const imgs = [...document.querySelectorAll('#products .thumbnail-item img')]; "
+                f"const old = new Set({json.dumps(before)}); return imgs.length === 10 && "
+                f"imgs.every(i => !old.has(i.src) && i.complete && i.naturalWidth > 0); }})()", timeout=30_000)
+            times.append(time.perf_counter() - t)
+        browser.close()
+    print(f"Chromium, click -> ten new pictures drawn: median {1000 * np.median(times):.0f} ms of 10 clicks "
+          f"(min {1000 * min(times):.0f}, max {1000 * max(times):.0f})")
 
 
 def main() -> None:
@@ -110,22 +274,24 @@ def main() -> None:
     ap.add_argument("--shoppers", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--dim", type=int, default=768)
-    ap.add_argument("--server-products", type=int, default=100_000,
-                    help="catalog size for the one-shopper round time (0 to skip)")
+    ap.add_argument("--strategies", default="mean,bayes")
+    ap.add_argument("--no-floor", dest="floor", action="store_false", help="skip the floor app")
+    ap.add_argument("--server-products", type=int, default=0,
+                    help="catalog size for the one-shopper round time (0 to skip; the issue's figure: 100000)")
+    ap.add_argument("--chromium", action="store_true", help="also time click -> pictures drawn in Chromium")
+    ap.add_argument("--drive", metavar="URL", help=argparse.SUPPRESS)  # the shoppers' own process
+    ap.add_argument("--floor-driver", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    r = run(args.products, args.shoppers, args.rounds, args.dim)
-    lat = r["latencies_ms"]
-    print(f"{args.shoppers} shoppers x {args.rounds} rounds on {args.products:,} products: "
-          f"{len(lat)} rounds in {r['seconds']:.1f} s; errors {r['errors']}, repeats {r['repeats']}, "
-          f"leaked picks {r['leaks']}")
-    if len(lat):
-        print(f"round latency as shoppers see it: p50 {np.percentile(lat, 50):.1f} ms, "
-              f"p99 {np.percentile(lat, 99):.1f} ms", flush=True)
-    if args.server_products:
-        one = run(args.server_products, 1, 40, args.dim)
-        lat = one["latencies_ms"]
-        print(f"one shopper on {args.server_products:,} products (event in -> gallery out, over loopback): "
-              f"p50 {np.percentile(lat, 50):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms; errors {one['errors']}")
+    if args.drive:
+        print(json.dumps(shop_concurrently(args.drive, args.shoppers, args.rounds, shop=not args.floor_driver)))
+        return
+    args.strategies = [s for s in args.strategies.split(",") if s]
+    with tempfile.TemporaryDirectory() as tmp:
+        compare(args, Path(tmp))
+        if args.server_products:
+            one_shopper(args, Path(tmp))
+        if args.chromium:
+            chromium(args, Path(tmp))
 
 
 if __name__ == "__main__":

@@ -32,3 +32,26 @@ def play_to_end(session, pick: Callable[[list[int]], int] = lambda shown: shown[
         shown = session.next_round(pick=pick(shown))
         seen += shown
     return seen
+
+
+class Ran:
+    """What a command line gave back: its exit code and what it printed (like subprocess.CompletedProcess)."""
+
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def run_in_process(module: str, argv: list, env: dict, monkeypatch, capsys) -> Ran:
+    """`python MODULE.py ARGV` with `env` set, run in this process (no interpreter start, no imports again): the
+    same `main`, the same one-line errors and exit codes. Each CLI keeps a test through a real subprocess too."""
+    import importlib
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, str(value))
+    capsys.readouterr()
+    try:
+        code = importlib.import_module(module).main([str(a) for a in argv])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out = capsys.readouterr()
+    return Ran(code, out.out, out.err)

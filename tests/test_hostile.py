@@ -25,6 +25,7 @@ import requests
 from catalogs import make_catalog
 from conftest import ROOT, pattern
 from gradio_http import Shopper, free_port, gallery_rows, start_app, thumb_row
+from helpers import run_in_process
 from PIL import Image
 
 
@@ -323,7 +324,7 @@ def test_session_state_is_compact():
 @pytest.mark.parametrize("case", ["file", "zero_rows", "per_round_0", "similar_11", "port_99999", "PORT=abc",
                                   "PORT=abc --help", "PER_ROUND=x", "STRATEGY=fast", "COMPRESSION=zip",
                                   "port_in_use"])
-def test_app_settings_errors_are_one_line(case, tmp_path):
+def test_app_settings_errors_are_one_line(case, tmp_path, monkeypatch, capsys):
     env, args = {"CACHE_DIR": str(tmp_path / "cache")}, []
     if case == "file":
         (tmp_path / "data.arrow").write_text("x")
@@ -354,7 +355,10 @@ def test_app_settings_errors_are_one_line(case, tmp_path):
         blocker.listen()
         args, word = ["--port", blocker.getsockname()[1], "--host", "127.0.0.1"], "in use"
     try:
-        res = run("app.py", *args, env=env, timeout=60)
+        if case in ("PORT=abc", "zero_rows"):  # through the real command line
+            res = run("app.py", *args, env=env, timeout=60)
+        else:
+            res = run_in_process("app", args, env, monkeypatch, capsys)
     finally:
         if case == "port_in_use":
             blocker.close()

@@ -23,7 +23,7 @@ import requests
 from catalogs import make_catalog
 from conftest import pattern
 from gradio_http import Shopper, gallery_rows, start_app, thumb_row
-from helpers import play_to_end
+from helpers import play_to_end, run_in_process
 from PIL import Image
 from test_hostile import in_process_shop, make_folder, one_error, run, value
 
@@ -312,7 +312,7 @@ def test_bad_app_settings_are_one_error_line(args, tmp_path, capsys):
 @pytest.mark.parametrize("case", ["cache-unwritable", "model-not-a-model", "nan-row", "unknown-model", "temperature-0",
                                   "temperature-nan", "temperature-negative", "epsilon-2", "noise-inf", "no-strategy",
                                   "plot-nowhere"])
-def test_bad_settings_are_one_error_line_before_the_work(case, tmp_path):
+def test_bad_settings_are_one_error_line_before_the_work(case, tmp_path, monkeypatch, capsys):
     (tmp_path / "f").write_text("x")
     synthetic = ["--synthetic", "200,8,4", "--targets", "5"]
     script, args, word = {
@@ -331,7 +331,11 @@ def test_bad_settings_are_one_error_line_before_the_work(case, tmp_path):
         "plot-nowhere": ("evaluate.py", [*synthetic, "--plot", "/nonexistent/x.png"], "does not exist"),
     }[case]
     t = time.perf_counter()
-    res = run(script, *args, env={"CACHE_DIR": str(tmp_path / "cache")}, timeout=120)
+    env = {"CACHE_DIR": str(tmp_path / "cache")}
+    if case in ("temperature-0", "model-not-a-model"):  # through the real command line
+        res = run(script, *args, env=env, timeout=120)
+    else:
+        res = run_in_process(script.removesuffix(".py"), args, env, monkeypatch, capsys)
     assert word in one_error(res), res.stderr
     assert "shopper perceives" not in res.stdout and "embedding:" not in res.stderr  # nothing ran first
     assert time.perf_counter() - t < 60
