@@ -33,6 +33,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import gradio as gr
 from starlette.middleware import Middleware
@@ -100,6 +101,8 @@ class Visit:
     strategy_from: str = "default"  # who chose the strategy: "default", "compare" (drawn at random) or "shopper"
     searches: dict[int, list[tuple[str, int | None]]] = field(default_factory=dict)  # round -> (words, matches)
     logged: bool = False  # its record is in the hunt log
+    root: str | None = None  # this page's public root URL, for the pictures' URLs (None: send files)
+    page: dict = field(default_factory=dict)  # what this browser page shows now, output by output (see Shop.fresh)
     note: str = ""  # a line for the shopper, shown once (e.g. "No product matches 'xyz'.")
     lock: threading.Lock = field(default_factory=threading.Lock)  # one event at a time per browser session
 
@@ -231,7 +234,7 @@ class Shop:
         return visit
 
     def gallery_items(self, visit: Visit) -> list[tuple[str, str]]:
-        """The current round as (thumbnail, caption); products whose image turns out unreadable are swapped out
+        """The current round as (picture URL, caption); products whose image turns out unreadable are swapped out
         (a few tries at most, then left off the gallery)."""
         session = visit.session
         for _ in range(5):
@@ -243,29 +246,56 @@ class Shop:
         rows = [row for row in session.shown if paths.get(row) is not None]
         n_like = sum(1 for row in session.shown[: session.n_similar] if paths.get(row) is not None)
         marked = bool(session.picks) or (bool(visit.words) and session.strategy != "random")
-        return list(zip([paths[row] for row in rows], page.captions(self.catalog, rows, n_like, marked)))
+        urls = [picture_url(visit.root, paths[row]) for row in rows]
+        return list(zip(urls, page.captions(self.catalog, rows, n_like, marked)))
 
     def render(self, visit: Visit, extras: bool = True, box=None):
-        """All outputs; with extras=False the target image and results table are left as they are (cheaper);
-        `box`: the new text of the search box (None: as it is)."""
-        session = visit.session
+        """The outputs of an event: each one only when this page does not show it already (`fresh`), as a plain
+        value where only the value changes; with extras=False the target image and results table are not looked
+        at (cheaper); `box`: the new text of the search box (None: as it is)."""
+        session, fresh = visit.session, self.fresh
         gallery = self.gallery_items(visit)  # first: it may swap products, which the status line counts
-        target = self.catalog.showable(visit.target) if visit.target is not None else None
-        picks = [(path, self.catalog.caption(row)) for row in session.picks if (path := self.catalog.showable(row))]
+        picks = [(picture_url(visit.root, path), self.catalog.caption(row)) for row in session.picks
+                 if (path := self.catalog.showable(row))]
         line = page.status_line(self.catalog, visit)
         if visit.note:
             line, visit.note = f"**{markdown_text(visit.note)}** {line}", ""
         shown = visit.chosen if visit.chosen is not None else visit.viewing
         if visit.target is not None and not visit.ended:
             shown = None  # while hunting a target, the product page stays out of the way
-        return (visit, gr.Gallery(value=gallery, selected_index=None, visible=visit.chosen is None), picks, line,
-                gr.Image(value=target, visible=target is not None) if extras else gr.skip(),
-                page.results_rows(self.catalog, visit.results) if extras else gr.skip(), visit.saved(self.catalog),
-                self.catalog.summary(), gr.skip() if box is None else box, session.strategy,
-                page.following_text(view_weights(session)) if session.strategy == "bayes" else "",
-                page.product_page(self.catalog, shown, visit.found_in if visit.chosen is not None else None),
-                gr.Button(visible=shown is not None and not visit.ended and visit.target is None),
-                gr.Button(visible=visit.chosen is not None))
+        target = gr.skip()
+        if extras:
+            path = self.catalog.showable(visit.target) if visit.target is not None else None
+            target = fresh(visit, "target", path, lambda v: gr.Image(value=v, visible=v is not None))
+        return (visit,
+                fresh(visit, "gallery", gallery, shown_as=("gallery visible", visit.chosen is None),
+                      update=lambda v, visible: gr.Gallery(value=v, visible=visible)),
+                fresh(visit, "picks", picks), fresh(visit, "status", line), target,
+                fresh(visit, "results", page.results_rows(self.catalog, visit.results)) if extras else gr.skip(),
+                fresh(visit, "saved", visit.saved(self.catalog)), fresh(visit, "header", self.catalog.summary()),
+                gr.skip() if box is None else box, fresh(visit, "strategy", session.strategy),
+                fresh(visit, "note", page.following_text(view_weights(session)) if session.strategy == "bayes" else ""),
+                fresh(visit, "product page",
+                      page.product_page(self.catalog, shown, visit.found_in if visit.chosen is not None else None)),
+                fresh(visit, "this is it", shown is not None and not visit.ended and visit.target is None,
+                      lambda v: gr.Button(visible=v)),
+                fresh(visit, "new search", visit.chosen is not None, lambda v: gr.Button(visible=v)))
+
+    @staticmethod
+    def fresh(visit: Visit, key: str, value, update=None, shown_as: tuple[str, object] | None = None):
+        """`value` for the output `key`, or gr.skip() when this page shows it already: a round sends only what
+        changed. `update(value)` makes the component update to send instead of the plain value (for what is not
+        a value, e.g. visibility); with `shown_as` = (key2, v2), `update(value, v2)` is sent when v2 changes."""
+        if shown_as is not None:
+            key2, v2 = shown_as
+            if visit.page.get(key2, _UNSET) != v2:
+                visit.page[key2], visit.page[key] = v2, value
+                return update(value, v2)
+            update = None
+        if visit.page.get(key, _UNSET) == value:
+            return gr.skip()
+        visit.page[key] = value
+        return value if update is None else update(value)
 
     def draw_target(self, session: Session) -> int | None:
         """A random product that can be shown, to hunt for."""
@@ -288,6 +318,8 @@ class Shop:
             self.hunt_log.closed(old.hunt, None)
         strategy, strategy_from = self.strategy_for(strategy, old, by_shopper)
         visit = Visit(self.rec.new_session(strategy=strategy), results=results, strategy_from=strategy_from)
+        if old is not None:  # the same browser page: its address, and what it shows now
+            visit.root, visit.page = old.root, old.page
         self.hunt_log.opened(visit.hunt)
         if hunt:
             visit.target = self.draw_target(visit.session)
@@ -307,33 +339,42 @@ class Shop:
             return self._draw.choice(self.compare), "compare"
         return self.rec.strategy, "default"
 
-    def load(self, saved):
+    def load(self, saved, request: gr.Request | None = None):
         """A page (re)load: resume what this browser saved, or start a new visit."""
-        visit = self.resume(saved)
+        visit = self.at(self.resume(saved), request)
         if visit is None:
-            return self.render(self.new_visit(None, None, hunt=False), box="")
+            return self.render(self.at(self.new_visit(None, None, hunt=False), request), box="")
         return self.render(visit, box=visit.words or "")
 
-    def start(self, strategy: str | None = None, visit: Visit | None = None):
-        return self.render(self.new_visit(strategy, visit, hunt=False), box="")
+    def start(self, strategy: str | None = None, visit: Visit | None = None, request: gr.Request | None = None):
+        return self.render(self.at(self.new_visit(strategy, visit, hunt=False), request), box="")
 
-    def set_strategy(self, strategy: str | None = None, visit: Visit | None = None):
+    def set_strategy(self, strategy: str | None = None, visit: Visit | None = None,
+                     request: gr.Request | None = None):
         """The shopper chose a strategy in Settings: a new hunt with it, and their choice kept for the next ones."""
-        return self.render(self.new_visit(strategy, visit, hunt=False, by_shopper=True), box="")
+        return self.render(self.at(self.new_visit(strategy, visit, hunt=False, by_shopper=True), request), box="")
 
-    def find_product(self, strategy: str | None = None, visit: Visit | None = None):
-        return self.render(self.new_visit(strategy, visit, hunt=True), box="")
+    def find_product(self, strategy: str | None = None, visit: Visit | None = None,
+                     request: gr.Request | None = None):
+        return self.render(self.at(self.new_visit(strategy, visit, hunt=True), request), box="")
 
-    def on_search(self, text, visit: Visit | None, saved):
-        visit = self.current(visit, saved)
+    def on_search(self, text, visit: Visit | None, saved, request: gr.Request | None = None):
+        visit = self.current(visit, saved, request)
         with visit.lock:
             return self.search(visit, clean_text(text, MAX_QUERY_CHARS * 4))
 
-    def current(self, visit: Visit | None, saved) -> Visit:
+    def current(self, visit: Visit | None, saved, request: gr.Request | None = None) -> Visit:
         """This browser's visit: the server's copy, else the browser's (the server let it go: idle, a restart),
         else a new one."""
         if visit is None:
             visit = self.resume(saved) or self.new_visit(None, None, hunt=False)
+        return self.at(visit, request)
+
+    @staticmethod
+    def at(visit: Visit | None, request: gr.Request | None) -> Visit | None:
+        """`visit`, knowing the root URL of the page it is on (once: it is the same page for its life)."""
+        if visit is not None and visit.root is None and request is not None:
+            visit.root = page_root(request)
         return visit
 
     def search(self, visit: Visit, text: str):
@@ -361,11 +402,11 @@ class Shop:
         visit.words, visit.search_by = found.text, found.search_by
         return self.render(visit, extras=False, box=found.text)
 
-    def on_select(self, visit: Visit | None, saved, evt: gr.SelectData):
+    def on_select(self, visit: Visit | None, saved, evt: gr.SelectData, request: gr.Request | None = None):
         if visit is None:  # the server let this session's state go (idle, or a restart): the browser has it
-            visit = self.resume(saved)
+            visit = self.at(self.resume(saved), request)
             if visit is None:
-                return self.start()
+                return self.start(request=request)
         with visit.lock:  # a double click sends two events at once; the second sees the first's result
             return self.pick(visit, evt)
 
@@ -384,18 +425,18 @@ class Shop:
         session.next_round(pick=row)
         return self.render(visit, extras=False)
 
-    def on_view(self, visit: Visit | None, saved, evt: gr.SelectData):
+    def on_view(self, visit: Visit | None, saved, evt: gr.SelectData, request: gr.Request | None = None):
         """A click in *Your picks*: that product on the product page; no round is spent."""
-        visit = self.current(visit, saved)
+        visit = self.current(visit, saved, request)
         with visit.lock:
             row = clicked_row(visit.session.picks, evt)
             if row is not None and visit.chosen is None:
                 visit.viewing = row
             return self.render(visit, extras=False)
 
-    def on_choose(self, visit: Visit | None, saved):
+    def on_choose(self, visit: Visit | None, saved, request: gr.Request | None = None):
         """"This is it": the product on the page ends the hunt, recorded with the rounds it took."""
-        visit = self.current(visit, saved)
+        visit = self.current(visit, saved, request)
         with visit.lock:
             session = visit.session
             if visit.viewing is not None and not visit.ended and visit.target is None:
@@ -404,6 +445,29 @@ class Shop:
                                       "product": visit.chosen, "how": "chosen"})
                 self.log_end(visit, "found")
             return self.render(visit)
+
+
+_UNSET = object()
+
+
+def picture_url(root: str | None, path: str) -> str:
+    """A thumbnail's address for a gallery: its URL under Gradio's file route when the page's root URL is known
+    (the gallery then sends no file through Gradio's per-event file handling), else the file itself."""
+    return f"{root}/gradio_api/file={quote(path)}" if root else path
+
+
+def page_root(request: gr.Request | None) -> str | None:
+    """The page's public root URL as Gradio itself works it out (proxies' forwarded host and scheme included)."""
+    raw = getattr(request, "request", None)
+    if raw is None:
+        return None
+    try:
+        from gradio import route_utils
+
+        return route_utils.get_root_url(request=raw, route_path=route_utils.get_api_call_path(request=raw),
+                                        root_path=getattr(raw.app, "root_path", None) or None)
+    except Exception:  # noqa: BLE001 - then the gallery sends files, as Gradio does by default
+        return None
 
 
 def clicked_row(rows: list[int], evt: gr.SelectData) -> int | None:

@@ -39,6 +39,7 @@ PAGE_PX = 512  # the product page's larger picture
 THUMB_VERSION = "s2"  # in the thumbnail folder's name: bump when thumbnails are made differently
 PRODUCT_FIELDS = ("title", "price", "currency", "brand", "category", "description", "url")
 CAPTION_CHARS = 40  # a longer title is cut with an ellipsis in a tile's caption
+MADE_MEMO = 200_000  # picture files remembered per catalog (rows whose picture bytes need no hashing again)
 NAME_COLUMNS = ("id", "label", "category", "name", "title")  # where a product's words come from
 MAX_QUERY_CHARS = 200  # typed text beyond this is cut (a pasted page is not a query)
 SAMPLE_AT_START = 48  # product images decoded before serving; most of them failing stops the start
@@ -340,6 +341,7 @@ class Catalog:
         self.thumb_dir = Path(cache_dir) / "thumbs" / f"{ds._fingerprint}-{THUMB_PX}{THUMB_VERSION}"
         self.thumb_dir.mkdir(parents=True, exist_ok=True)
         self.hidden: dict[int, str] = {}  # row -> why its image cannot be shown
+        self._made: dict[tuple[str, int], str] = {}  # (kind, row) -> its picture file, for pictures stored as bytes
         self.checked = 0  # rows the background check has been through
         self.on_hide: Callable[[list[int]], object] | None = None  # told the rows newly hidden
         self._lock = threading.Lock()
@@ -443,6 +445,9 @@ class Catalog:
         return self._picture_file(row, "r", THUMB_PX)
 
     def _picture_file(self, row: int, prefix: str, px: int) -> str:
+        made = self._made.get((prefix, row))
+        if made is not None:
+            return made
         source, key = self.picture(row)
         path = self.thumb_dir / f"{prefix}{row}-{key}.jpg"
         if not path.exists():
@@ -450,6 +455,10 @@ class Catalog:
             tmp = path.with_name(f".{path.name}.{threading.get_ident()}")
             img.save(tmp, "JPEG", quality=88)
             os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+        if isinstance(source, bytes):  # stored in the dataset, which cannot change under us: no need to look again
+            if len(self._made) >= MADE_MEMO:
+                self._made.clear()
+            self._made[(prefix, row)] = str(path)
         return str(path)
 
     def showable(self, row: int) -> str | None:

@@ -34,6 +34,8 @@ class Shopper:
         self.config = config or self.http.get(f"{self.url}/config", timeout=30).json()
         self.session_hash = secrets.token_hex(6)
         self.deps = {d["api_name"]: d for d in self.config["dependencies"]}
+        self.shows: dict[int, object] = {}  # component id -> what the page shows (as a browser keeps it)
+        self.raw: list = []  # the last response's outputs as sent (skips included)
 
     def call(self, api_name: str, data: list | None = None, event_data=None, timeout: float = 60) -> list:
         """Trigger the event `api_name` as the page would; returns the output data list."""
@@ -55,8 +57,19 @@ class Shopper:
                 if msg.get("msg") == "process_completed":
                     if not msg.get("success", True) or msg["output"].get("error"):
                         raise RuntimeError(f"event {api_name} failed: {msg['output']}")
-                    return msg["output"]["data"]
+                    self.raw = msg["output"]["data"]
+                    return self.apply(dep["outputs"], self.raw)
         raise RuntimeError(f"no result for {api_name}")
+
+    def apply(self, outputs: list[int], data: list) -> list:
+        """The outputs as the page shows them after this response: an output the server skipped (an update with
+        nothing in it) keeps what the page showed before."""
+        shown = []
+        for component, value in zip(outputs, data):
+            if value != {"__type__": "update"}:
+                self.shows[component] = value
+            shown.append(self.shows.get(component))
+        return shown
 
     def pick(self, index: int, item: dict | None = None) -> list:
         """Click the product at `index` of the current gallery (item = the gallery entry the page shows)."""

@@ -324,3 +324,23 @@ def test_search_box_steers_the_gallery_and_handles_bad_queries(server):
     shopper.call("search", ["wedge", None, None])
     fresh = shopper.call("start_over", ["mean", None])
     assert fresh[8] == "" and "Searching" not in fresh[3] and "Round 1" in fresh[3]
+
+
+def test_a_pick_sends_only_what_changed_as_plain_values(server):
+    """The cost of a round cannot creep back: after the first round, a pick's response carries no component
+    update (no config rebuilt per event), the galleries carry picture URLs (no per-event file handling), and
+    outputs that did not change are skipped."""
+    url, _ = server
+    shopper = Shopper(url)
+    out = shopper.call("start")
+    out = shopper.pick(0, value(out[1])[0])
+    out = shopper.pick(1, value(out[1])[1])
+    raw = shopper.raw
+    assert [v for v in raw if isinstance(v, dict) and v.get("__type__") == "update" and len(v) > 1] == []
+    for gallery in (raw[1], raw[2]):  # the products and the picks
+        assert isinstance(gallery, list) and gallery
+        assert all(item["image"]["path"].startswith(url) and "/gradio_api/file=" in item["image"]["path"]
+                   for item in gallery)
+    skipped = {i for i, v in enumerate(raw) if v == {"__type__": "update"}}
+    assert {4, 5, 8, 9, 10, 13} <= skipped  # target, results, search box, strategy, its note, new-search button
+    assert len(gallery_rows(out[1])) == 10 and "Round 3" in out[3]
