@@ -71,6 +71,7 @@ MAX_RESULTS = 500  # Find-a-product results kept per shopper
 DEFAULT_THREADS = max(4, 2 * (os.cpu_count() or 1))  # Gradio's own default is 40
 SEARCH_HINT = "e.g. sneaker, red dress, shoes/42 - press Enter"
 HUNT_ID = re.compile(r"[0-9a-f]{16}")
+KEEP, SKIP = object(), object()  # Shop.render's `box`: not an output of the event / an output left as it is
 STRATEGY_FROM = ("default", "compare", "shopper")
 HUNT_LOG_NOTE = "Anonymous hunts (the products shown and picked, and typed words; nothing about you) are recorded to " \
     "improve this shop."
@@ -102,7 +103,7 @@ class Visit:
     searches: dict[int, list[tuple[str, int | None]]] = field(default_factory=dict)  # round -> (words, matches)
     logged: bool = False  # its record is in the hunt log
     root: str | None = None  # this page's public root URL, for the pictures' URLs (None: send files)
-    page: dict = field(default_factory=dict)  # what this browser page shows now, output by output (see Shop.fresh)
+    page: dict = field(default_factory=dict)  # which outputs this browser page shows now (see Shop.visible)
     note: str = ""  # a line for the shopper, shown once (e.g. "No product matches 'xyz'.")
     lock: threading.Lock = field(default_factory=threading.Lock)  # one event at a time per browser session
 
@@ -249,13 +250,13 @@ class Shop:
         urls = [picture_url(visit.root, paths[row]) for row in rows]
         return list(zip(urls, page.captions(self.catalog, rows, n_like, marked)))
 
-    def render(self, visit: Visit, extras: bool = True, box=None):
-        """The outputs of an event: each one only when this page does not show it already (`fresh`), as a plain
-        value where only the value changes; with extras=False the target image and results table are not looked
-        at (cheaper); `box`: the new text of the search box (None: as it is)."""
-        session, fresh = visit.session, self.fresh
+    def render(self, visit: Visit, box=KEEP):
+        """The outputs of an event, in the page's own data format (every event runs with postprocess=False: no
+        Gradio processing per output, and no component is rebuilt unless its visibility changes): the 13 outputs
+        every event has, plus the search box's text when `box` is given (SKIP: leave it as the shopper typed)."""
+        session, root = visit.session, visit.root
         gallery = self.gallery_items(visit)  # first: it may swap products, which the status line counts
-        picks = [(picture_url(visit.root, path), self.catalog.caption(row)) for row in session.picks
+        picks = [(picture_url(root, path), self.catalog.caption(row)) for row in session.picks
                  if (path := self.catalog.showable(row))]
         line = page.status_line(self.catalog, visit)
         if visit.note:
@@ -263,39 +264,32 @@ class Shop:
         shown = visit.chosen if visit.chosen is not None else visit.viewing
         if visit.target is not None and not visit.ended:
             shown = None  # while hunting a target, the product page stays out of the way
-        target = gr.skip()
-        if extras:
-            path = self.catalog.showable(visit.target) if visit.target is not None else None
-            target = fresh(visit, "target", path, lambda v: gr.Image(value=v, visible=v is not None))
-        return (visit,
-                fresh(visit, "gallery", gallery, shown_as=("gallery visible", visit.chosen is None),
-                      update=lambda v, visible: gr.Gallery(value=v, visible=visible)),
-                fresh(visit, "picks", picks), fresh(visit, "status", line), target,
-                fresh(visit, "results", page.results_rows(self.catalog, visit.results)) if extras else gr.skip(),
-                fresh(visit, "saved", visit.saved(self.catalog)), fresh(visit, "header", self.catalog.summary()),
-                gr.skip() if box is None else box, fresh(visit, "strategy", session.strategy),
-                fresh(visit, "note", page.following_text(view_weights(session)) if session.strategy == "bayes" else ""),
-                fresh(visit, "product page",
-                      page.product_page(self.catalog, shown, visit.found_in if visit.chosen is not None else None)),
-                fresh(visit, "this is it", shown is not None and not visit.ended and visit.target is None,
-                      lambda v: gr.Button(visible=v)),
-                fresh(visit, "new search", visit.chosen is not None, lambda v: gr.Button(visible=v)))
+        target = self.catalog.showable(visit.target) if visit.target is not None else None
+        visible = self.visible
+        out = (visit,
+               visible(visit, "products", visit.chosen is None, gallery_data(gallery)),
+               gallery_data(picks), line,
+               visible(visit, "target", target is not None, file_data(root, target)),
+               {"headers": page.RESULT_HEADERS, "data": page.results_rows(self.catalog, visit.results),
+                "metadata": None},
+               visit.saved(self.catalog), self.catalog.summary(), session.strategy,
+               page.following_text(view_weights(session)) if session.strategy == "bayes" else "",
+               page.product_page(self.catalog, shown, visit.found_in if visit.chosen is not None else None),
+               visible(visit, "this is it", shown is not None and not visit.ended and visit.target is None,
+                       "This is it"),
+               visible(visit, "new search", visit.chosen is not None, "Start a new search"))
+        if box is KEEP:
+            return out
+        return (*out, gr.skip() if box is SKIP else box)
 
     @staticmethod
-    def fresh(visit: Visit, key: str, value, update=None, shown_as: tuple[str, object] | None = None):
-        """`value` for the output `key`, or gr.skip() when this page shows it already: a round sends only what
-        changed. `update(value)` makes the component update to send instead of the plain value (for what is not
-        a value, e.g. visibility); with `shown_as` = (key2, v2), `update(value, v2)` is sent when v2 changes."""
-        if shown_as is not None:
-            key2, v2 = shown_as
-            if visit.page.get(key2, _UNSET) != v2:
-                visit.page[key2], visit.page[key] = v2, value
-                return update(value, v2)
-            update = None
-        if visit.page.get(key, _UNSET) == value:
-            return gr.skip()
-        visit.page[key] = value
-        return value if update is None else update(value)
+    def visible(visit: Visit, key: str, shown: bool, value):
+        """`value` as it is, or, when the output's visibility on this page changes, an update that also sets it
+        (the one case that makes Gradio rebuild a component, so it is sent only then)."""
+        if visit.page.get(key) == shown:
+            return value
+        visit.page[key] = shown
+        return {"__type__": "update", "value": value, "visible": shown}
 
     def draw_target(self, session: Session) -> int | None:
         """A random product that can be shown, to hunt for."""
@@ -381,7 +375,7 @@ class Shop:
         """Typed words steer the next round like a pick; a miss says so and changes nothing; an empty box clears."""
         session = visit.session
         if visit.ended:
-            return self.render(visit, extras=False)
+            return self.render(visit, box=SKIP)
         found = self.catalog.find(text)
         if found.query is None:
             if not found.text and visit.words:
@@ -391,22 +385,22 @@ class Shop:
                 visit.note = found.message
                 if found.search_by:  # words that matched nothing: the shop would like to know
                     visit.searches.setdefault(session.round, []).append((found.text, 0))
-            return self.render(visit, extras=False)
+            return self.render(visit, box=SKIP)
         try:
             session.next_round(query=found.query)
         except ValueError as exc:  # e.g. a text tower whose vectors do not fit the catalog: say it, change nothing
             visit.note = f"Search failed: {exc}"
-            return self.render(visit, extras=False)
+            return self.render(visit, box=SKIP)
         matches = len(found.query) if found.search_by == "names" else None
         visit.searches.setdefault(session.round - 1, []).append((found.text, matches))
         visit.words, visit.search_by = found.text, found.search_by
-        return self.render(visit, extras=False, box=found.text)
+        return self.render(visit, box=found.text)
 
     def on_select(self, visit: Visit | None, saved, evt: gr.SelectData, request: gr.Request | None = None):
         if visit is None:  # the server let this session's state go (idle, or a restart): the browser has it
             visit = self.at(self.resume(saved), request)
             if visit is None:
-                return self.start(request=request)
+                return self.render(self.at(self.new_visit(None, None, hunt=False), request))
         with visit.lock:  # a double click sends two events at once; the second sees the first's result
             return self.pick(visit, evt)
 
@@ -414,7 +408,7 @@ class Shop:
         session = visit.session
         row = clicked_row(session.shown, evt)
         if row is None or visit.ended:
-            return self.render(visit, extras=False)  # out of range, a stale gallery, or the hunt is over: ignore
+            return self.render(visit)  # out of range, a stale gallery, or the hunt is over: ignore
         visit.viewing = row
         if visit.target is not None and row == visit.target:
             visit.found_in = session.round
@@ -423,7 +417,7 @@ class Shop:
             self.log_end(visit, "found")
             return self.render(visit)
         session.next_round(pick=row)
-        return self.render(visit, extras=False)
+        return self.render(visit)
 
     def on_view(self, visit: Visit | None, saved, evt: gr.SelectData, request: gr.Request | None = None):
         """A click in *Your picks*: that product on the product page; no round is spent."""
@@ -432,7 +426,7 @@ class Shop:
             row = clicked_row(visit.session.picks, evt)
             if row is not None and visit.chosen is None:
                 visit.viewing = row
-            return self.render(visit, extras=False)
+            return self.render(visit)
 
     def on_choose(self, visit: Visit | None, saved, request: gr.Request | None = None):
         """"This is it": the product on the page ends the hunt, recorded with the rounds it took."""
@@ -447,7 +441,21 @@ class Shop:
             return self.render(visit)
 
 
-_UNSET = object()
+def gallery_data(items: list[tuple[str, str]]) -> list[dict]:
+    """A gallery's value as the page takes it (what Gradio's Gallery.postprocess makes, without its thread pool):
+    each picture a FileData (its URL, or a file for Gradio to serve) with its caption."""
+    return [{"image": file_data_of(src), "caption": caption} for src, caption in items]
+
+
+def file_data(root: str | None, path: str | None) -> dict | None:
+    """A picture file as an Image output's value (its URL when the page's root URL is known), or None."""
+    return None if path is None else file_data_of(picture_url(root, path))
+
+
+def file_data_of(src: str) -> dict:
+    url = src if src.startswith(("http://", "https://")) else None
+    return {"path": src, "url": url, "size": None, "orig_name": src.rsplit("/", 1)[-1], "mime_type": "image/jpeg",
+            "is_stream": False, "meta": {"_type": "gradio.FileData"}}
 
 
 def picture_url(root: str | None, path: str) -> str:
@@ -520,22 +528,26 @@ def build_app(catalog: Catalog, rec: Recommender, session_idle_s: float = SESSIO
             strategy = gr.Radio(page.strategy_choices(sorted(STRATEGIES)), value=rec.strategy, elem_id="strategy",
                                 label="How the next products are chosen (changing it starts over)")
             following = gr.Markdown(elem_id="strategy-note")
-            results = gr.Dataframe(headers=["product", "found with", "rounds", "strategy"], value=[],
+            results = gr.Dataframe(headers=page.RESULT_HEADERS, value=[],
                                    interactive=False, label="Your results", elem_id="results")
         if shop.hunt_log.enabled:
             gr.Markdown(HUNT_LOG_NOTE, elem_id="hunt-log-note")
-        outputs = [state, products, picks, info, target, results, saved, header, box, strategy, following,
-                   product_page, this_is_it, new_search]
-        demo.load(shop.load, [saved], outputs, api_name="start")
-        products.select(shop.on_select, [state, saved], outputs, api_name="pick", concurrency_limit=None)
-        picks.select(shop.on_view, [state, saved], outputs, api_name="view_pick", concurrency_limit=None)
-        this_is_it.click(shop.on_choose, [state, saved], outputs, api_name="this_is_it")
-        new_search.click(shop.start, [strategy, state], outputs, api_name="new_search")
-        restart.click(shop.start, [strategy, state], outputs, api_name="start_over")
-        hunt.click(shop.find_product, [strategy, state], outputs, api_name="find_product")
-        strategy.input(shop.set_strategy, [strategy, state], outputs, api_name="set_strategy")
-        box.submit(shop.on_search, [box, state, saved], outputs, api_name="search", concurrency_limit=None)
-        search_button.click(shop.on_search, [box, state, saved], outputs, api_name=False, concurrency_limit=None)
+        # Every event sends its outputs in the page's own format (Shop.render), so Gradio postprocesses nothing;
+        # a click in a gallery leaves the search box as the shopper typed it (no box output).
+        outputs = [state, products, picks, info, target, results, saved, header, strategy, following, product_page,
+                   this_is_it, new_search]
+        with_box = [*outputs, box]
+        fast = {"postprocess": False, "concurrency_limit": None}
+        demo.load(shop.load, [saved], with_box, api_name="start", **fast)
+        products.select(shop.on_select, [state, saved], outputs, api_name="pick", **fast)
+        picks.select(shop.on_view, [state, saved], outputs, api_name="view_pick", **fast)
+        this_is_it.click(shop.on_choose, [state, saved], outputs, api_name="this_is_it", **fast)
+        new_search.click(shop.start, [strategy, state], with_box, api_name="new_search", **fast)
+        restart.click(shop.start, [strategy, state], with_box, api_name="start_over", **fast)
+        hunt.click(shop.find_product, [strategy, state], with_box, api_name="find_product", **fast)
+        strategy.input(shop.set_strategy, [strategy, state], with_box, api_name="set_strategy", **fast)
+        box.submit(shop.on_search, [box, state, saved], with_box, api_name="search", **fast)
+        search_button.click(shop.on_search, [box, state, saved], with_box, api_name=False, **fast)
 
         memory = MemoryKeeper()
 
@@ -705,15 +717,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "1000")  # Gradio keeps 10,000 events' records by default
+    # ... and summarises them all (a pandas DataFrame) after every event; once every 500 events is plenty
+    os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "500")
     gr.set_static_paths([str(catalog.thumb_dir)])
-    catalog.check_all()
+
     def warm_up() -> None:  # what "bayes" sessions compare and the names the search box matches, made before use
         for view in ("embedding", *rec.views):
             belief_rows(rec, view)
         if catalog.text_encoder is None:
             log.info("search box: %d words in product names indexed", len(catalog.words.vocab))
 
-    threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
     hunt_log = HuntLog(args.hunt_log)
     log.info("hunt log: %s%s", args.hunt_log or "off", f"; comparing {', '.join(args.compare)}" if args.compare else "")
     demo = build_app(catalog, rec, secret=browser_secret(Path(args.cache_dir)), hunt_log=hunt_log,
@@ -722,12 +735,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         demo.queue(default_concurrency_limit=None).launch(server_name=args.host, server_port=args.port,
                                                           share=args.share, state_session_capacity=args.max_sessions,
-                                                          css=page.CSS,
-                                                          max_threads=args.threads,
-                                                          app_kwargs={"middleware": [Middleware(BodyLimit)]})
+                                                          css=page.CSS, max_threads=args.threads,
+                                                          app_kwargs={"middleware": [Middleware(BodyLimit)]},
+                                                          prevent_thread_lock=True)
     except OSError as exc:  # the port was taken between the check and the start
         print(f"error: cannot start the server: {exc}", file=sys.stderr)
         return 2
+    # Started once the server answers: on a big catalog this CPU work would starve Gradio's own start-up check
+    # ("localhost is not accessible") on a small machine.
+    catalog.check_all()
+    threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
+    demo.block_thread()
     return 0
 
 

@@ -378,13 +378,15 @@ class Catalog:
         return f"{title} · {price}" if price else title
 
     def page_picture(self, row: int) -> str | None:
-        """Path of the product page's larger picture (PAGE_PX), made on first use; None when it cannot be."""
-        if self.showable(row) is None:
+        """Path of the product page's larger picture (up to PAGE_PX; a picture no larger than a tile's is the tile's
+        own file: enlarging it further adds nothing), made on first use; None when it cannot be shown."""
+        tile = self.showable(row)
+        if tile is None:
             return None
         try:
-            return self._picture_file(row, "p", PAGE_PX)
+            return self._picture_file(row, "p", PAGE_PX, small=tile)
         except Exception:  # the tile was made, so this is a passing failure (a full disk): show the tile
-            return self.showable(row)
+            return tile
 
     # -- typed words
     def load_text_encoder(self) -> str | None:
@@ -444,17 +446,23 @@ class Catalog:
         The file is named by the row and its picture's key, so a picture changed on disk gets a new thumbnail."""
         return self._picture_file(row, "r", THUMB_PX)
 
-    def _picture_file(self, row: int, prefix: str, px: int) -> str:
+    def _picture_file(self, row: int, prefix: str, px: int, small: str | None = None) -> str:
+        """The product's picture fitted to px x px as a JPEG in the thumbnail folder, made once; `small`: the file
+        to use instead when the picture is no larger than THUMB_PX."""
         made = self._made.get((prefix, row))
         if made is not None:
             return made
         source, key = self.picture(row)
         path = self.thumb_dir / f"{prefix}{row}-{key}.jpg"
         if not path.exists():
-            img = fit_square(to_rgb(open_image(picture_data(source))), px)
-            tmp = path.with_name(f".{path.name}.{threading.get_ident()}")
-            img.save(tmp, "JPEG", quality=88)
-            os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+            img = to_rgb(open_image(picture_data(source)))
+            if small is not None and max(img.size) <= THUMB_PX:
+                path = Path(small)
+            else:
+                img = fit_square(img, px)
+                tmp = path.with_name(f".{path.name}.{threading.get_ident()}")
+                img.save(tmp, "JPEG", quality=88)
+                os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
         if isinstance(source, bytes):  # stored in the dataset, which cannot change under us: no need to look again
             if len(self._made) >= MADE_MEMO:
                 self._made.clear()

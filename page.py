@@ -106,6 +106,9 @@ def following_text(weights: dict[str, float]) -> str:
             "your picks agree with most.")
 
 
+RESULT_HEADERS = ["product", "found with", "rounds", "strategy"]
+
+
 def results_rows(catalog: Catalog, results: list[dict]) -> list[list]:
     """The results table: each hunt (product, how it ended, rounds, strategy), then each strategy's mean."""
     rows = []

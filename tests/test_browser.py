@@ -181,7 +181,9 @@ def test_product_page_this_is_it_and_titles_as_text(browser, shop):
     details = page.inner_text("#product-page")
     assert "12.25 EUR" in details and "Acme" in details and "<b>Not bold</b> & plain text." in details
     assert page.locator("#product-page img[src='x']").count() == 0
-    assert page.locator("#product-page .pp-img").evaluate("e => e.naturalWidth") == 512  # the larger picture
+    shown = page.locator("#product-page .pp-img").evaluate("e => [e.naturalWidth, e.getBoundingClientRect().width]")
+    tile = page.eval_on_selector("#products .thumbnail-item img", "e => e.getBoundingClientRect().width")
+    assert shown[0] == 256 and shown[1] > 1.2 * tile  # the 48 px picture's own tile file, drawn larger
     link = page.get_by_role("link", name="View in shop")
     assert link.get_attribute("href") == "https://shop.example/products/p001"
     assert link.get_attribute("target") == "_blank" and link.get_attribute("rel") == "noopener noreferrer"

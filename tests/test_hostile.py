@@ -68,7 +68,7 @@ def test_bad_image_never_breaks_a_page_or_a_click(tmp_path, as_paths):
     assert catalog.checked == 0 and not catalog.unavailable  # nothing checked yet: the worst case
     for _ in range(12):  # page loads: each draws 10 of 30 rows, so the bad one turns up
         visit, gallery = fns["start"](None)[:2]
-        found = re.findall(r"r(\d+)-[0-9a-f]+\.jpg", json.dumps(gallery.value, default=str))
+        found = re.findall(r"r(\d+)-[0-9a-f]+\.jpg", json.dumps(gallery, default=str))
         rows = [int(r) for r in dict.fromkeys(found)]  # each item names its file more than once
         assert len(visit.session.shown) == 10 and bad not in visit.session.shown
         assert rows == visit.session.shown

@@ -243,3 +243,25 @@ def test_search_hint_names_words_the_catalog_meets(tmp_path):
     catalog = Catalog(datasets.load_from_disk(str(make_catalog(tmp_path / "cat", n=9))), "t", tmp_path / "cache")
     assert search_hint(catalog) == "e.g. box, round, wedge - press Enter"
     assert all(catalog.find(word).query is not None for word in ("round", "box", "wedge"))
+
+
+def test_page_pictures_are_larger_only_when_the_picture_is(tmp_path):
+    import io
+
+    from catalogs import make_catalog
+    from PIL import Image
+
+    from catalog import PAGE_PX, THUMB_PX, Catalog
+
+    ds = datasets.load_from_disk(str(make_catalog(tmp_path / "cat", n=3)))
+    big = io.BytesIO()
+    Image.new("RGB", (900, 600), "teal").save(big, "PNG")
+    images = list(ds.cast_column("image", datasets.Image(decode=False))["image"])
+    images[0] = {"bytes": big.getvalue(), "path": "big.png"}
+    ds = ds.remove_columns("image").add_column("image", images).cast_column("image", datasets.Image())
+    catalog = Catalog(ds, "t", tmp_path / "cache")
+    with Image.open(catalog.page_picture(0)) as large:
+        assert large.size == (PAGE_PX, PAGE_PX * 2 // 3)
+    assert catalog.page_picture(1) == catalog.thumb(1)  # a 48 px picture: its tile's file, not a blurrier copy
+    with Image.open(catalog.thumb(1)) as tile:
+        assert max(tile.size) == THUMB_PX
