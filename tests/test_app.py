@@ -204,7 +204,7 @@ def test_small_load_run(tmp_path):
 
     result = load_bench.run(products=400, shoppers=8, rounds=5, dim=64, tmp=tmp_path)
     assert result["errors"] == 0 and result["repeats"] == 0 and result["leaks"] == 0
-    assert len(result["latencies_ms"]) == 40
+    assert len(result["latencies_ms"]) == 40 and 0 < result["server_cpu_ms"] < 1000 and result["rounds_per_s"] > 0
 
 
 def test_strategy_setting_changes_the_rounds(server):
