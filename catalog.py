@@ -450,7 +450,7 @@ class Catalog:
         """The product's picture fitted to px x px as a JPEG in the thumbnail folder, made once; `small`: the file
         to use instead when the picture is no larger than THUMB_PX."""
         made = self._made.get((prefix, row))
-        if made is not None:
+        if made is not None and os.path.exists(made):  # a cache folder cleared under the app: made again
             return made
         source, key = self.picture(row)
         path = self.thumb_dir / f"{prefix}{row}-{key}.jpg"
