@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -72,9 +73,18 @@ def folder_problem(path: str | os.PathLike, what: str) -> str | None:
 
 def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None,
         interrupted: str = "interrupted") -> int:
-    """Call `main(argv)`; Ctrl-C becomes the one line `interrupted` and exit code 130."""
+    """Call `main(argv)`; Ctrl-C becomes the one line `interrupted` and exit code 130.
+
+    When worker threads are still running (a decode pool, a native thread pool in the middle of a batch), the
+    process ends at once after the line: finalizing the interpreter under them can abort in native code
+    ("terminate called without an active exception", exit -6). What is done is on disk already; the rest is
+    what a resumed run does again."""
     try:
         return main(argv)
     except KeyboardInterrupt:
         print(f"\n{interrupted}", file=sys.stderr)
+        if threading.active_count() > 1 and threading.current_thread() is threading.main_thread():
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
         return EXIT_INTERRUPTED
