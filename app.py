@@ -162,8 +162,7 @@ class Shop:
                visible(visit, "products", visit.chosen is None, gallery_data(gallery)),
                gallery_data(picks), line,
                visible(visit, "target", target is not None, file_data(root, target)),
-               {"headers": page.RESULT_HEADERS, "data": page.results_rows(self.catalog, visit.results),
-                "metadata": None},
+               {"headers": page.RESULT_HEADERS, "data": self.results_rows(visit), "metadata": None},
                visit.saved(self.catalog), self.catalog.summary(), session.strategy,
                page.following_text(view_weights(session)) if session.strategy == "bayes" else "",
                page.product_page(self.catalog, shown, visit.found_in if visit.chosen is not None else None),
@@ -173,6 +172,14 @@ class Shop:
         if box is KEEP:
             return out
         return (*out, gr.skip() if box is SKIP else box)
+
+    def results_rows(self, visit: Visit) -> list[list]:
+        """The results table, made again only when a result was added (results only grow): a round need not read
+        up to 500 products' titles to send the same table."""
+        made = visit.page.get("results rows")
+        if made is None or made[0] != len(visit.results):
+            made = visit.page["results rows"] = (len(visit.results), page.results_rows(self.catalog, visit.results))
+        return made[1]
 
     @staticmethod
     def visible(visit: Visit, key: str, shown: bool, value):
