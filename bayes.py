@@ -46,6 +46,7 @@ BAYES_EMBEDDING_PRIOR = 0.8  # prior weight of "the shopper sees as the embeddin
 # design at 0.15 took pixels/embedding/efficientnet-lite2 shoppers from 4.93/4.38/6.52 to 4.49/3.81/5.59 rounds.
 BAYES_DESIGN_TEMPERATURE = 0.15
 BAYES_QUERY_TEMPERATURE = 0.02  # a query vector q weighs target t by exp(<t, q> / T) (CLIP's own scale is 0.01)
+GAIN_TIE = 1e-9  # relative: gains this close are a tie (a CPU's rounding moves them by about 1e-15)
 BAYES_WORDS_TRUST = 0.9  # a word query moves this share of the belief onto its matches (names can mislead)
 
 
@@ -298,6 +299,13 @@ def _mixed_belief(hyp_logp: np.ndarray, logw: np.ndarray, n: int) -> np.ndarray:
         return np.log(mixed)
 
 
+def _first_best(gain: np.ndarray) -> int:
+    """The first position whose gain is within GAIN_TIE of the best: gains that differ only by a CPU's rounding
+    (numpy's logs and exps have AVX-512 kernels of their own) choose the same row on every machine."""
+    best = float(gain.max())
+    return int(np.flatnonzero(gain >= best - GAIN_TIE * max(abs(best), 1.0))[0])
+
+
 def _design_gallery(session: Session, logp: np.ndarray, n: int, particles: int, candidates: int,
                   temperature: float, epsilon: float, rows=None) -> list[int]:
     """Greedily pick `n` rows maximising the expected information of the click about the target.
@@ -312,7 +320,8 @@ def _design_gallery(session: Session, logp: np.ndarray, n: int, particles: int, 
     else:  # Gumbel top-k: `particles` rows drawn without replacement in proportion to the belief
         with np.errstate(divide="ignore"):  # a uniform draw of exactly 0 gives a key of -inf: never drawn
             keys = logp - np.log(-np.log(session.rng.random(logp.shape, dtype=np.float32)))  # + Gumbel(0, 1)
-        parts = np.argpartition(-keys, particles)[:particles]
+        # sorted: argpartition's order of the kept rows depends on the CPU's sorting kernel (AVX-512 or not)
+        parts = np.sort(np.argpartition(-keys, particles)[:particles])
         parts = parts[np.isfinite(logp[parts])]
     if parts.size == 0:
         return []
@@ -343,7 +352,7 @@ def _design_gallery(session: Session, logp: np.ndarray, n: int, particles: int, 
         h_cond = -(v * (q_new * np.log(q_new) + (q_old * np.log(q_old)).sum(axis=2))).sum(axis=1)
         gain = h_outcome - h_cond
         gain[chosen] = -np.inf
-        c = int(np.argmax(gain))
+        c = _first_best(gain)
         chosen.append(c)
         in_s[cand[c]] = True
         found += w[cand[c]]

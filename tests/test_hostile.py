@@ -370,29 +370,54 @@ def test_app_settings_errors_are_one_line(case, tmp_path, monkeypatch, capsys):
         assert "dataset" not in one_error(res).lower()
 
 
+# upload_ds.py as its __main__ runs it, but the model's 50th batch says so on stderr and then waits: Ctrl-C lands
+# at that point on any machine, however fast (the batches before it are real work kept on disk).
+PAUSED_UPLOAD = """
+import sys, time
+sys.argv = ["upload_ds.py", *sys.argv[1:]]
+sys.path.insert(0, ".")
+import embed, upload_ds
+from cli import run
+forward, calls = embed.ImageEncoder.forward, []
+def paused(self, pixels):
+    calls.append(1)
+    if len(calls) == 50:
+        print("PAUSED", file=sys.stderr, flush=True)
+        time.sleep(120)
+    return forward(self, pixels)
+embed.ImageEncoder.forward = paused
+sys.exit(run(upload_ds.main, interrupted=upload_ds.RESUME_HINT))
+"""
+
+
 @pytest.mark.slow
 def test_ctrl_c_during_upload_is_one_line_and_resumes(tmp_path, tiny_model):
     folder = make_folder(tmp_path / "imgs", 2000)
-    args = [sys.executable, str(ROOT / "upload_ds.py"), str(folder), "--repo", "me/shop", "--model", tiny_model,
-            "--no-push", "--out", str(tmp_path / "out"), "--batch-size", "1"]
+    flags = [str(folder), "--repo", "me/shop", "--model", tiny_model, "--no-push", "--out", str(tmp_path / "out"),
+             "--batch-size", "1"]
     env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "cache")}
-    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    proc = subprocess.Popen([sys.executable, "-c", PAUSED_UPLOAD, *flags], stderr=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     err: list[str] = []
-    reader = threading.Thread(target=lambda: err.extend(iter(lambda: proc.stderr.read(1), "")), daemon=True)
+    paused = threading.Event()
+
+    def read() -> None:  # a character at a time: progress bars end their lines with \r, not \n
+        for char in iter(lambda: proc.stderr.read(1), ""):
+            err.append(char)
+            if char == "\n" and "".join(err[-8:]).endswith("PAUSED\n"):
+                paused.set()
+
+    reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    deadline = time.time() + 180
-    while time.time() < deadline and proc.poll() is None:  # until the embedding is a little way in
-        done = re.findall(r"embedding:\s+(\d+)%", "".join(err))
-        if done and int(done[-1]) >= 3:
-            break
-        time.sleep(0.05)
+    assert paused.wait(timeout=240), "".join(err)[-2000:]
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=60)
     reader.join(timeout=10)
     text = "".join(err)
     assert proc.returncode == 130, text[-2000:]
     assert "Traceback" not in text and "run the same command again to resume" in text.splitlines()[-1]
-    res = subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    res = subprocess.run([sys.executable, str(ROOT / "upload_ds.py"), *flags], capture_output=True, text=True,
+                         env=env, cwd=ROOT, timeout=300)
     assert res.returncode == 0 and "2000 images kept" in res.stdout
 
 

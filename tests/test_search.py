@@ -141,25 +141,13 @@ def test_word_index_prefixes_case_plurals_and_separators():
     assert len(words_of(" ".join(f"w{i}" for i in range(100)))) == 100 and MAX_QUERY_WORDS == 16
 
 
-def test_word_index_build_once_and_query_fast():
-    """A query looks words up in the sorted vocabulary: far cheaper than reading every product's names."""
-    import time
-
+def test_word_index_at_100k_products_answers_every_word():
+    """Every word of a query narrows the rows (a prefix of a word matches); built once over 100k products.
+    Its speed is bench/search_bench.py's to print, not a test's to assert."""
     texts = [[f"prod-{i:06d}", ["Sneaker", "Dress", "Coat", "Bag"][i % 4], f"brand{i % 97}"] for i in range(100_000)]
-    t = time.perf_counter()
     index = WordIndex(texts)
-    build = time.perf_counter() - t
-    t = time.perf_counter()
-    for _ in range(20):
-        rows, _ = index.match("sneaker brand5")
-    per_query = (time.perf_counter() - t) / 20
-    t = time.perf_counter()
-    scan = [i for i, parts in enumerate(texts) if "sneaker" in " ".join(parts).lower()]  # the plain baseline
-    per_scan = time.perf_counter() - t
+    rows, _ = index.match("sneaker brand5")
     assert set(rows.tolist()) == {i for i in range(100_000) if i % 4 == 0 and str(i % 97).startswith("5")}
-    assert len(scan) == 25_000 and per_query < 0.5 * per_scan, (per_query, per_scan)
-    print(f"word index: built in {build:.2f} s, a query {per_query * 1000:.2f} ms at 100k products "
-          f"({per_scan / per_query:.0f}x faster than a scan of the names)")
 
 
 @pytest.fixture(scope="module")
