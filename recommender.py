@@ -26,7 +26,8 @@ from collections.abc import Callable
 import faiss
 import numpy as np
 
-from bayes import (  # noqa: F401 - the bayes strategy and its public names, re-exported from here
+from common.untrusted import clean_text, whole_list
+from engine.bayes import (  # noqa: F401 - the bayes strategy and its public names, re-exported from here
     BAYES_DEFAULTS,
     BayesState,
     BeliefSpaces,
@@ -37,9 +38,8 @@ from bayes import (  # noqa: F401 - the bayes strategy and its public names, re-
     strategy_bayes,
     view_weights,
 )
-from rows import Bitmap, UnitRows, as_chunks, read_blocks, unit_length
-from sq8 import ExactSQ8
-from untrusted import clean_text, whole_list
+from engine.rows import Bitmap, UnitRows, as_chunks, read_blocks, unit_length
+from engine.sq8 import ExactSQ8
 
 COMPRESSIONS = ("none", "sq8")
 MAX_SAVED_ROUNDS = 1000  # a saved session (e.g. a browser's copy) with more rounds is not restored

@@ -22,23 +22,15 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from cli import ArgumentParser, whole_number
-from cli import run as run_cli
-from download import DownloadOptions
+from common.cli import ArgumentParser, whole_number
+from common.cli import run as run_cli
+from common.hubcheck import HubUnavailableError, require_hub
+from common.saving import check_out_dir, out_lock, save_replacing, save_together  # noqa: F401 - save_replacing re-exported
+from common.untrusted import display_name, safe_url
 from embed import DEFAULT_MODEL, EFFICIENTNET_LITE, describe_model, model_has_text
-from folder import (
-    DEFAULT_MAX_PIXELS,
-    FolderScan,
-    check_files,
-    display_name,
-    files_key,
-    image_rows,
-    scan_folder,  # noqa: F401 - the folder-only reader, still importable from here
-)
-from hubcheck import HubUnavailableError, require_hub
-from products import safe_url
-from saving import check_out_dir, out_lock, save_replacing, save_together  # noqa: F401 - save_replacing re-exported
-from shop_input import ShopInput, gather, with_product_columns
+from intake.download import DownloadOptions
+from intake.folder import DEFAULT_MAX_PIXELS, FolderScan, check_files, files_key, image_rows
+from intake.shop_input import ShopInput, gather, with_product_columns
 
 REPO_PART = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?")
 REPO_MAX = 96  # the Hub's limit on a repo name, which NAME-embeddings must meet too
@@ -147,7 +139,7 @@ def build_ray(shop: ShopInput, options, work_dir: str | None):
     (`options`: a ray_embed.RayOptions)."""
     import datasets
 
-    import ray_embed
+    from intake import ray_embed
 
     rows = [(id_, str(path)) for id_, path, _ in shop.items]
     names = {str(path): name for _, path, name in shop.items}  # source -> name in the skip report
@@ -281,7 +273,7 @@ def embed_all(args: argparse.Namespace):
                   download_cache=args.download_cache, max_pixels=args.max_pixels,
                   fetch_urls=not (args.engine == "ray" and args.ray_address))
     if args.engine == "ray":
-        from ray_embed import RayOptions
+        from intake.ray_embed import RayOptions
 
         options = RayOptions(args.model, args.pooling, args.batch_size, args.num_workers, args.gpus_per_worker,
                              args.ray_address, args.max_pixels, args.shard_size)

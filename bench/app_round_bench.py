@@ -27,8 +27,8 @@ CHILD = r"""
 import json, sys, time, statistics
 sys.path.insert(0, sys.argv[1]); sys.path.insert(0, sys.argv[1] + "/tests")
 import datasets, gradio as gr, app
-catalog = app.Catalog(datasets.load_from_disk(sys.argv[2]), "bench", sys.argv[3])
-rec = app.Recommender(catalog.embeddings, seed=0)
+catalog = Catalog(datasets.load_from_disk(sys.argv[2]), "bench", sys.argv[3])
+rec = Recommender(catalog.embeddings, seed=0)
 catalog.on_unavailable = rec.exclude  # the names before issue 22: the bench also runs older trees
 catalog.check_all(background=False)
 fns = {f.api_name: f.fn for f in app.build_app(catalog, rec).fns.values()}

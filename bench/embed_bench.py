@@ -110,7 +110,7 @@ def ray_engine(tmp: Path, files: list[Path], args) -> dict[int, tuple[float, flo
     """Images/s of upload_ds's Ray engine (read -> decode -> actor pool -> Parquet) for each worker count."""
     import ray
 
-    import ray_embed
+    from intake import ray_embed
 
     rows = [(f.stem, str(f)) for f in files]
     out = {}

@@ -167,7 +167,7 @@ def engine_cost(catalog: Path, strategy: str, shoppers: int, rounds: int) -> dic
     """The engine alone on the same catalog: CPU and wall time per `next_round`, the app's settings."""
     import datasets
 
-    from catalog import dataset_views, embedding_matrix
+    from catalog.dataset import dataset_views, embedding_matrix
     from recommender import Recommender, choose_compression
 
     ds = datasets.load_from_disk(str(catalog))

@@ -4,7 +4,7 @@
     python bench/malloc_bench.py --products 5000 --images 32 --repeats 1   # smoke run
 
 Each measurement is a fresh child process on the C library's malloc (`PYTHONMALLOC=malloc`, as `app.py` runs)
-with `app.MemoryKeeper(mmap_threshold=...)` made first, as the app makes it; pinned and adaptive children
+with `MemoryKeeper(mmap_threshold=...)` made first, as the app makes it; pinned and adaptive children
 alternate, so both see the same machine in the same run. A pinned threshold gives every array above it its own
 mapping, so the round's temporaries are mapped, faulted in and unmapped again each round (system time).
 """
@@ -29,12 +29,12 @@ def child(threshold: int | None, products: int, dim: int, images: int, rounds: i
     sys.path.insert(0, str(ROOT))
     import numpy as np
 
-    import app
-    import demo
+    from catalog import demo
     from embed import ImageEncoder
     from recommender import Recommender
+    from shop.server import MemoryKeeper
 
-    app.MemoryKeeper(mmap_threshold=threshold)
+    MemoryKeeper(mmap_threshold=threshold)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((products, dim), dtype=np.float32)
     rec = Recommender(x, seed=0, strategy="bayes", views={"appearance": rng.random((products, 192), dtype=np.float32)})

@@ -71,7 +71,7 @@ def main() -> None:
     ap.add_argument("--latency-ms", type=float, default=0.0)
     args = ap.parse_args()
     import upload_ds
-    from download import DownloadOptions, download_all
+    from intake.download import DownloadOptions, download_all
 
     files = photos(args.products)
     server = serve(files, args.latency_ms / 1000)

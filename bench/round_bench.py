@@ -32,9 +32,9 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+from engine.rows import drop_pages  # noqa: E402
+from engine.sq8 import SHARD_MIN_ROWS  # noqa: E402
 from recommender import Recommender  # noqa: E402
-from rows import drop_pages  # noqa: E402
-from sq8 import SHARD_MIN_ROWS  # noqa: E402
 
 
 def unit_vectors(n: int, d: int, seed: int = 0, clusters: int = 0, out: np.ndarray | None = None) -> np.ndarray:

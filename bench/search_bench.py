@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from catalogs import save_clip  # noqa: E402
 
+from catalog.words import WordIndex  # noqa: E402
 from embed import TextEncoder  # noqa: E402
 from recommender import Recommender  # noqa: E402
-from words import WordIndex  # noqa: E402
 
 KINDS = ["Sneaker", "Dress", "Coat", "Bag", "Ankle boot", "Sandal", "Shirt", "T-shirt/top", "Trouser", "Pullover"]
 COLOURS = ["red", "blue", "green", "black", "white", "yellow", "grey", "pink"]

@@ -32,7 +32,7 @@ COLOURS = ["Black", "Grey", "Navy", "Olive", "Sand", "White"]
 def shop_photos(n: int) -> tuple[dict[str, bytes], list[tuple[str, str, float]]]:
     """n product photos from the demo's subset (PNG, 224 px) and their (handle, title, price)."""
     sys.path.insert(0, str(ROOT))
-    from demo import CATEGORIES, DISPLAY_PX, SUBSET_FILE, product_photo
+    from catalog.demo import CATEGORIES, DISPLAY_PX, SUBSET_FILE, product_photo
 
     z = np.load(SUBSET_FILE)
     rows = np.random.default_rng(3).choice(len(z["labels"]), n, replace=False)

@@ -60,7 +60,7 @@ def make_catalog(path: Path, n: int = 60, seed: int = 0, size: int = 48, dim: in
                            ("description", "string"), ("url", "string")):
             features[name] = datasets.Value(kind)
     if appearance:
-        from embed import APPEARANCE_SIZE, appearance_vectors
+        from common.images import APPEARANCE_SIZE, appearance_vectors
 
         pictures = [im["bytes"] if isinstance(im, dict) else path / im for im in images]
         columns["appearance"] = appearance_vectors(pictures)

@@ -257,9 +257,11 @@ def test_double_click_in_one_session_advances_once(tmp_path):
     import gradio as gr
 
     import app
+    from catalog.catalog import Catalog
+    from recommender import Recommender
 
-    catalog = app.Catalog(datasets.load_from_disk(str(make_catalog(tmp_path / "cat", n=50))), "t", tmp_path)
-    rec = app.Recommender(catalog.embeddings, seed=0)
+    catalog = Catalog(datasets.load_from_disk(str(make_catalog(tmp_path / "cat", n=50))), "t", tmp_path)
+    rec = Recommender(catalog.embeddings, seed=0)
     demo = app.build_app(catalog, rec)
     fns = {f.api_name: f.fn for f in demo.fns.values()}
     visit = fns["start"](None)[0]

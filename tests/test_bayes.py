@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import evaluate as ev
-from bayes import click_probabilities
-from recommender import Recommender, view_weights
+from engine.bayes import click_probabilities, view_weights
+from recommender import Recommender
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +49,8 @@ def test_parameter_grid_is_valid():
 
 
 def test_bayes_on_a_big_catalog_uses_a_projection(monkeypatch):
-    import bayes
     import recommender
+    from engine import bayes
 
     monkeypatch.setattr(bayes, "BAYES_EXACT_BUDGET", 1000)
     monkeypatch.setattr(bayes, "BAYES_DIM", 8)
@@ -108,7 +108,7 @@ def test_bayes_stars_only_likely_targets():
 
 
 def recommender_hypotheses(session) -> int:
-    from recommender import bayes_hypotheses
+    from engine.bayes import bayes_hypotheses
 
     return len(bayes_hypotheses(session.rec, session.params))
 

@@ -33,7 +33,7 @@ HUNT_LOG: dict = {}
 
 
 def hunt_records() -> list[dict]:
-    from huntlog import read_records
+    from common.huntlog import read_records
 
     path = HUNT_LOG["path"]
     return list(read_records([path])) if path.exists() else []

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from gradio_http import Shopper, gallery_captions, start_app
 
-import demo
-from catalog import embedding_matrix
+from catalog import demo
+from catalog.dataset import embedding_matrix
+from catalog.demo import category_precision_at_k
 from embed import ImageEncoder
-from evaluate import category_precision_at_k
 
 
 @pytest.fixture(scope="module")

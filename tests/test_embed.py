@@ -11,8 +11,9 @@ from conftest import pattern, write_good_images
 from PIL import Image
 
 import embed
-from embed import ImageEncoder, embed_dataset, to_rgb
-from hubcheck import HubUnavailableError
+from common.hubcheck import HubUnavailableError
+from common.images import to_rgb
+from embed import ImageEncoder, embed_dataset
 
 
 def test_rgba_and_la_composited_on_white():
@@ -199,7 +200,7 @@ def test_embed_module_has_no_ui_or_cli_imports():
 
 
 def test_appearance_vectors_of_known_pictures(tmp_path):
-    from embed import appearance_vectors
+    from common.images import appearance_vectors
 
     red = Image.new("RGB", (40, 20), (255, 0, 0))
     clear = Image.new("RGBA", (16, 16), (0, 0, 255, 0))  # fully transparent: white

@@ -6,7 +6,9 @@ The recording (tests/data/galleries.json) is exact for every strategy; a refacto
 one gallery fails here. It holds on any x86-64 CPU: `mean`, `rocchio` and `random` were recorded before the
 house-keeping of issue 22 and never changed; `bayes` was recorded again (issue 30) once its choices stopped
 depending on the CPU's kernels (its particles are sorted before use, its gains compared with a tie tolerance),
-and `test_galleries_do_not_depend_on_the_cpu` plays them again with numpy held to its baseline kernels. The catalog is demo-sized and synthetic
+and `test_galleries_do_not_depend_on_the_cpu` plays them again with numpy held to its baseline kernels.
+
+The catalog is demo-sized and synthetic
 (2,000 products in 20 clusters, 64-d, with a 48-d second view for `bayes`); each hunt is a model-eyed shopper
 picking the shown product nearest a target, with typed queries (a vector, then rows) and a restore midway.
 """

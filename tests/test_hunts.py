@@ -18,9 +18,9 @@ from catalogs import make_catalog
 from gradio_http import Shopper, gallery_rows, start_app
 from helpers import in_threads
 
-import huntlog
 import insights
-from huntlog import HuntLog, read_records, rounds_to_find
+from common import huntlog
+from common.huntlog import HuntLog, read_records, rounds_to_find
 
 FIELDS = {"hunt", "time", "catalog", "strategy", "strategy_from", "target", "rounds", "found", "ended"}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

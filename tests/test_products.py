@@ -16,9 +16,10 @@ from conftest import ROOT
 from shop_files import PhotoServer, photo, shopify_export, woocommerce_export, write_csv
 
 import upload_ds
-from download import DownloadOptions, download_all
-from products import plain_text, price_value, read_products, safe_url
-from shop_input import gather
+from common.untrusted import price_value, safe_url
+from intake.download import DownloadOptions, download_all
+from intake.products import plain_text, read_products
+from intake.shop_input import gather
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +191,7 @@ def test_catalog_reads_product_facts_as_checked_text(tmp_path):
     """A dataset made elsewhere: prices as text (one junk), an unsafe link, a long title, lists as tags."""
     from catalogs import make_catalog
 
-    from catalog import Catalog
+    from catalog.catalog import Catalog
 
     ds = datasets.load_from_disk(str(make_catalog(tmp_path / "cat", n=6)))
     ds = ds.add_column("title", ["Lamp", "x" * 80, None, "  Two\nlines ", "Cap", "Hat"])
@@ -211,9 +212,10 @@ def test_appearance_view_is_computed_once_and_cached(tmp_path, monkeypatch):
     import numpy as np
     from catalogs import make_catalog
 
-    import catalog as catalog_module
-    from catalog import Catalog, picture_data
-    from embed import appearance_vectors
+    from catalog import catalog as catalog_module
+    from catalog.catalog import Catalog
+    from catalog.dataset import picture_data
+    from common.images import appearance_vectors
 
     ds = datasets.load_from_disk(str(make_catalog(tmp_path / "cat", n=12, bad_rows=(4,))))
     first = Catalog(ds, "t", tmp_path / "cache")
@@ -237,8 +239,8 @@ def test_appearance_view_is_computed_once_and_cached(tmp_path, monkeypatch):
 def test_search_hint_names_words_the_catalog_meets(tmp_path):
     from catalogs import make_catalog
 
-    from app import search_hint
-    from catalog import Catalog
+    from catalog.catalog import Catalog
+    from shop.shop import search_hint
 
     catalog = Catalog(datasets.load_from_disk(str(make_catalog(tmp_path / "cat", n=9))), "t", tmp_path / "cache")
     assert search_hint(catalog) == "e.g. box, round, wedge - press Enter"
@@ -251,7 +253,7 @@ def test_page_pictures_are_larger_only_when_the_picture_is(tmp_path):
     from catalogs import make_catalog
     from PIL import Image
 
-    from catalog import PAGE_PX, THUMB_PX, Catalog
+    from catalog.catalog import PAGE_PX, THUMB_PX, Catalog
 
     ds = datasets.load_from_disk(str(make_catalog(tmp_path / "cat", n=3)))
     big = io.BytesIO()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from catalog import embedding_matrix
+from catalog.dataset import embedding_matrix
 
 pytest.importorskip("ray", reason="ray is not installed (pip install -r requirements-ray.txt): ray engine not tested")
 

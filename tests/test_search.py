@@ -13,10 +13,11 @@ from catalogs import make_catalog
 from conftest import ROOT, pattern
 from PIL import Image
 
-from catalog import Catalog, embedding_matrix, load_dataset_source
+from catalog.catalog import Catalog
+from catalog.dataset import embedding_matrix, load_dataset_source
+from catalog.words import MAX_QUERY_WORDS, WordIndex, words_of
 from embed import ImageEncoder, TextEncoder, model_has_text
 from recommender import Recommender
-from words import MAX_QUERY_WORDS, WordIndex, words_of
 
 
 # ------------------------------------------------------------------------------------------ text towers
@@ -152,7 +153,7 @@ def test_word_index_at_100k_products_answers_every_word():
 
 @pytest.fixture(scope="module")
 def demo():
-    from demo import load_demo_catalog
+    from catalog.demo import load_demo_catalog
 
     ds = load_demo_catalog(size=300)
     return ds, np.asarray(ds["category"])
@@ -233,7 +234,7 @@ def test_bayes_takes_a_query_as_evidence(demo):
 
 def test_bayes_query_vector_in_a_projected_belief(monkeypatch):
     """On a big catalog bayes compares in a PCA projection: the query vector is projected with it."""
-    import bayes
+    from engine import bayes
     from evaluate import synthetic_catalog
 
     monkeypatch.setattr(bayes, "BAYES_EXACT_BUDGET", 1000)

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import bayes
 import recommender
+from engine import bayes
+from engine.rows import Bitmap, UnitRows, file_mapped
 from recommender import Recommender
-from rows import Bitmap, UnitRows, file_mapped
 
 
 def rss_file_mb() -> float:
@@ -120,7 +120,7 @@ def test_float32_build_from_a_memmap_leaves_no_file_pages(tmp_path) -> None:
 def test_sq8_over_a_saved_datasets_arrow_blocks(tmp_path) -> None:
     import datasets
 
-    from catalog import embedding_blocks
+    from catalog.dataset import embedding_blocks
 
     x = catalogs(3000, 32)["clustered"]
     datasets.Dataset.from_dict({"embeddings": x.tolist()}).save_to_disk(tmp_path / "ds")

@@ -47,7 +47,7 @@ def hostile_catalog(tmp: Path) -> tuple[Path, Path]:
 
 
 def catalog_of(folder: Path, cache: Path):
-    from catalog import Catalog
+    from catalog.catalog import Catalog
 
     return Catalog(datasets.load_from_disk(str(folder)), "shop", cache)
 
@@ -144,7 +144,7 @@ def test_overwrite_replaces_only_datasets_this_project_wrote(tmp_path, tiny_mode
 
 
 def test_a_second_run_into_the_same_out_says_who_holds_it(tmp_path, tiny_model):
-    from saving import out_lock
+    from common.saving import out_lock
 
     out = tmp_path / "out"
     out.mkdir()
@@ -236,8 +236,8 @@ def test_request_bodies_are_capped(hostile_shop):
 
 
 def test_a_forged_long_history_is_refused_or_replays_only_the_latest_picks(tmp_path, monkeypatch):
-    import bayes
     import recommender
+    from engine import bayes
 
     x = np.random.default_rng(0).standard_normal((3000, 16)).astype(np.float32)
     rec = recommender.Recommender(x, seed=0, strategy="bayes")
@@ -265,7 +265,7 @@ def test_a_forged_long_history_is_refused_or_replays_only_the_latest_picks(tmp_p
 # ----------------------------------------------------------------- 7. evaluate reads the dataset's pictures
 def test_pixels_perception_reads_pictures_inside_the_dataset_folder(tmp_path, monkeypatch):
     import evaluate
-    from embed import appearance_vectors
+    from common.images import appearance_vectors
 
     folder = make_catalog(tmp_path / "shop", n=8, as_paths=True)
     decoy = tmp_path / "elsewhere"

@@ -13,7 +13,7 @@ import pytest
 from conftest import ROOT, write_good_images
 
 import upload_ds
-from catalog import embedding_matrix
+from catalog.dataset import embedding_matrix
 from embed import ImageEncoder
 
 

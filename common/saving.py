@@ -26,8 +26,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from cli import folder_problem
-from folder import display_name
+from common.cli import folder_problem
+from common.untrusted import display_name
 
 MARK = "product-recommender"  # recorded as `written_by` in the info of every dataset this project saves
 SAVED_FILES = re.compile(r"state\.json|dataset_info\.json|README\.md|data-\d{5}-of-\d{5}\.arrow")

@@ -10,10 +10,10 @@ import re
 import threading
 from dataclasses import dataclass, field
 
-from catalog import Catalog
-from huntlog import new_hunt_id
+from catalog.catalog import Catalog
+from common.huntlog import new_hunt_id
+from common.untrusted import whole
 from recommender import STRATEGIES, Recommender, Session
-from untrusted import whole
 
 log = logging.getLogger("app")
 MAX_RESULTS = 500  # results kept per shopper

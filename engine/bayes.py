@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import faiss
 import numpy as np
 
-from rows import CHUNK_BYTES, CHUNK_ROWS, unit_length
+from engine.rows import CHUNK_BYTES, CHUNK_ROWS, unit_length
 
 if TYPE_CHECKING:
     from recommender import Recommender, Session

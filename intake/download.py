@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from folder import check_image
+from intake.folder import check_image
 
 CHUNK = 1 << 16
 

@@ -20,15 +20,11 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from embed import to_rgb
+from common.images import to_rgb
+from common.untrusted import display_name
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".jfif", ".avif", ".heic"}
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb limit (~ 9459 x 9459)
-
-
-def display_name(name: str | os.PathLike) -> str:
-    """Valid UTF-8 text for any file name: bytes that are not UTF-8 appear as \\xNN escapes."""
-    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 @dataclass

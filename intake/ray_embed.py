@@ -21,9 +21,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from download import DownloadError, DownloadOptions, fetch_with_retries
-from embed import APPEARANCE_SIZE, ImageEncoder, appearance_vectors
-from folder import DEFAULT_MAX_PIXELS, check_image, display_name
+from common.images import APPEARANCE_SIZE, appearance_vectors
+from common.untrusted import display_name
+from embed import ImageEncoder
+from intake.download import DownloadError, DownloadOptions, fetch_with_retries
+from intake.folder import DEFAULT_MAX_PIXELS, check_image
 
 
 def read_source(src: str | bytes) -> bytes:
@@ -145,7 +147,7 @@ def run(rows: list[tuple[str, str]], work_dir: str | os.PathLike, options: RayOp
             # Local cluster: one logical CPU more than the actors take, for the light read and write tasks.
             local_cpus = None if ray_address else int(max(os.cpu_count() or 1, num_workers * cpus_per_worker)) + 1
             ray.init(address=ray_address, num_cpus=local_cpus, include_dashboard=False, log_to_driver=False,
-                     runtime_env={"working_dir": str(Path(__file__).resolve().parent),
+                     runtime_env={"working_dir": str(Path(__file__).resolve().parent.parent),
                                   "excludes": [".venv", ".git", "tests", "bench", "data", "*.png"]}
                      if ray_address else None)
         try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import html
 from urllib.parse import quote
 
-from catalog import Catalog, markdown_text, price_text
+from catalog.catalog import Catalog, markdown_text, price_text
 
 MARK_LIKE, MARK_NEW = "★", "✦"
 MARKS_SENTENCE = f"{MARK_LIKE} looks like what you picked; {MARK_NEW} is something different, to learn what you like."

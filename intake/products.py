@@ -23,6 +23,8 @@ from urllib.parse import quote, urlsplit
 
 import pyarrow as pa
 
+from common.untrusted import price_value, safe_url
+
 STANDARD = ("id", "title", "description", "brand", "category", "tags", "price", "currency", "url")
 TEXT_COLUMNS = ("id", "title", "description", "brand", "category", "tags", "currency", "url")
 IMAGE_COLUMNS = ("image", "image_url", "image_src", "path")  # the first present names each product's image
@@ -93,37 +95,6 @@ def plain_text(fragment: str | None) -> str:
     parser.close()
     lines = (" ".join(line.split()) for line in "".join(parser.parts).splitlines())
     return "\n".join(line for line in lines if line)[:MAX_TEXT]
-
-
-def safe_url(value) -> str | None:
-    """`value` when it is an absolute http(s) URL with a host, else None (javascript:, data:, relative...)."""
-    if not isinstance(value, str):
-        return None
-    text = value.strip()
-    try:
-        parts = urlsplit(text)
-    except ValueError:
-        return None
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or any(c in text for c in "\r\n\t "):
-        return None
-    return text
-
-
-def price_value(value) -> float | None:
-    """A price as a float ("19.90", "$1,299.00", "19,90 €", 19.9); None when empty; a ValueError otherwise."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    if isinstance(value, bool):
-        raise ValueError(f"price {value!r} is not a number")
-    text = str(value).strip().strip("$€£¥ ").replace(" ", "")
-    text = text.replace(",", "") if "," in text and "." in text else text.replace(",", ".")
-    try:
-        number = float(text)
-    except ValueError:
-        raise ValueError(f"price {str(value)[:40]!r} is not a number") from None
-    if not 0 <= number < float("inf"):
-        raise ValueError(f"price {str(value)[:40]!r} is not a price")
-    return number
 
 
 # ------------------------------------------------------------------------------------------------ reading

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 import faiss
 import numpy as np
 
-from rows import CHUNK_ROWS, UnitRows, read_blocks
+from engine.rows import CHUNK_ROWS, UnitRows, read_blocks
 
 SHARD_MIN_ROWS = 1 << 18  # below this, one thread scans all the codes; above, the scan is split over threads
 FIRST_CANDIDATES = 64  # fewest rows taken by code in a first scan, beyond k

@@ -12,6 +12,7 @@ import functools
 import os
 import stat
 from pathlib import Path
+from urllib.parse import urlsplit
 
 MAX_IMAGE_BYTES = 64 << 20  # a product picture larger than this on disk is not read (a catalog is not a dump)
 
@@ -110,3 +111,39 @@ def file_stamp(path: Path) -> tuple[int, int, int]:
     """(size, modification time in ns, inode) of `path`: changes when the file is rewritten or replaced."""
     info = os.stat(path)
     return info.st_size, info.st_mtime_ns, info.st_ino
+
+
+def safe_url(value) -> str | None:
+    """`value` when it is an absolute http(s) URL with a host, else None (javascript:, data:, relative...)."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or any(c in text for c in "\r\n\t "):
+        return None
+    return text
+
+
+def price_value(value) -> float | None:
+    """A price as a float ("19.90", "$1,299.00", "19,90 €", 19.9); None when empty; a ValueError otherwise."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"price {value!r} is not a number")
+    text = str(value).strip().strip("$€£¥ ").replace(" ", "")
+    text = text.replace(",", "") if "," in text and "." in text else text.replace(",", ".")
+    try:
+        number = float(text)
+    except ValueError:
+        raise ValueError(f"price {str(value)[:40]!r} is not a number") from None
+    if not 0 <= number < float("inf"):
+        raise ValueError(f"price {str(value)[:40]!r} is not a price")
+    return number
+
+
+def display_name(name: str | os.PathLike) -> str:
+    """Valid UTF-8 text for any file name: bytes that are not UTF-8 appear as \\xNN escapes."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from download import DownloadOptions, download_all
-from folder import DEFAULT_MAX_PIXELS, FolderScan, list_folder, make_ids, relative_name
-from products import ProductTable, read_products
+from intake.download import DownloadOptions, download_all
+from intake.folder import DEFAULT_MAX_PIXELS, FolderScan, list_folder, make_ids, relative_name
+from intake.products import ProductTable, read_products
 
 
 @dataclass

@@ -1,0 +1,68 @@
+"""Every Gradio payload the shop makes by hand, in one place, pinned to the Gradio version in requirements.txt.
+
+The shop sends its outputs with `postprocess=False` (no Gradio processing per output), so it writes Gradio's own
+wire formats itself: a picture's FileData, a gallery's value, the file route's URL, the page's root URL, and what
+a gallery's select event carries. tests/test_wire.py fails loudly when a Gradio upgrade changes any of them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from urllib.parse import quote
+
+import gradio as gr
+
+
+def row_of_thumb(value) -> int | None:
+    """The catalog row encoded in a gallery item's file name (r<row>-<key>.jpg), or None."""
+    text = json.dumps(value) if not isinstance(value, str) else value
+    match = re.search(r"[\\/]r(\d+)-[0-9a-f]+\.jpg", text or "")
+    return int(match.group(1)) if match else None
+
+
+def gallery_data(items: list[tuple[str, str]]) -> list[dict]:
+    """A gallery's value as the page takes it (what Gradio's Gallery.postprocess makes, without its thread pool):
+    each picture a FileData (its URL, or a file for Gradio to serve) with its caption."""
+    return [{"image": file_data_of(src), "caption": caption} for src, caption in items]
+
+
+def file_data(root: str | None, path: str | None) -> dict | None:
+    """A picture file as an Image output's value (its URL when the page's root URL is known), or None."""
+    return None if path is None else file_data_of(picture_url(root, path))
+
+
+def file_data_of(src: str) -> dict:
+    url = src if src.startswith(("http://", "https://")) else None
+    return {"path": src, "url": url, "size": None, "orig_name": src.rsplit("/", 1)[-1], "mime_type": "image/jpeg",
+            "is_stream": False, "meta": {"_type": "gradio.FileData"}}
+
+
+def picture_url(root: str | None, path: str) -> str:
+    """A thumbnail's address for a gallery: its URL under Gradio's file route when the page's root URL is known
+    (the gallery then sends no file through Gradio's per-event file handling), else the file itself."""
+    return f"{root}/gradio_api/file={quote(path)}" if root else path
+
+
+def page_root(request: gr.Request | None) -> str | None:
+    """The page's public root URL as Gradio itself works it out (proxies' forwarded host and scheme included)."""
+    raw = getattr(request, "request", None)
+    if raw is None:
+        return None
+    try:
+        from gradio import route_utils
+
+        return route_utils.get_root_url(request=raw, route_path=route_utils.get_api_call_path(request=raw),
+                                        root_path=getattr(raw.app, "root_path", None) or None)
+    except Exception:  # noqa: BLE001 - then the gallery sends files, as Gradio does by default
+        return None
+
+
+def clicked_row(rows: list[int], evt: gr.SelectData) -> int | None:
+    """The row a click on a gallery of `rows` chose, or None when its index is out of range or its picture is not
+    the one at that place (a click on a gallery the shopper no longer sees)."""
+    index = evt.index if isinstance(evt.index, int) and not isinstance(evt.index, bool) else None
+    if index is None or not 0 <= index < len(rows):
+        return None
+    clicked = row_of_thumb(evt.value)
+    return rows[index] if clicked is None or clicked == rows[index] else None
