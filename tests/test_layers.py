@@ -128,3 +128,16 @@ def test_logic_never_imports_the_ui():
         names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
         assert not {n for n in names if n.split(".")[0] in ("gradio", "starlette", "fastapi")}, module
+
+
+def test_no_function_over_60_lines():
+    """Readable top to bottom: a function's body (its signature and docstring aside) fits 60 lines; argument
+    declarations (`parse_args`) aside."""
+    long = []
+    for module, path in project_modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name != "parse_args":
+                body = node.body[1:] if ast.get_docstring(node) else node.body
+                if body and body[-1].end_lineno - body[0].lineno + 1 > 60:
+                    long.append(f"{module}.{node.name}: {body[-1].end_lineno - body[0].lineno + 1} lines")
+    assert not long, long
