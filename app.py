@@ -42,17 +42,33 @@ from common.huntlog import HuntLog
 from engine.bayes import belief_rows
 from recommender import AUTO_SQ8_BYTES, COMPRESSIONS, STRATEGIES, Recommender, choose_compression
 from shop import page
-from shop.server import BodyLimit, MemoryKeeper, forget_session
-from shop.shop import HUNT_LOG_NOTE, Shop, search_hint
-from shop.visit import MAX_RESULTS, Visit, restore_visit, saved_results  # noqa: F401 - MAX_RESULTS, saved_results re-exported
+from shop.server import BodyLimit, MemoryKeeper
+from shop.shop import HUNT_LOG_NOTE, OUTPUTS, Shop, search_hint
+from shop.wire import forget_session
 
 log = logging.getLogger("app")
 SESSION_IDLE_S = 2 * 3600  # a browser session's state is dropped after this long without an event
 DEFAULT_THREADS = max(4, 2 * (os.cpu_count() or 1))  # Gradio's own default is 40
 
 
+# Every event of the page: (component, event, Shop handler, inputs, API name, whether the search box is an output).
+# Each answers with the outputs of View (shop/shop.py) in its fields' order; a click in a gallery leaves the search
+# box as the shopper typed it (no box output).
+EVENTS = (
+    ("products", "select", "on_select", ("state", "saved"), "pick", False),
+    ("picks", "select", "on_view", ("state", "saved"), "view_pick", False),
+    ("this_is_it", "click", "on_choose", ("state", "saved"), "this_is_it", False),
+    ("new_search", "click", "start", ("strategy", "state"), "new_search", True),
+    ("restart", "click", "start", ("strategy", "state"), "start_over", True),
+    ("hunt", "click", "find_product", ("strategy", "state"), "find_product", True),
+    ("strategy", "input", "set_strategy", ("strategy", "state"), "set_strategy", True),
+    ("box", "submit", "on_search", ("box", "state", "saved"), "search", True),
+    ("search_button", "click", "on_search", ("box", "state", "saved"), False, True),
+)
+
+
 def build_app(catalog: Catalog, rec: Recommender, session_idle_s: float = SESSION_IDLE_S, secret: str | None = None,
-              hunt_log: HuntLog | None = None, compare: list[str] | tuple[str, ...] = ()):
+              hunt_log: HuntLog | None = None, compare: list[str] | tuple[str, ...] = ()) -> gr.Blocks:
     """The Gradio Blocks of the shop over one catalog and one recommender (shared, read-only).
 
     `secret` encrypts what each browser keeps of its visit; the same secret across restarts lets a reload
@@ -61,57 +77,15 @@ def build_app(catalog: Catalog, rec: Recommender, session_idle_s: float = SESSIO
     """
     shop = Shop(catalog, rec, hunt_log, compare)
     with gr.Blocks(title="Visual product recommender") as demo:
-        gr.Markdown("## Find your product\nClick the product you like best; each round shows products that look "
-                    "like your picks, plus a few new ones.")
-        header = gr.Markdown(catalog.summary(), elem_id="catalog")
-        state = gr.State(None, time_to_live=session_idle_s, delete_callback=shop.forget)
-        saved = gr.BrowserState(None, storage_key=f"product-recommender-{catalog.key}", secret=secret)
-        info = gr.Markdown(elem_id="status")
-        with gr.Row(equal_height=True):
-            box = gr.Textbox(label="Describe what you want", placeholder=search_hint(catalog), scale=4, max_lines=1,
-                             elem_id="search", submit_btn=False)
-            search_button = gr.Button("Search", elem_id="search-button", scale=1, min_width=90)
-        with gr.Row(elem_id="shop-row"):
-            products = gr.Gallery(label="Products", columns=5, height="auto", allow_preview=False, scale=3,
-                                  object_fit="contain", elem_id="products", interactive=False, buttons=[])
-            with gr.Column(scale=1, min_width=240, elem_id="side"):
-                target = gr.Image(label="Find this product", visible=False, interactive=False, elem_id="target",
-                                  buttons=[])
-                with gr.Column(elem_id="product-page"):
-                    product_page = gr.HTML(page.product_page(catalog, None), elem_id="product-details")
-                    this_is_it = gr.Button("This is it", variant="primary", visible=False, elem_id="this-is-it")
-                    new_search = gr.Button("Start a new search", variant="primary", visible=False,
-                                           elem_id="new-search")
-        with gr.Row():
-            restart = gr.Button("Start over", elem_id="start-over")
-            hunt = gr.Button("Find a product", elem_id="find-product")
-        picks = gr.Gallery(label="Your picks (click one to see it again)", columns=10, height="auto",
-                           allow_preview=False, object_fit="contain", elem_id="picks", interactive=False, buttons=[])
-        with gr.Accordion("Settings and your results", open=False):
-            strategy = gr.Radio(page.strategy_choices(sorted(STRATEGIES)), value=rec.strategy, elem_id="strategy",
-                                label="How the next products are chosen (changing it starts over)")
-            following = gr.Markdown(elem_id="strategy-note")
-            results = gr.Dataframe(headers=page.RESULT_HEADERS, value=[],
-                                   interactive=False, label="Your results", elem_id="results")
-        if shop.hunt_log.enabled:
-            gr.Markdown(HUNT_LOG_NOTE, elem_id="hunt-log-note")
-        # Every event sends its outputs in the page's own format (Shop.render), so Gradio postprocesses nothing;
-        # a click in a gallery leaves the search box as the shopper typed it (no box output).
-        outputs = [state, products, picks, info, target, results, saved, header, strategy, following, product_page,
-                   this_is_it, new_search]
-        with_box = [*outputs, box]
+        ui = lay_out(shop, session_idle_s, secret)
+        # Every event sends its outputs in the page's own format (Shop.render), so Gradio postprocesses nothing.
+        outputs = [ui[name] for name in OUTPUTS if name != "box"]
+        with_box = [ui[name] for name in OUTPUTS]
         fast = {"postprocess": False, "concurrency_limit": None}
-        demo.load(shop.load, [saved], with_box, api_name="start", **fast)
-        products.select(shop.on_select, [state, saved], outputs, api_name="pick", **fast)
-        picks.select(shop.on_view, [state, saved], outputs, api_name="view_pick", **fast)
-        this_is_it.click(shop.on_choose, [state, saved], outputs, api_name="this_is_it", **fast)
-        new_search.click(shop.start, [strategy, state], with_box, api_name="new_search", **fast)
-        restart.click(shop.start, [strategy, state], with_box, api_name="start_over", **fast)
-        hunt.click(shop.find_product, [strategy, state], with_box, api_name="find_product", **fast)
-        strategy.input(shop.set_strategy, [strategy, state], with_box, api_name="set_strategy", **fast)
-        box.submit(shop.on_search, [box, state, saved], with_box, api_name="search", **fast)
-        search_button.click(shop.on_search, [box, state, saved], with_box, api_name=False, **fast)
-
+        demo.load(shop.load, [ui["saved"]], with_box, api_name="start", **fast)
+        for component, event, handler, inputs, api_name, box in EVENTS:
+            getattr(ui[component], event)(getattr(shop, handler), [ui[name] for name in inputs],
+                                          with_box if box else outputs, api_name=api_name, **fast)
         memory = MemoryKeeper()
 
         def on_unload(request: gr.Request) -> None:
@@ -120,6 +94,48 @@ def build_app(catalog: Catalog, rec: Recommender, session_idle_s: float = SESSIO
 
         demo.unload(on_unload)
     return demo
+
+
+def lay_out(shop: Shop, session_idle_s: float, secret: str | None) -> dict[str, gr.components.Component]:
+    """The page's components, laid out in the Blocks being built, by name: each output's is its field of View."""
+    catalog, rec = shop.catalog, shop.rec
+    ui = {}
+    gr.Markdown("## Find your product\nClick the product you like best; each round shows products that look "
+                "like your picks, plus a few new ones.")
+    ui["header"] = gr.Markdown(catalog.summary(), elem_id="catalog")
+    ui["state"] = gr.State(None, time_to_live=session_idle_s, delete_callback=shop.forget)
+    ui["saved"] = gr.BrowserState(None, storage_key=f"product-recommender-{catalog.key}", secret=secret)
+    ui["info"] = gr.Markdown(elem_id="status")
+    with gr.Row(equal_height=True):
+        ui["box"] = gr.Textbox(label="Describe what you want", placeholder=search_hint(catalog), scale=4,
+                               max_lines=1, elem_id="search", submit_btn=False)
+        ui["search_button"] = gr.Button("Search", elem_id="search-button", scale=1, min_width=90)
+    with gr.Row(elem_id="shop-row"):
+        ui["products"] = gr.Gallery(label="Products", columns=5, height="auto", allow_preview=False, scale=3,
+                                    object_fit="contain", elem_id="products", interactive=False, buttons=[])
+        with gr.Column(scale=1, min_width=240, elem_id="side"):
+            ui["target"] = gr.Image(label="Find this product", visible=False, interactive=False, elem_id="target",
+                                    buttons=[])
+            with gr.Column(elem_id="product-page"):
+                ui["product_page"] = gr.HTML(page.product_page(catalog, None), elem_id="product-details")
+                ui["this_is_it"] = gr.Button("This is it", variant="primary", visible=False, elem_id="this-is-it")
+                ui["new_search"] = gr.Button("Start a new search", variant="primary", visible=False,
+                                             elem_id="new-search")
+    with gr.Row():
+        ui["restart"] = gr.Button("Start over", elem_id="start-over")
+        ui["hunt"] = gr.Button("Find a product", elem_id="find-product")
+    ui["picks"] = gr.Gallery(label="Your picks (click one to see it again)", columns=10, height="auto",
+                             allow_preview=False, object_fit="contain", elem_id="picks", interactive=False,
+                             buttons=[])
+    with gr.Accordion("Settings and your results", open=False):
+        ui["strategy"] = gr.Radio(page.strategy_choices(sorted(STRATEGIES)), value=rec.strategy, elem_id="strategy",
+                                  label="How the next products are chosen (changing it starts over)")
+        ui["following"] = gr.Markdown(elem_id="strategy-note")
+        ui["results"] = gr.Dataframe(headers=page.RESULT_HEADERS, value=[], interactive=False, label="Your results",
+                                     elem_id="results")
+    if shop.hunt_log.enabled:
+        gr.Markdown(HUNT_LOG_NOTE, elem_id="hunt-log-note")
+    return ui
 
 
 # ---------------------------------------------------------------------------------------------------- main

@@ -25,6 +25,7 @@ from common.hubcheck import HubUnavailableError, hub_offline_reason
 from common.images import APPEARANCE_SIZE, appearance_vectors, open_image, to_rgb
 
 if TYPE_CHECKING:
+    import datasets
     import torch
 
 DEFAULT_MODEL = "google/vit-base-patch16-224"
@@ -275,7 +276,7 @@ def from_pretrained(name: str, *loaders) -> list:
 
 
 def embed_dataset(
-    ds,
+    ds: datasets.Dataset,
     encoder: ImageEncoder,
     image_column: str = "image",
     batch_size: int | None = None,
@@ -283,7 +284,7 @@ def embed_dataset(
     shard_size: int = 1024,
     progress: bool = True,
     appearance_size: int | None = APPEARANCE_SIZE,
-):
+) -> datasets.Dataset:
     """`ds` plus an `embeddings` column (float32, unit rows), computed with `ds.map(batched=True)`, and (unless
     `appearance_size` is None) an `appearance` column: `appearance_vectors` of the same pictures.
 

@@ -29,8 +29,10 @@ import argparse
 import math
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -44,6 +46,12 @@ from engine.bayes import BAYES_DEFAULTS, click_probabilities
 from engine.rows import unit_length
 from recommender import STRATEGIES, Recommender
 
+if TYPE_CHECKING:
+    import datasets
+
+    from common.huntlog import HuntLog
+    from recommender import Session
+
 # ---------------------------------------------------------------------------------------------- the shopper
 PIXELS_SIZE = 32  # the `pixels` shopper sees the picture at 32 x 32
 
@@ -56,7 +64,8 @@ def unit_rows(x: np.ndarray, centre: bool = False) -> np.ndarray:
     return unit_length(x)
 
 
-def perception(kind: str, unit: np.ndarray, ds=None, image_column: str = "image", seed: int = 0) -> np.ndarray:
+def perception(kind: str, unit: np.ndarray, ds: datasets.Dataset | None = None, image_column: str = "image",
+               seed: int = 0) -> np.ndarray:
     """The rows a shopper compares under perception `kind` (see the module docstring); ValueError if unknown or
     if it needs pictures and the catalog has none."""
     if kind == "embedding":
@@ -116,81 +125,124 @@ class Shopper:
         return choose(eyes, shown, target, self.user, rng, self.temperature, self.epsilon)
 
 
-def hunt(rec: Recommender, target: int, strategy: str, shopper: Shopper | str, seed: int, max_rounds: int,
-         typed=None, clicks: list | None = None, sessions: list | None = None, **params) -> int | None:
-    """Rounds until the target is shown (1 = found in the first gallery), or None past `max_rounds`.
+@dataclass
+class Hunt:
+    """One simulated hunt: `rounds` until the target was shown (1 = in the first gallery; None: not within the
+    cap), its `session` (for the hunt log) and, when asked for, every click as (round, shown, pick, target)."""
 
-    `shopper` clicks (a Shopper, or just its `user`: "noiseless" / "noisy"), and with `typed` (a query for
-    `Session.next_round`) says what it wants before the first round; `clicks`, when given, gets
-    (round, shown, pick, target) for every click (see `click_fit`); `sessions` gets the hunt's session."""
-    shopper = Shopper(shopper) if isinstance(shopper, str) else shopper
+    rounds: int | None
+    session: Session
+    clicks: list[tuple[int, list[int], int, int]] = field(default_factory=list)
+
+    @property
+    def found(self) -> bool:
+        """Whether the target was shown within the cap."""
+        return self.rounds is not None
+
+
+def hunt(rec: Recommender, target: int, strategy: str, shopper: Shopper, seed: int, max_rounds: int,
+         typed: np.ndarray | None = None, keep_clicks: bool = False, **params) -> Hunt:
+    """`shopper` hunts `target` under `strategy` for at most `max_rounds` rounds; with `typed` (a query for
+    `Session.next_round`) it says what it wants before the first round; `keep_clicks` records its clicks (see
+    `click_fit`). `params` tune the strategy."""
     rng = np.random.default_rng((seed, target, 1))
     session = rec.new_session(seed=(seed, target), strategy=strategy, **params)
-    if sessions is not None:
-        sessions.append(session)
+    out = Hunt(None, session)
     shown = session.next_round(query=typed)
     for r in range(1, max_rounds + 1):
         if target in shown:
-            return r
+            out.rounds = r
+            return out
         if not shown or r == max_rounds:
-            return None
+            return out
         pick = shopper.click(rec, shown, target, rng)
-        if clicks is not None:
-            clicks.append((r, shown, pick, target))
+        if keep_clicks:
+            out.clicks.append((r, shown, pick, target))
         shown = session.next_round(pick=pick)
-    return None
+    return out
 
 
-def log_hunt(hunt_log, session, target: int, rounds: int | None, label: str, catalog: dict, product_id) -> None:
-    """Write a simulated hunt to a hunt log in the app's format (huntlog.py): the shopper clicks the target in the
-    round it is shown, as in the app's Find a product."""
+@dataclass
+class LogTo:
+    """Where `evaluate` writes every simulated hunt, in the app's format: the hunt log, the catalog it names, each
+    row's product id, and text added to each strategy's name (to tell several perceptions apart)."""
+
+    hunt_log: HuntLog
+    catalog: dict
+    product_id: Callable[[int], str]
+    suffix: str = ""
+
+
+def log_hunt(log_to: LogTo, found: Hunt, target: int, label: str) -> None:
+    """Write a simulated hunt to the hunt log (huntlog.py): the shopper clicks the target in the round it is
+    shown, as in the app's Find a product."""
     from common.huntlog import minute_now, new_hunt_id, round_entries
 
+    session, rounds, product_id = found.session, found.rounds, log_to.product_id
     picks = dict(zip(session.pick_rounds, session.picks))
     if rounds is not None:
         picks[rounds] = target
     history = session.history[:rounds] if rounds is not None else session.history
-    hunt_log.write({"hunt": new_hunt_id(), "time": minute_now(), "catalog": catalog, "strategy": label,
-                    "strategy_from": "compare", "target": product_id(target),
-                    "rounds": round_entries(history, picks, {}, product_id),
-                    "found": None if rounds is None else product_id(target),
-                    "ended": "found" if rounds is not None else "abandoned"})
+    log_to.hunt_log.write({"hunt": new_hunt_id(), "time": minute_now(), "catalog": log_to.catalog,
+                           "strategy": label + log_to.suffix, "strategy_from": "compare", "target": product_id(target),
+                           "rounds": round_entries(history, picks, {}, product_id),
+                           "found": None if rounds is None else product_id(target),
+                           "ended": "found" if rounds is not None else "abandoned"})
 
 
-def evaluate(rec: Recommender, strategies: list[str], targets: np.ndarray, user: Shopper | str = "noiseless",
-             seed: int = 0, max_rounds: int | None = None, user_temperature: float = 0.05,
-             user_epsilon: float = 0.05, progress: bool = True, perceived: np.ndarray | None = None,
-             typed: dict | None = None, clicks: dict | None = None, hunt_log=None, log_as: dict | None = None,
-             **params) -> dict[str, np.ndarray]:
-    """Rounds per target for each strategy (np.inf where the cap ended the search); params tune strategies.
+@dataclass
+class Experiment:
+    """One evaluation's settings: the `strategies` compared, the `targets` hunted, the `shopper`, the `seed`, the
+    cap (`max_rounds`; None: N / per-round), what each shopper types first (`typed`: target -> query, see
+    `typed_queries`; each strategy then also runs as "NAME +typed"), the strategies' tuning (`params`), whether to
+    keep every click (for `click_fit`), where to log the hunts (`log_to`), and a progress bar."""
 
-    `user`: a Shopper, or its `user` with `user_temperature`, `user_epsilon` and `perceived` (the rows it judges
-    by; default the embedding, see `perception`); `typed`: target -> the query it types first (see
-    `typed_queries`), giving a second result per strategy, "NAME +typed"; `clicks`, when given, gets every
-    click per result name (see `hunt`); `hunt_log` (a huntlog.HuntLog) gets every hunt, with `log_as` =
-    {"catalog": ..., "product_id": row -> id, "suffix": text added to each strategy name}."""
+    strategies: list[str]
+    targets: np.ndarray
+    shopper: Shopper = field(default_factory=Shopper)
+    seed: int = 0
+    max_rounds: int | None = None
+    typed: dict | None = None
+    params: dict = field(default_factory=dict)
+    keep_clicks: bool = False
+    log_to: LogTo | None = None
+    progress: bool = True
+
+
+@dataclass
+class Results:
+    """What `evaluate` measured per result name (a strategy, or "NAME +typed"): rounds per target (np.inf where the
+    cap ended the search) and, with `keep_clicks`, every click (see `click_fit`)."""
+
+    rounds: dict[str, np.ndarray]
+    clicks: dict[str, list[tuple[int, list[int], int, int]]] = field(default_factory=dict)
+
+
+def evaluate(rec: Recommender, experiment: Experiment) -> Results:
+    """Every strategy of `experiment` hunts each of its targets (with and without typing, when it types)."""
     from tqdm.auto import tqdm
 
-    shopper = user if isinstance(user, Shopper) else Shopper(user, user_temperature, user_epsilon, perceived)
-    cap = max_rounds or math.ceil(rec.n / rec.per_round)
-    out = {}
-    for name in strategies:
-        for queries in (None, typed) if typed is not None else (None,):
+    ex = experiment
+    cap = ex.max_rounds or math.ceil(rec.n / rec.per_round)
+    out = Results({})
+    for name in ex.strategies:
+        for queries in (None, ex.typed) if ex.typed is not None else (None,):
             label = name if queries is None else f"{name} +typed"
-            log = None if clicks is None else clicks.setdefault(label, [])
-            rounds = []
-            for t in tqdm(targets, desc=label, disable=not progress, leave=False):
-                sessions = [] if hunt_log is not None else None
-                rounds.append(hunt(rec, int(t), name, shopper, seed, cap, None if queries is None else
-                                   queries[int(t)], log, sessions, **params))
-                if hunt_log is not None:
-                    log_hunt(hunt_log, sessions[0], int(t), rounds[-1], label + log_as.get("suffix", ""),
-                             log_as["catalog"], log_as["product_id"])
-            out[label] = np.array([np.inf if r is None else r for r in rounds], dtype=float)
+            rounds, clicks = [], []
+            for t in tqdm(ex.targets, desc=label, disable=not ex.progress, leave=False):
+                found = hunt(rec, int(t), name, ex.shopper, ex.seed, cap, None if queries is None else
+                             queries[int(t)], ex.keep_clicks, **ex.params)
+                rounds.append(found.rounds)
+                clicks += found.clicks
+                if ex.log_to is not None:
+                    log_hunt(ex.log_to, found, int(t), label)
+            out.rounds[label] = np.array([np.inf if r is None else r for r in rounds], dtype=float)
+            if ex.keep_clicks:
+                out.clicks[label] = clicks
     return out
 
 
-def typed_queries(ds, targets: np.ndarray, what: str = "category") -> tuple[dict, str]:
+def typed_queries(ds: datasets.Dataset | None, targets: np.ndarray, what: str = "category") -> tuple[dict, str]:
     """({target: the query its shopper types}, how it searches): each target's `what` column as typed words,
     by meaning with the model's text tower when the dataset records one, else by words in product names."""
     from catalog.dataset import dataset_meta, name_column, product_texts
@@ -404,38 +456,48 @@ def load_catalog(args: argparse.Namespace) -> tuple[Recommender, np.ndarray | No
     return rec, cats, name, ds
 
 
-def run(args: argparse.Namespace, rec: Recommender, targets: np.ndarray, eyes: dict[str, np.ndarray],
-        typed: dict | None, hunt_log=None, log_as: dict | None = None) -> dict[str, np.ndarray]:
-    """Print a table of rounds per strategy for each perception (and write its hunts to `hunt_log`); returns the
-    last table's results."""
-    results: dict[str, np.ndarray] = {}
+def run(rec: Recommender, experiment: Experiment, eyes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Print a table of rounds per strategy for each perception (the shopper's `eyes`); returns the last table's
+    rounds."""
+    rounds: dict[str, np.ndarray] = {}
     for kind, perceived in eyes.items():
         t = time.perf_counter()
-        clicks = {} if args.click_fit else None
-        shopper = Shopper(args.user, args.temperature, args.epsilon, perceived)
-        results = evaluate(rec, args.strategies, targets, shopper, args.seed, args.max_rounds, typed=typed,
-                           clicks=clicks, hunt_log=hunt_log,
-                           log_as={**(log_as or {}), "suffix": f" ({kind})" if len(eyes) > 1 else ""})
+        log_to = experiment.log_to and replace(experiment.log_to, suffix=f" ({kind})" if len(eyes) > 1 else "")
+        results = evaluate(rec, replace(experiment, shopper=replace(experiment.shopper, perceived=perceived),
+                                        log_to=log_to))
+        rounds = results.rounds
         mismatch = "" if kind == "embedding" else " (not the embedding the strategies use)"
         print(f"\nshopper perceives: {kind}{mismatch}")
-        print(report(results, rec.n, args.per_round))
-        for label, log in (clicks or {}).items():
-            fit = click_fit(rec.unit, log)
+        print(report(rounds, rec.n, rec.per_round))
+        for label, clicks in results.clicks.items():
+            fit = click_fit(rec.unit, clicks)
             print(f"{label}: bayes' user model gives the clicks a log-probability of {_fit_text(fit['early'])} in "
-                  f"rounds 1-2 and {_fit_text(fit['later'])} later; a random click {math.log(1 / args.per_round):.2f}")
+                  f"rounds 1-2 and {_fit_text(fit['later'])} later; a random click {math.log(1 / rec.per_round):.2f}")
         print(f"({time.perf_counter() - t:.1f} s)")
-    return results
+    return rounds
 
 
-def sweep(args: argparse.Namespace, rec: Recommender, targets: np.ndarray) -> None:
-    """Print mean's rounds for every split of a round into similar and random products."""
-    print(f"\nsweep of mean's split ({args.user} shopper): similar + random = {args.per_round}")
+def sweep(rec: Recommender, experiment: Experiment) -> None:
+    """Print mean's rounds for every split of a round into similar and random products (the shopper sees through
+    the embedding and types nothing)."""
+    print(f"\nsweep of mean's split ({experiment.shopper.user} shopper): similar + random = {rec.per_round}")
     print(f"{'similar':>7} {'mean':>6} {'median':>7} {'p90':>5}")
-    for similar in range(args.per_round + 1):
-        swept = Recommender(rec.unit, per_round=args.per_round, similar=similar, seed=args.seed)
-        shopper = Shopper(args.user, args.temperature, args.epsilon)
-        s = summary(evaluate(swept, ["mean"], targets, shopper, args.seed, args.max_rounds, progress=False)["mean"])
+    plain = replace(experiment, strategies=["mean"], shopper=replace(experiment.shopper, perceived=None), typed=None,
+                    keep_clicks=False, log_to=None, progress=False)
+    for similar in range(rec.per_round + 1):
+        swept = Recommender(rec.unit, per_round=rec.per_round, similar=similar, seed=plain.seed)
+        s = summary(evaluate(swept, plain).rounds["mean"])
         print(f"{similar:7d} {s['mean']:6.2f} {s['median']:7.1f} {s['p90']:5.1f}", flush=True)
+
+
+def hunt_log_target(path: str, name: str, rec: Recommender, ds: datasets.Dataset | None) -> LogTo:
+    """Where --log-to writes: the hunt log at `path`, naming the catalog and each product by its id (#row when
+    the catalog has no ids)."""
+    from common.huntlog import HuntLog
+
+    ids = [str(v) for v in ds["id"]] if ds is not None and "id" in getattr(ds, "column_names", []) else None
+    return LogTo(HuntLog(path, grace_s=0), {"name": name, "rows": rec.n, "model": None},
+                 (lambda row: ids[row]) if ids else (lambda row: f"#{row}"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -456,22 +518,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"embedding category precision@5: {category_precision_at_k(rec.unit, cats):.3f}")
     if typed is not None:
         print(f"typed: each shopper first types its target's {args.typed} (search by {typed_kind})")
-    hunt_log, log_as = None, None
-    if args.log_to:
-        from common.huntlog import HuntLog
-
-        hunt_log = HuntLog(args.log_to, grace_s=0)
-        ids = [str(v) for v in ds["id"]] if ds is not None and "id" in getattr(ds, "column_names", []) else None
-        log_as = {"catalog": {"name": name, "rows": rec.n, "model": None},
-                  "product_id": (lambda row: ids[row]) if ids else (lambda row: f"#{row}")}
-    results = run(args, rec, targets, eyes, typed, hunt_log, log_as)
-    if hunt_log is not None:
-        hunt_log.close()
-        print(f"{hunt_log.written:,} hunts written to {args.log_to}")
+    shopper = Shopper(args.user, args.temperature, args.epsilon)
+    log_to = hunt_log_target(args.log_to, name, rec, ds) if args.log_to else None
+    experiment = Experiment(args.strategies, targets, shopper, args.seed, args.max_rounds, typed=typed,
+                            keep_clicks=args.click_fit, log_to=log_to)
+    rounds = run(rec, experiment, eyes)
+    if log_to is not None:
+        log_to.hunt_log.close()
+        print(f"{log_to.hunt_log.written:,} hunts written to {args.log_to}")
     if args.sweep:
-        sweep(args, rec, targets)
+        sweep(rec, experiment)
     if args.plot:
-        plot(results, args.plot, f"{name}, {args.user} shopper perceiving {args.perceive[-1]}")
+        plot(rounds, args.plot, f"{name}, {args.user} shopper perceiving {args.perceive[-1]}")
         print(f"plot written to {args.plot}")
     return 0
 

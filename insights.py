@@ -37,16 +37,20 @@ class Rounds:
     counts: Counter = field(default_factory=Counter)
 
     def add(self, rounds: int) -> None:
+        """Count one hunt found in `rounds` rounds."""
         self.counts[rounds] += 1
 
     @property
     def n(self) -> int:
+        """Hunts counted."""
         return sum(self.counts.values())
 
     def mean(self) -> float | None:
+        """Mean rounds (None before any hunt)."""
         return sum(r * c for r, c in self.counts.items()) / self.n if self.n else None
 
     def variance(self) -> float | None:
+        """Sample variance of the rounds (None below two hunts), for the mean's interval."""
         if self.n < 2:
             return None
         m = self.mean()
@@ -61,6 +65,7 @@ class Rounds:
         return self._value(lo) + (pos - lo) * (self._value(hi) - self._value(lo))
 
     def _value(self, k: int) -> int:
+        """The k-th smallest rounds (0-based) of the hunts counted."""
         seen = 0
         for r in sorted(self.counts):
             seen += self.counts[r]
@@ -79,6 +84,8 @@ class Rounds:
 
 @dataclass
 class StrategyStats:
+    """One strategy's hunts: how many, found, drawn at random by --compare, and their rounds to find."""
+
     hunts: int = 0
     found: int = 0
     compared: int = 0  # hunts whose strategy was drawn at random (app.py --compare)
@@ -288,6 +295,7 @@ def since_text(text: str) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, checked before any log is read: a mistake is one `error:` line and exit code 2."""
     ap = ArgumentParser(prog="insights.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("logs", nargs="+", metavar="LOG", help="hunt log files, or folders of them (rotated ones too)")
     ap.add_argument("--dataset", metavar="SRC", help="the catalog (as for app.py, or 'demo'), for product titles")
@@ -304,6 +312,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """CLI entry point: read the logs, print the report (or JSON), write the plot; returns the exit code."""
     args = parse_args(argv)
     insights = gather(args.logs, args.since, progress=not args.json)
     if args.json:

@@ -21,25 +21,16 @@ stays active until another replaces it; see `Session.next_round` for what each s
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 
 import faiss
 import numpy as np
 
 from common.untrusted import clean_text, whole_list
-from engine.bayes import (  # noqa: F401 - the bayes strategy and its public names, re-exported from here
-    BAYES_DEFAULTS,
-    BayesState,
-    BeliefSpaces,
-    bayes_following,
-    bayes_hypotheses,
-    belief_rows,
-    belief_space,
-    strategy_bayes,
-    view_weights,
-)
+from engine.bayes import BayesState, BeliefSpaces, strategy_bayes
+from engine.faiss_index import FaissIndex
 from engine.rows import Bitmap, UnitRows, as_chunks, read_blocks, unit_length
 from engine.sq8 import ExactSQ8
+from engine.strategy import Choice, Strategy
 
 COMPRESSIONS = ("none", "sq8")
 MAX_SAVED_ROUNDS = 1000  # a saved session (e.g. a browser's copy) with more rounds is not restored
@@ -94,44 +85,31 @@ def _checked_chunks(embeddings) -> list[np.ndarray]:
     return chunks
 
 
-def _search_params(index: faiss.Index, selector: faiss.IDSelector) -> faiss.SearchParameters:
-    """SearchParameters of the type this index accepts, keeping its own nprobe / efSearch."""
-    ivf = faiss.try_extract_index_ivf(index)
-    if ivf is not None:
-        return faiss.SearchParametersIVF(sel=selector, nprobe=ivf.nprobe)
-    hnsw = getattr(faiss.downcast_index(index), "hnsw", None)
-    if hnsw is not None:
-        return faiss.SearchParametersHNSW(sel=selector, efSearch=hnsw.efSearch)
-    return faiss.SearchParameters(sel=selector)
-
-
 # ---------------------------------------------------------------------------------------------- strategies
-# A strategy fills the first slots of a round: given the session (its picks, history, unseen bitmap and a
-# `state` dict of its own) and how many slots it may fill, it returns unseen row indices, best first. The
-# session fills the rest of the round with uniform random unseen rows. `SLOTS` says how many slots a strategy
-# gets: "similar" (the recommender's `similar`), "all" (the whole round) or "none" (all random).
+# A strategy fills the first slots of a round: given the session (its picks, history, unseen bitmap, query) and
+# how many slots it may fill, it returns a `Choice`: unseen rows, best first, and how many of them are look-alikes.
+# The session fills the rest of the round with uniform random unseen rows (see engine/strategy.py).
 
 
-def strategy_mean(session: Session, n: int) -> list[int]:
+def strategy_mean(session: Session, n: int) -> Choice:
     """The seed's rule: the `n` unseen rows nearest to the exact mean of the picked embeddings (a query vector
-    counting as one more pick; word matches first, see `_similar`)."""
-    if n <= 0:
-        return []
-    return _similar(session, n, _preference(session))
+    counting as one more pick; word matches first, see `_similar`), all look-alikes."""
+    rows = _similar(session, n, _preference(session)) if n > 0 else []
+    return Choice(rows, len(rows))
 
 
-def strategy_random(session: Session, n: int) -> list[int]:
+def strategy_random(session: Session, n: int) -> Choice:
     """Brute-force baseline: no similar rows, the whole round is random unseen rows (a query changes nothing)."""
-    return []
+    return Choice([], 0)
 
 
 ROCCHIO_WEIGHTS = {"alpha": 1.0, "beta": 0.25}
 
 
-def strategy_rocchio(session: Session, n: int) -> list[int]:
+def strategy_rocchio(session: Session, n: int) -> Choice:
     """Rocchio feedback: move toward the picks' mean and away from the mean of products shown but passed over."""
     if n <= 0:
-        return []
+        return Choice([], 0)
     query = _preference(session)
     if query is not None and session.picks:
         unit = session.rec.unit
@@ -142,7 +120,8 @@ def strategy_rocchio(session: Session, n: int) -> list[int]:
         query = alpha * query
         if passed and beta:
             query -= beta * unit[passed].mean(axis=0, dtype=np.float64)
-    return _similar(session, n, query)
+    rows = _similar(session, n, query)
+    return Choice(rows, len(rows))
 
 
 def _preference(session: Session) -> np.ndarray | None:
@@ -172,21 +151,15 @@ def _similar(session: Session, n: int, preference: np.ndarray | None) -> list[in
     return rows
 
 
-STRATEGIES: dict[str, Callable[[Session, int], list[int]]] = {
-    "mean": strategy_mean,
-    "random": strategy_random,
-    "rocchio": strategy_rocchio,
-    "bayes": strategy_bayes,
-}
-SLOTS: dict[str, str] = {"mean": "similar", "random": "none", "rocchio": "similar", "bayes": "all"}
-
-
-def register_strategy(name: str, fn: Callable[[Session, int], list[int]], slots: str = "similar") -> None:
-    """Add a strategy under `name` so `Recommender(..., strategy=name)` can use it."""
-    if slots not in ("similar", "all", "none"):
-        raise ValueError(f"slots must be similar, all or none, got {slots!r}")
-    STRATEGIES[name] = fn
-    SLOTS[name] = slots
+STRATEGIES: dict[str, Strategy] = {s.name: s for s in (  # the sentences are the shopper's (Settings)
+    Strategy("mean", strategy_mean, "similar",
+             "the five products closest to the average of your picks, plus five new ones (the seed's rule)."),
+    Strategy("random", strategy_random, "none", "ten products at random: the baseline to compare the others with."),
+    Strategy("rocchio", strategy_rocchio, "similar",
+             "like mean, and it also moves away from the products you passed over."),
+    Strategy("bayes", strategy_bayes, "all",
+             "keeps a belief over what you want and shows the products that narrow it down fastest."),
+)}
 
 
 # ----------------------------------------------------------------------------------------------- recommender
@@ -255,27 +228,23 @@ class Recommender:
         self.index_factory = index_factory
         self.compression = compression
         self.sq8_index: ExactSQ8 | None = None  # the 8-bit codes' exact index (compression "sq8")
+        self.index: FaissIndex | ExactSQ8  # what rounds search, either way with `search(query, k, bits, available)`
         if compression == "sq8":
-            self.index = None
             self.unit = UnitRows(_checked_chunks(embeddings))
-            self.sq8_index = ExactSQ8(self.unit, threads)  # reads (and so validates) every row
+            self.index = self.sq8_index = ExactSQ8(self.unit, threads)  # reads (and so validates) every row
         else:
-            self.index, self.unit = build_index(embeddings, index_factory)
+            index, self.unit = build_index(embeddings, index_factory)
+            self.index = FaissIndex(index, self.unit)
+            ivf = faiss.try_extract_index_ivf(index)
+            if ivf is not None and nprobe is not None:
+                ivf.nprobe = nprobe
         self.n, self.dim = self.unit.shape
         self.views = prepare_views(views or {}, self.n)
-        ivf = faiss.try_extract_index_ivf(self.index) if self.index is not None else None
-        if ivf is not None and nprobe is not None:
-            ivf.nprobe = nprobe
         self._seeds = np.random.SeedSequence(seed)
         self._lock = threading.Lock()  # for drawing session seeds and reading/changing the availability bitmap
         self.available = Bitmap(self.n)  # rows a new session may show: `hide` takes rows out
         self.n_hidden = 0  # rows hidden from every session (e.g. their picture cannot be shown)
         self.belief_spaces = BeliefSpaces(self)  # what `bayes` sessions compare, made once per view
-
-    @property
-    def codes(self) -> ExactSQ8 | None:
-        """`sq8_index` under its name before issue 22."""
-        return self.sq8_index
 
     def hide(self, rows) -> int:
         """Never show `rows` in sessions started from now on (e.g. products whose image cannot be shown).
@@ -294,13 +263,6 @@ class Recommender:
     def is_hidden(self, row: int) -> bool:
         """Whether `row` is kept out of new sessions."""
         return not self.available.has(row)
-
-    exclude, is_excluded = hide, is_hidden  # their names before issue 22
-
-    @property
-    def n_excluded(self) -> int:
-        """`n_hidden` under its name before issue 22."""
-        return self.n_hidden
 
     def new_session(self, seed: int | None = None, strategy: str | None = None, **params) -> Session:
         """Start a shopper session; same `seed` -> same rounds, None -> drawn from the recommender's seed.
@@ -368,22 +330,16 @@ class Session:
         self.picks: list[int] = []
         self.history: list[list[int]] = []  # every round shown, in order
         self.shown: list[int] = []  # the current round
-        self.n_similar = 0  # how many of `shown` (at its front) came from the strategy
-        self.state: dict = {}  # memory of a strategy added with `register_strategy`
+        self.n_similar = 0  # how many of `shown` (at its front) are look-alikes, from the strategy
         self.bayes: BayesState | None = None  # what the `bayes` strategy remembers
-        self.n_starred: int | None = None  # set by a strategy whose look-alikes are fewer than its rows
         self.n_seen = 0  # rows shown to the shopper
         self.query_vector: np.ndarray | None = None  # the active query: a unit vector in the embedding space,
         self.query_rows: np.ndarray | None = None  # or the rows whose names matched (sorted, unique)
         self.query_serial = 0  # bumped by every new query, so strategies know when to redo their query work
-        self.weigh_picks_from = 0  # `bayes` weighs the picks of rounds from this one on (a restore sets it)
+        self.weigh_picks_from = 0  # picks of rounds before this one are not weighed again (a restore sets it)
         with rec._lock:
             self.unseen = rec.available.copy()  # the rows that may still be shown (the FAISS selector reads its bits)
             self.n_hidden = rec.n_hidden  # rows never to be shown: hidden from every session, or from this one
-        self._params = None
-        if rec.index is not None:
-            self._selector = faiss.IDSelectorBitmap(rec.n, faiss.swig_ptr(self.unseen.bits))
-            self._params = _search_params(rec.index, self._selector)
 
     @property
     def round(self) -> int:
@@ -415,8 +371,6 @@ class Session:
             return self.picks[self.pick_rounds.index(round_no)]
         return None
 
-    pick_after = pick_in_round  # its name before issue 22
-
     def is_seen(self, row: int) -> bool:
         """Whether `row` has been shown in this session."""
         return not self.unseen.has(row)
@@ -433,34 +387,19 @@ class Session:
             if k <= 0:
                 return []
             if len(among) * 4 <= self.rec.n:  # a few: score just them
-                scores = (self.rec.unit.scores(query, among) if isinstance(self.rec.unit, UnitRows) else
-                          self.rec.unit[among] @ query.ravel())
+                scores = self.rec.index.scores(query, among)
                 return among[np.lexsort((among, -scores))][:k].tolist()
             mask = np.zeros(self.rec.n, dtype=bool)  # a large share of the catalog: a scan with a bitmap of them
             mask[among] = True
             return self._search_bits(query, k, Bitmap.of_mask(mask).bits, len(among))
-        return self._search_bits(query, min(k, self.remaining), self.unseen.bits, self.remaining, self._params)
+        return self._search_bits(query, min(k, self.remaining), self.unseen.bits, self.remaining)
 
-    def _search_bits(self, query: np.ndarray, k: int, bits: np.ndarray, available: int, params=None) -> list[int]:
+    def _search_bits(self, query: np.ndarray, k: int, bits: np.ndarray, available: int) -> list[int]:
         """`search` among the rows whose bit is set in `bits` (`available` of them)."""
         if k <= 0:
             return []
-        if self.rec.sq8_index is not None:
-            _, ids = self.rec.sq8_index.search(query, k, bits, available)
-            return ids.tolist()
-        if params is None:
-            selector = faiss.IDSelectorBitmap(self.rec.n, faiss.swig_ptr(bits))
-            params = _search_params(self.rec.index, selector)
-        m = min(k + 1, available)  # one more, to see whether the k-th place is tied
-        while True:
-            scores, ids = self.rec.index.search(query, m, params=params)
-            keep = ids[0] >= 0
-            scores, ids = scores[0][keep], ids[0][keep]
-            # FAISS's heap settles a tie at the k-th place by scan order; widen until the tie is all in hand
-            if len(ids) <= k or scores[-1] < scores[k - 1] or m >= available:
-                break
-            m = min(m * 4, available)
-        return ids[np.lexsort((ids, -scores))][:k].tolist()
+        _, ids = self.rec.index.search(query, k, bits, available)
+        return ids.tolist()
 
     def unseen_matches(self) -> np.ndarray | None:
         """The active word query's rows not shown yet (None without a word query)."""
@@ -566,8 +505,6 @@ class Session:
                     self.history.pop()
         return list(self.shown)
 
-    withdraw = hide  # its name before issue 22
-
     def to_dict(self) -> dict:
         """What `Recommender.restore_session` needs to rebuild this session: JSON-ready plain data."""
         return {"strategy": self.strategy, "history": [list(r) for r in self.history],
@@ -594,16 +531,15 @@ class Session:
             self.pick_rounds.append(self.round)
         if checked is not None:
             self._activate(*checked)
-        rec = self.rec
-        slots = {"similar": rec.similar, "all": rec.per_round, "none": 0}[SLOTS[self.strategy]]
-        n_similar = min(slots, self.remaining)
-        similar = STRATEGIES[self.strategy](self, n_similar)[:n_similar]
+        rec, strategy = self.rec, STRATEGIES[self.strategy]
+        n_slots = min(strategy.n_slots(rec.per_round, rec.similar), self.remaining)
+        choice = strategy.choose(self, n_slots)
+        similar = choice.rows[:n_slots]
         rest = self.random_unseen(rec.per_round - len(similar), exclude=set(similar))
         rows = similar + rest
         self._mark_seen(rows)
         self.shown = rows
-        self.n_similar = len(similar) if self.n_starred is None else self.n_starred
-        self.n_starred = None
+        self.n_similar = min(choice.n_alike, len(similar))
         if rows:
             self.history.append(rows)
         return list(rows)

@@ -21,16 +21,25 @@ import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from common.cli import ArgumentParser, whole_number
 from common.cli import run as run_cli
 from common.hubcheck import HubUnavailableError, require_hub
-from common.saving import check_out_dir, out_lock, save_replacing, save_together  # noqa: F401 - save_replacing re-exported
+from common.saving import check_out_dir, out_lock, save_together
 from common.untrusted import display_name, safe_url
 from embed import DEFAULT_MODEL, EFFICIENTNET_LITE, describe_model, model_has_text
 from intake.download import DownloadOptions
 from intake.folder import DEFAULT_MAX_PIXELS, FolderScan, check_files, files_key, image_rows
 from intake.shop_input import ShopInput, gather, with_product_columns
+
+if TYPE_CHECKING:
+    import datasets
+
+    from embed import ImageEncoder
+    from intake.ray_embed import RayOptions
+
+    Built = tuple[FolderScan, datasets.Dataset, datasets.Dataset]  # what `build` makes: scan, images, embeddings
 
 REPO_PART = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?")
 REPO_MAX = 96  # the Hub's limit on a repo name, which NAME-embeddings must meet too
@@ -58,7 +67,7 @@ def repo_problem(repo: str, need_user: bool) -> str | None:
     return None
 
 
-def images_dataset(scan: FolderScan):
+def images_dataset(scan: FolderScan) -> datasets.Dataset:
     """The `NAME` dataset (image bytes + id), written to the datasets cache, keyed by the files' names/sizes/times."""
     import datasets
 
@@ -81,7 +90,7 @@ def scrub(text: str, token: str | None) -> str:
     return text.replace(token, "hf_***") if token else text
 
 
-def push(images_ds, emb_ds, repo: str, token: str, private: bool) -> list[str]:
+def push(images_ds: datasets.Dataset, emb_ds: datasets.Dataset, repo: str, token: str, private: bool) -> list[str]:
     """Push both datasets as `repo` and `repo-embeddings`, then add the model note to the embeddings card."""
     from huggingface_hub import DatasetCard
 
@@ -95,7 +104,7 @@ def push(images_ds, emb_ds, repo: str, token: str, private: bool) -> list[str]:
     return pushed
 
 
-def model_card_text(emb_ds) -> str:
+def model_card_text(emb_ds: datasets.Dataset) -> str:
     """The dataset-card section that says which model and pooling made the vectors."""
     meta = json.loads(emb_ds.info.description)
     text = (f"\n\nThe embeddings share a space with `{meta['model']}`'s text tower: words embedded with it (e.g. "
@@ -115,8 +124,8 @@ def read_images(shop: ShopInput, max_pixels: int = DEFAULT_MAX_PIXELS, progress:
 
 
 def build(img_dir: str | os.PathLike | None = None, model: str = DEFAULT_MODEL, batch_size: int = 32,
-          pooling: str = "cls", max_pixels: int = DEFAULT_MAX_PIXELS, progress: bool = True, encoder=None,
-          shop: ShopInput | None = None):
+          pooling: str = "cls", max_pixels: int = DEFAULT_MAX_PIXELS, progress: bool = True,
+          encoder: ImageEncoder | None = None, shop: ShopInput | None = None) -> Built:
     """Read the products (`shop`, else the folder `img_dir`), then embed: returns (scan, images dataset,
     embeddings dataset), both datasets with the product table's columns."""
     from embed import ImageEncoder, embed_dataset
@@ -134,9 +143,8 @@ def build(img_dir: str | os.PathLike | None = None, model: str = DEFAULT_MODEL, 
     return scan, with_product_columns(images_ds, shop.table), with_product_columns(emb_ds, shop.table)
 
 
-def build_ray(shop: ShopInput, options, work_dir: str | None):
-    """The same three results as `build`, with reading, decoding and embedding run as Ray Data stages
-    (`options`: a ray_embed.RayOptions)."""
+def build_ray(shop: ShopInput, options: RayOptions, work_dir: str | None) -> Built:
+    """The same three results as `build`, with reading, decoding and embedding run as Ray Data stages."""
     import datasets
 
     from intake import ray_embed
@@ -265,7 +273,7 @@ def hub_token(args: argparse.Namespace) -> str | None:
     return token
 
 
-def embed_all(args: argparse.Namespace):
+def embed_all(args: argparse.Namespace) -> Built:
     """(scan, images dataset, embeddings dataset) with the chosen engine."""
     download = DownloadOptions(timeout=args.download_timeout, max_bytes=int(args.max_download_mb * 2**20),
                                retries=args.download_retries, workers=args.download_workers)
@@ -329,14 +337,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def save_outputs(images_ds, emb_ds, out: Path, names: list[str]) -> None:
+def save_outputs(images_ds: datasets.Dataset, emb_ds: datasets.Dataset, out: Path, names: list[str]) -> None:
     """Both datasets under `out`, replacing the old pair together (see saving.save_together)."""
     save_together([(images_ds, out / names[0], None),
                    (emb_ds, out / names[1], f"# {names[1]}\n\n{model_card_text(emb_ds)}")])
     print(f"saved {display_name(out / names[0])} and {display_name(out / names[1])}")
 
 
-def summary(scan: FolderScan, emb_ds, elapsed: float) -> str:
+def summary(scan: FolderScan, emb_ds: datasets.Dataset, elapsed: float) -> str:
     """The closing lines: products, skipped, model, speed, downloads, and the skip report."""
     meta, n = json.loads(emb_ds.info.description), len(scan.images)
     return (f"\nsummary: {n} products, {len(scan.skipped)} skipped, dim {meta['dim']}, model {meta['model']} "

@@ -27,9 +27,10 @@ CHILD = r"""
 import json, sys, time, statistics
 sys.path.insert(0, sys.argv[1]); sys.path.insert(0, sys.argv[1] + "/tests")
 import datasets, gradio as gr, app
+from app import Catalog, Recommender
 catalog = Catalog(datasets.load_from_disk(sys.argv[2]), "bench", sys.argv[3])
 rec = Recommender(catalog.embeddings, seed=0)
-catalog.on_unavailable = rec.exclude  # the names before issue 22: the bench also runs older trees
+catalog.on_hide = rec.hide
 catalog.check_all(background=False)
 fns = {f.api_name: f.fn for f in app.build_app(catalog, rec).fns.values()}
 handler, engine = [], []
@@ -64,6 +65,7 @@ def startup_s(root: Path, dataset: Path, cache: Path) -> float:
 
 
 def main() -> int:
+    """Measure each tree and catalog kind, alternating, and print the table."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--products", type=int, default=2000)
     ap.add_argument("--hunts", type=int, default=20, help="hunts of 10 picks per measurement")

@@ -52,6 +52,7 @@ def rate(n: int, seconds: float) -> float:
 
 
 def main() -> None:
+    """Measure each configuration on the same images and print images per second."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=64, help="images per measurement")
     ap.add_argument("--batch-size", type=int, default=32, help="batch size of our pipeline (a)")
@@ -106,7 +107,7 @@ def main() -> None:
               f"{r / a:.2f}x the default engine")
 
 
-def ray_engine(tmp: Path, files: list[Path], args) -> dict[int, tuple[float, float]]:
+def ray_engine(tmp: Path, files: list[Path], args: argparse.Namespace) -> dict[int, tuple[float, float]]:
     """Images/s of upload_ds's Ray engine (read -> decode -> actor pool -> Parquet) for each worker count."""
     import ray
 

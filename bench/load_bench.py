@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 from catalogs import make_catalog  # noqa: E402
-from gradio_http import Shopper, free_port, gallery_rows, start_app  # noqa: E402
+from gradio_http import Shopper, gallery_rows, start_app  # noqa: E402
 
 
 def wait_for_thumbnails(log: Path, timeout: float = 900) -> None:
@@ -142,20 +142,8 @@ def serving(products: int, tmp: Path, dim: int, strategy: str = "mean") -> Itera
 @contextmanager
 def floor_serving(pictures: Path, urls: bool) -> Iterator[tuple]:
     """The floor app (bench/floor_app.py) over the same thumbnail files: (process, url)."""
-    port = free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "floor_app.py"), str(pictures), "--port",
-                             str(port), *(["--urls"] if urls else [])], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    import requests
-
-    for _ in range(300):
-        try:
-            if requests.get(f"{url}/config", timeout=2).ok:
-                break
-        except requests.RequestException:
-            time.sleep(0.2)
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "APP_LOG": "/dev/null"}
+    proc, url = start_app([str(pictures), *(["--urls"] if urls else [])], env, app=ROOT / "bench" / "floor_app.py")
     try:
         yield proc, url
     finally:
@@ -188,6 +176,7 @@ def engine_cost(catalog: Path, strategy: str, shoppers: int, rounds: int) -> dic
 
 
 def thumbnails_of(tmp: Path) -> Path:
+    """The app's thumbnail folder under `tmp` (the fullest one), for the floor app to serve the same files."""
     return max((p for p in (tmp / "cache" / "thumbs").iterdir() if p.is_dir()), key=lambda p: len(list(p.iterdir())))
 
 
@@ -200,6 +189,7 @@ def run(products: int, shoppers: int, rounds: int, dim: int = 768, tmp: Path | N
 
 
 def line(name: str, r: dict) -> str:
+    """One printed line of a run's figures: server CPU, latencies, rounds per second and problems."""
     lat = r["latencies_ms"]
     return (f"{name:<22} server CPU {r['server_cpu_ms']:6.1f} ms/round; p50 {np.percentile(lat, 50):7.1f} ms, "
             f"p99 {np.percentile(lat, 99):7.1f} ms; {r['rounds_per_s']:5.1f} rounds/s; errors {r['errors']}, "
@@ -233,6 +223,7 @@ def compare(args: argparse.Namespace, tmp: Path) -> None:
 
 
 def one_shopper(args: argparse.Namespace, tmp: Path) -> None:
+    """Print one shopper's round time on a catalog of --server-products."""
     with serving(args.server_products, tmp, args.dim) as (proc, url, cat):
         r = drive(url, 1, 40, True, proc.pid)
     e = engine_cost(cat, "mean", 1, 40)
@@ -269,6 +260,7 @@ def chromium(args: argparse.Namespace, tmp: Path) -> None:
 
 
 def main() -> None:
+    """Run the shoppers against the app per strategy, then the floor and the engine, and print the ratios."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--products", type=int, default=10_000)
     ap.add_argument("--shoppers", type=int, default=50)

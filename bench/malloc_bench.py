@@ -57,6 +57,7 @@ def child(threshold: int | None, products: int, dim: int, images: int, rounds: i
 
 
 def main() -> None:
+    """Alternate pinned and adaptive children and print the rounds' and embedding's times side by side."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--products", type=int, default=100_000)
     ap.add_argument("--dim", type=int, default=256)

@@ -10,12 +10,9 @@ Writes a Shopify-style export of N products (one extra image row each) whose pho
 from __future__ import annotations
 
 import argparse
-import csv
-import http.server
 import io
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -23,7 +20,9 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
+from shop_files import SHOPIFY_SHORT_HEADER, serve_files, write_csv  # noqa: E402
 
 
 def photos(n: int, px: int = 400) -> dict[str, bytes]:
@@ -41,30 +40,8 @@ def photos(n: int, px: int = 400) -> dict[str, bytes]:
     return out
 
 
-def serve(files: dict[str, bytes], latency_s: float) -> http.server.ThreadingHTTPServer:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            time.sleep(latency_s)
-            body = files.get(self.path)
-            if body is None:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", "image/jpeg")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
 def main() -> None:
+    """Serve the photos, write the export, time the downloads and the whole upload, and print both."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--products", type=int, default=500)
     ap.add_argument("--model", default="efficientnet-lite0")
@@ -74,18 +51,17 @@ def main() -> None:
     from intake.download import DownloadOptions, download_all
 
     files = photos(args.products)
-    server = serve(files, args.latency_ms / 1000)
+    server = serve_files(files, args.latency_ms / 1000)
     base = f"http://127.0.0.1:{server.server_address[1]}"
     with tempfile.TemporaryDirectory() as tmp:
-        table = Path(tmp) / "products_export.csv"
-        with table.open("w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["Handle", "Title", "Body (HTML)", "Vendor", "Type", "Variant Price", "Image Src",
-                        "Image Position", "Status"])
-            for i in range(args.products):
-                w.writerow([f"p{i}", f"Product {i}", "<p>A product.</p>", "Acme", "Things", f"{5 + i % 50}.90",
-                            f"{base}/img/{i}.jpg", "1", "active"])
-                w.writerow([f"p{i}", "", "", "", "", "", f"{base}/img/{(i + 1) % args.products}.jpg", "2", ""])
+        rows = []
+        for i in range(args.products):  # a second image of each product on a row of its own, as Shopify has it
+            rows.append({"Handle": f"p{i}", "Title": f"Product {i}", "Body (HTML)": "<p>A product.</p>",
+                         "Vendor": "Acme", "Type": "Things", "Variant Price": f"{5 + i % 50}.90",
+                         "Image Src": f"{base}/img/{i}.jpg", "Image Position": "1", "Status": "active"})
+            rows.append({"Handle": f"p{i}", "Image Src": f"{base}/img/{(i + 1) % args.products}.jpg",
+                         "Image Position": "2"})
+        table = write_csv(Path(tmp) / "products_export.csv", SHOPIFY_SHORT_HEADER, rows)
         urls = [f"{base}/img/{i}.jpg" for i in range(args.products)]
         t = time.perf_counter()
         results = download_all(urls, Path(tmp) / "dl", DownloadOptions(), progress=False)

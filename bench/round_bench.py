@@ -32,6 +32,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+from engine.faiss_index import search_params  # noqa: E402
 from engine.rows import drop_pages  # noqa: E402
 from engine.sq8 import SHARD_MIN_ROWS  # noqa: E402
 from recommender import Recommender  # noqa: E402
@@ -92,7 +93,8 @@ def floor_ms(rec: Recommender, trials: int = 9) -> float:
         u = rec.sq8_index._query(query.ravel())[0]
         scan = lambda: rec.sq8_index._scan(u, rec.similar, session.unseen.bits)  # noqa: E731
     else:
-        scan = lambda: rec.index.search(query, rec.similar, params=session._params)  # noqa: E731
+        params = search_params(rec.index.index, faiss.IDSelectorBitmap(rec.n, faiss.swig_ptr(session.unseen.bits)))
+        scan = lambda: rec.index.index.search(query, rec.similar, params=params)  # noqa: E731
     times = []
     for _ in range(trials):
         t = time.perf_counter()
@@ -128,7 +130,8 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_child(path: Path, n: int, d: int, compression: str, threads: int, args, bayes: bool) -> dict:
+def run_child(path: Path, n: int, d: int, compression: str, threads: int, args: argparse.Namespace,
+              bayes: bool) -> dict:
     """Run `child` in a fresh interpreter and return its figures."""
     cmd = [sys.executable, __file__, "--child", str(path), "--sizes", str(n), "--dim", str(d), "--compressions",
            compression, "--threads", str(threads), "--sessions", str(args.sessions), "--rounds", str(args.rounds)]
@@ -185,6 +188,7 @@ def pct(times: list[float]) -> str:
 
 
 def main() -> None:
+    """Measure every size and configuration (each in a fresh child) and print the tables."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1000,10000,100000,1000000", help="catalog sizes N, comma-separated")
     ap.add_argument("--dim", type=int, default=768)
@@ -224,7 +228,7 @@ def main() -> None:
             compare_approx(max(sizes), args)
 
 
-def compare_configs(path: Path, n: int, sizes: list[int], configs: list[str], args) -> dict:
+def compare_configs(path: Path, n: int, sizes: list[int], configs: list[str], args: argparse.Namespace) -> dict:
     """Each configuration's rounds on the N rows in `path`, printed beside float32's; returns them by config."""
     runs = [(c, args.threads) for c in configs]
     if args.one_thread_too and "sq8" in configs and n >= SHARD_MIN_ROWS:
@@ -251,7 +255,7 @@ def compare_configs(path: Path, n: int, sizes: list[int], configs: list[str], ar
     return results
 
 
-def compare_approx(n: int, args) -> None:
+def compare_approx(n: int, args: argparse.Namespace) -> None:
     """An approximate index (--approx) on clustered vectors: its round time and top-5 agreement with the exact."""
     x = unit_vectors(n, args.dim, clusters=max(16, n // 1000))
     exact = Recommender(x, seed=0)

@@ -17,6 +17,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ KINDS = ["Sneaker", "Dress", "Coat", "Bag", "Ankle boot", "Sandal", "Shirt", "T-
 COLOURS = ["red", "blue", "green", "black", "white", "yellow", "grey", "pink"]
 
 
-def timed(fn, repeats: int) -> float:
+def timed(fn: Callable[[], object], repeats: int) -> float:
     """Median ms of `fn()` over `repeats` calls (after one warm-up call)."""
     fn()
     out = []

@@ -87,6 +87,7 @@ def run(products: int, sessions: int, batch: int, dim: int, workers: int, tmp: P
 
 
 def main() -> None:
+    """Open and close the sessions against the app and print its RSS before, at the peak and after."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--products", type=int, default=100_000)
     ap.add_argument("--sessions", type=int, default=1000)

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -38,6 +39,10 @@ from catalog.dataset import (
 from catalog.words import WordIndex, words_of
 from common.images import APPEARANCE_SIZE, appearance_vectors, open_image, to_rgb
 from common.untrusted import clean_text, price_value, safe_url
+
+if TYPE_CHECKING:
+    import datasets
+    from PIL import Image
 
 log = logging.getLogger("catalog")
 THUMB_PX = 256  # gallery tiles: pictures shrunk or (smoothly) enlarged to fit this square
@@ -71,7 +76,7 @@ def price_text(price: float | None, currency: str | None) -> str:
     return f"{price:,.2f} {currency}".strip() if currency else f"{price:,.2f}"
 
 
-def fit_square(img, px: int):
+def fit_square(img: Image.Image, px: int) -> Image.Image:
     """`img` scaled to fit a px x px square: shrunk, or enlarged with a smooth filter (a tiny picture shown large
     stays soft, not blocky)."""
     from PIL import Image
@@ -104,14 +109,12 @@ class TypedQuery:
     message: str = ""
 
 
-Found = TypedQuery  # its name before issue 22
-
 
 class Catalog:
     """The products a shop shows: embeddings, labels, and images as gallery-sized thumbnail files."""
 
-    def __init__(self, ds, name: str, cache_dir: str | os.PathLike = DEFAULT_CACHE, image_column: str = "image",
-                 base_dir: str | os.PathLike | None = None) -> None:
+    def __init__(self, ds: datasets.Dataset, name: str, cache_dir: str | os.PathLike = DEFAULT_CACHE,
+                 image_column: str = "image", base_dir: str | os.PathLike | None = None) -> None:
         import datasets
 
         missing = [c for c in (image_column, "embeddings") if c not in ds.column_names]
@@ -250,10 +253,6 @@ class Catalog:
         stored = self._stored[row].as_py() if self._stored is not None else self.images[row][self.image_column]
         return picture_source(stored, self.base_dir)
 
-    def image(self, row: int):
-        """The product's image as a PIL image (see `picture` for which files may be read)."""
-        return open_image(picture_data(self.picture(row)[0]))
-
     def thumb(self, row: int) -> str:
         """Path of the product's gallery-sized JPEG, made on first use and kept on disk; raises if it cannot be.
 
@@ -307,11 +306,6 @@ class Catalog:
             log.warning("... and %d more products cannot be shown", len(new) - 20)
         if new and self.on_hide is not None:
             self.on_hide(sorted(new))
-
-    # its names before issue 22
-    mark_unavailable = hide
-    unavailable = property(lambda self: self.hidden)
-    on_unavailable = property(lambda self: self.on_hide, lambda self, fn: setattr(self, "on_hide", fn))
 
     # -- a second pair of eyes
     def add_appearance(self) -> None:

@@ -12,11 +12,15 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from common.hubcheck import HubUnavailableError, require_hub
 from common.untrusted import UnsafePath, file_stamp, inside, read_regular_file
+
+if TYPE_CHECKING:
+    import datasets
 
 NAME_COLUMNS = ("id", "label", "category", "name", "title")  # where a product's words come from
 
@@ -28,7 +32,7 @@ class CatalogError(ValueError):
     """The dataset cannot be used as a catalog (missing, unreachable, wrong columns, bad embeddings, no images)."""
 
 
-def load_dataset_source(src: str):
+def load_dataset_source(src: str) -> datasets.Dataset:
     """A local folder from `save_to_disk` (load_from_disk) or a Hub dataset id (load_dataset, split train)."""
     import datasets
 
@@ -69,7 +73,7 @@ def _saved_without_rows(path: Path) -> bool:
         return False
 
 
-def dataset_meta(ds) -> dict:
+def dataset_meta(ds: datasets.Dataset) -> dict:
     """What upload_ds.py / the demo recorded in the dataset's info (model, pooling, dim, text...); {} if nothing
     readable is there."""
     try:
@@ -79,7 +83,7 @@ def dataset_meta(ds) -> dict:
     return meta if isinstance(meta, dict) else {}
 
 
-def name_column(ds, col: str) -> list[str]:
+def name_column(ds: datasets.Dataset, col: str) -> list[str]:
     """A column of product names as strings ("" for missing; class labels by their names)."""
     import datasets
 
@@ -89,20 +93,20 @@ def name_column(ds, col: str) -> list[str]:
     return ["" if v is None else str(v) for v in values]
 
 
-def product_texts(ds) -> list[list[str]]:
+def product_texts(ds: datasets.Dataset) -> list[list[str]]:
     """Each product's names for word search: its id, label, category, name and title, where the dataset has them
     (class labels by their names)."""
     columns = [name_column(ds, c) for c in NAME_COLUMNS if c in ds.column_names]
     return [list(parts) for parts in zip(*columns)] if columns else [[] for _ in range(len(ds))]
 
 
-def dataset_folder(ds) -> Path | None:
+def dataset_folder(ds: datasets.Dataset) -> Path | None:
     """The folder a dataset was loaded from (for image paths relative to it), or None."""
     files = getattr(ds, "cache_files", None) or []
     return Path(files[0]["filename"]).parent if files else None
 
 
-def picture_source(value, base_dir: Path | None) -> tuple[bytes | Path, str]:
+def picture_source(value: bytes | str | dict | None, base_dir: Path | None) -> tuple[bytes | Path, str]:
     """A picture as a dataset stores it (bytes, or a path relative to the dataset's folder) -> (the bytes or a
     checked file, a key that changes when the picture does).
 
@@ -129,7 +133,7 @@ def picture_data(source: bytes | Path) -> bytes:
     return source if isinstance(source, bytes) else read_regular_file(source)
 
 
-def picture_bytes(ds, image_column: str = "image"):
+def picture_bytes(ds: datasets.Dataset, image_column: str = "image") -> datasets.Dataset:
     """The dataset's pictures column alone, every picture as stored bytes: paths are read under the rule of
     `picture_source` (inside the dataset's folder); one that cannot be read is a ValueError naming its row."""
     import datasets
@@ -152,7 +156,7 @@ def picture_bytes(ds, image_column: str = "image"):
 
 
 # ------------------------------------------------------------------------------------ dataset readers
-def embedding_blocks(ds, column: str = "embeddings") -> list[np.ndarray]:
+def embedding_blocks(ds: datasets.Dataset, column: str = "embeddings") -> list[np.ndarray]:
     """The dataset's embeddings as (rows, d) arrays, one per Arrow block, viewing the (memory-mapped) Arrow data
     where it can: a saved dataset's float32 embeddings are then never copied into memory.
 
@@ -193,13 +197,13 @@ def embedding_blocks(ds, column: str = "embeddings") -> list[np.ndarray]:
     return out
 
 
-def dataset_views(ds) -> dict[str, np.ndarray]:
+def dataset_views(ds: datasets.Dataset) -> dict[str, np.ndarray]:
     """The dataset's other per-product views for `Recommender(views=...)`: its `appearance` column when it has one
     (datasets made before that column have none)."""
     return {"appearance": embedding_matrix(ds, "appearance")} if "appearance" in ds.column_names else {}
 
 
-def embedding_matrix(ds, column: str = "embeddings") -> np.ndarray:
+def embedding_matrix(ds: datasets.Dataset, column: str = "embeddings") -> np.ndarray:
     """The (N, d) float32 matrix of a dataset's embeddings column, read from Arrow without per-row Python work.
 
     Raises ValueError for a missing, ragged (rows of different lengths), null or non-numeric column.

@@ -19,6 +19,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -26,6 +27,11 @@ from PIL import Image
 from catalog.catalog import DEFAULT_CACHE
 from common.cli import ArgumentParser, folder_problem, whole_number
 from common.saving import save_replacing
+
+if TYPE_CHECKING:
+    import datasets
+
+    from embed import ImageEncoder
 
 CATEGORIES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
               "Ankle boot"]
@@ -93,7 +99,7 @@ def product_photo(pixels: np.ndarray, px: int) -> Image.Image:
 
 
 def load_demo_catalog(size: int = 2000, cache_dir: str | os.PathLike | None = None, source: str = "auto",
-                      encoder=None, progress: bool = True):
+                      encoder: ImageEncoder | None = None, progress: bool = True) -> datasets.Dataset:
     """The demo catalog as a `datasets.Dataset` (image, id, category, title, embeddings, appearance); cached on
     disk after one build."""
     import datasets
@@ -166,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def category_precision_at_k(embeddings: np.ndarray, labels, k: int = 5) -> float:
+def category_precision_at_k(embeddings: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
     """Mean share of each product's k nearest neighbours (itself excluded) that are of its category."""
     x = np.asarray(embeddings, dtype=np.float32)
     x = x / np.linalg.norm(x, axis=1, keepdims=True)

@@ -14,6 +14,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
@@ -22,7 +23,8 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 class ArgumentParser(argparse.ArgumentParser):
     """argparse whose errors are one line, `error: ...`, exit code 2 (the usage block is what --help is for)."""
 
-    def error(self, message: str):
+    def error(self, message: str) -> NoReturn:
+        """Print one `error:` line naming --help and exit with code 2 (a usage block hides the cause)."""
         self.exit(EXIT_USAGE, f"error: {message} (see {self.prog} --help)\n")
 
 

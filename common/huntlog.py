@@ -25,14 +25,13 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 log = logging.getLogger("huntlog")
 ROTATE_BYTES = 64 << 20
 ABANDON_GRACE_S = float(os.environ.get("HUNT_LOG_GRACE_S", "600"))  # a closed tab's hunt waits this long for a reload
-ENDINGS = ("found", "started_over", "abandoned")
 
 
 def new_hunt_id() -> str:
@@ -46,7 +45,7 @@ def minute_now() -> str:
 
 
 def round_entries(history: list[list[int]], picks: dict[int, int], searches: dict[int, list[tuple[str, int | None]]],
-                  product_id) -> list[dict]:
+                  product_id: Callable[[int], str]) -> list[dict]:
     """The `rounds` of a record: per gallery shown (1-based round r: `history[r-1]`), its pick and the words that
     ended it; a search that matched nothing follows as its own entry with nothing shown. `searches[r]` lists the
     (words, matches) typed during round r, in order; `product_id(row)` names a product."""
@@ -97,6 +96,7 @@ class HuntLog:
 
     @property
     def enabled(self) -> bool:
+        """Whether hunts are written at all (no path: logging is off)."""
         return self.path is not None
 
     def write(self, record: dict) -> None:

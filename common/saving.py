@@ -25,9 +25,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from common.cli import folder_problem
 from common.untrusted import display_name
+
+if TYPE_CHECKING:
+    import datasets
 
 MARK = "product-recommender"  # recorded as `written_by` in the info of every dataset this project saves
 SAVED_FILES = re.compile(r"state\.json|dataset_info\.json|README\.md|data-\d{5}-of-\d{5}\.arrow")
@@ -124,7 +128,7 @@ def _swap(a: Path, b: Path) -> None:
         os.replace(parked, a)
 
 
-def save_together(items: list[tuple[object, Path, str | None]]) -> None:
+def save_together(items: list[tuple[datasets.Dataset, Path, str | None]]) -> None:
     """`save_to_disk` each (dataset, destination, card or None), replacing what is there: all or none of them.
 
     Each is written to a folder beside its destination; then all are swapped in. On any failure, the ones
@@ -156,7 +160,7 @@ def save_together(items: list[tuple[object, Path, str | None]]) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def save_replacing(ds, dest: Path, card: str | None = None) -> None:
+def save_replacing(ds: datasets.Dataset, dest: Path, card: str | None = None) -> None:
     """`save_to_disk` to `dest`, atomically replacing what is there (see `save_together`)."""
     save_together([(ds, dest, card)])
 

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 MAX_IMAGE_BYTES = 64 << 20  # a product picture larger than this on disk is not read (a catalog is not a dump)
 
 
-def whole(value, low: int, high: int, what: str) -> int:
+def whole(value: object, low: int, high: int, what: str) -> int:
     """`value` as an int in [low, high]: a real int (not a bool, a float or a string), else a ValueError."""
     if not isinstance(value, int) or isinstance(value, bool):
         raise ValueError(f"{what} must be a whole number, got {type(value).__name__}")
@@ -27,7 +27,7 @@ def whole(value, low: int, high: int, what: str) -> int:
     return value
 
 
-def whole_list(values, low: int, high: int, what: str, max_len: int) -> list[int]:
+def whole_list(values: object, low: int, high: int, what: str, max_len: int) -> list[int]:
     """`values` as a list of at most `max_len` ints, each in [low, high] (see `whole`)."""
     if not isinstance(values, list):
         raise ValueError(f"{what} must be a list, got {type(values).__name__}")
@@ -36,7 +36,7 @@ def whole_list(values, low: int, high: int, what: str, max_len: int) -> list[int
     return [whole(v, low, high, what) for v in values]
 
 
-def clean_text(value, max_chars: int | None = None) -> str:
+def clean_text(value: object, max_chars: int | None = None) -> str:
     """`value` as valid Unicode text (lone surrogates become U+FFFD), cut to `max_chars`; non-text gives ''."""
     if not isinstance(value, str):
         return ""
@@ -113,7 +113,7 @@ def file_stamp(path: Path) -> tuple[int, int, int]:
     return info.st_size, info.st_mtime_ns, info.st_ino
 
 
-def safe_url(value) -> str | None:
+def safe_url(value: object) -> str | None:
     """`value` when it is an absolute http(s) URL with a host, else None (javascript:, data:, relative...)."""
     if not isinstance(value, str):
         return None
@@ -127,7 +127,7 @@ def safe_url(value) -> str | None:
     return text
 
 
-def price_value(value) -> float | None:
+def price_value(value: object) -> float | None:
     """A price as a float ("19.90", "$1,299.00", "19,90 €", 19.9); None when empty; a ValueError otherwise."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None

@@ -10,28 +10,27 @@ serves the result, and Chromium (Debian's, via Playwright) picks two products an
 from __future__ import annotations
 
 import argparse
-import csv
-import http.server
 import io
 import os
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
-import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+from gradio_http import start_app  # noqa: E402
+from shop_files import SHOPIFY_SHORT_HEADER, serve_files, write_csv  # noqa: E402
+
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 COLOURS = ["Black", "Grey", "Navy", "Olive", "Sand", "White"]
 
 
 def shop_photos(n: int) -> tuple[dict[str, bytes], list[tuple[str, str, float]]]:
     """n product photos from the demo's subset (PNG, 224 px) and their (handle, title, price)."""
-    sys.path.insert(0, str(ROOT))
     from catalog.demo import CATEGORIES, DISPLAY_PX, SUBSET_FILE, product_photo
 
     z = np.load(SUBSET_FILE)
@@ -47,27 +46,8 @@ def shop_photos(n: int) -> tuple[dict[str, bytes], list[tuple[str, str, float]]]
     return files, products
 
 
-def serve(files: dict[str, bytes]) -> http.server.ThreadingHTTPServer:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            body = files.get(self.path)
-            if body is None:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
 def main() -> None:
+    """Build the test shop, serve it, and photograph its product page after two picks (see the module doc)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(ROOT / "docs" / "product-page.png"))
     ap.add_argument("--width", type=int, default=1366)
@@ -76,36 +56,24 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     files, products = shop_photos(60)
-    server = serve(files)
+    server = serve_files(files)
     base = f"http://127.0.0.1:{server.server_address[1]}"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
     with tempfile.TemporaryDirectory() as tmp:
-        table = Path(tmp) / "products_export_1.csv"
-        with table.open("w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["Handle", "Title", "Body (HTML)", "Vendor", "Type", "Variant Price", "Image Src",
-                        "Image Position", "Status"])
-            for k, (handle, title, price) in enumerate(products):
-                w.writerow([handle, title.capitalize(), f"<p>Our {title}: soft, durable, made to last.</p>",
-                            "Zalando sample", title.split(" ", 1)[1].capitalize(), f"{price:.2f}",
-                            f"{base}/photos/{k}.png", "1", "active"])
+        rows = [{"Handle": handle, "Title": title.capitalize(), "Vendor": "Zalando sample",
+                 "Body (HTML)": f"<p>Our {title}: soft, durable, made to last.</p>", "Variant Price": f"{price:.2f}",
+                 "Type": title.split(" ", 1)[1].capitalize(), "Image Src": f"{base}/photos/{k}.png",
+                 "Image Position": "1", "Status": "active"} for k, (handle, title, price) in enumerate(products)]
+        table = write_csv(Path(tmp) / "products_export_1.csv", SHOPIFY_SHORT_HEADER, rows)
         subprocess.run([sys.executable, str(ROOT / "upload_ds.py"), "--products", str(table), "--shop-url",
                         "https://shop.example", "--currency", "EUR", "--repo", "test-shop", "--model",
                         "efficientnet-lite0", "--no-push", "--out", f"{tmp}/out"], check=True, env=env)
-        port = 7890
-        app = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--dataset", f"{tmp}/out/test-shop-embeddings",
-                                "--port", str(port), "--cache-dir", f"{tmp}/cache"], env=env)
+        app, url = start_app(["--dataset", f"{tmp}/out/test-shop-embeddings", "--cache-dir", f"{tmp}/cache"], env)
         try:
-            for _ in range(120):
-                try:
-                    if requests.get(f"http://127.0.0.1:{port}/", timeout=2).ok:
-                        break
-                except requests.RequestException:
-                    time.sleep(1)
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
                 page = browser.new_page(viewport={"width": args.width, "height": args.height})
-                page.goto(f"http://127.0.0.1:{port}/")
+                page.goto(f"{url}/")
                 page.wait_for_function("document.querySelectorAll('#products .thumbnail-item img').length === 10",
                                        timeout=60_000)
                 for r in (1, 2):

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import faiss
 import numpy as np
 
-from engine.rows import CHUNK_BYTES, CHUNK_ROWS, unit_length
-
-if TYPE_CHECKING:
-    from recommender import Recommender, Session
+from engine.rows import CHUNK_BYTES, CHUNK_ROWS, UnitRows, unit_length
+from engine.strategy import Choice
 
 
 @dataclass
@@ -33,6 +31,38 @@ class BayesState:
     hidden: int | None = None  # the session's n_hidden when hidden rows were last ruled out
     query_serial: int | None = None  # which query `query_evidence` is of
     query_evidence: np.ndarray | None = None  # (N,) float32 log-likelihood of the query, made once per query
+
+
+class Recommender(Protocol):
+    """What bayes reads of recommender.py's `Recommender` (named here so the engine never imports recommender.py)."""
+
+    n: int
+    per_round: int
+    unit: np.ndarray | UnitRows  # (N, d) unit rows
+    views: dict[str, np.ndarray]  # other views of the catalog, (N, d_v) unit rows each
+    belief_spaces: BeliefSpaces
+
+
+class Session(Protocol):
+    """What bayes reads of recommender.py's `Session`, and `bayes`, the one field it keeps there."""
+
+    rec: Recommender
+    rng: np.random.Generator
+    params: dict  # the session's tuning, e.g. temperature
+    history: list[list[int]]
+    n_hidden: int
+    query_vector: np.ndarray | None
+    query_rows: np.ndarray | None
+    query_serial: int
+    weigh_picks_from: int  # picks of earlier rounds are not weighed (a restore's, ruled out as seen rows only)
+    bayes: BayesState | None
+
+    @property
+    def remaining(self) -> int: ...
+
+    def unseen_mask(self) -> np.ndarray: ...
+
+    def pick_in_round(self, round_no: int) -> int | None: ...
 
 BAYES_DEFAULTS = {"temperature": 0.05, "epsilon": 0.05, "particles": 512, "candidates": 96}
 BAYES_EXACT_BUDGET = 100_000_000  # N * d up to which the belief uses the full embeddings (e.g. 130k x 768)
@@ -109,9 +139,6 @@ def _project(rows, n: int, out_dim: int) -> tuple[np.ndarray, faiss.PCAMatrix | 
 def belief_rows(rec: Recommender, view: str = "embedding") -> np.ndarray:
     """Unit rows the belief update compares in `view` (see BeliefSpaces)."""
     return rec.belief_spaces.rows(view)
-
-
-belief_space = belief_rows  # its name before issue 22
 
 
 def _query_evidence(session: Session) -> np.ndarray | None:
@@ -202,10 +229,7 @@ def view_weights(session: Session) -> dict[str, float]:
     return out
 
 
-bayes_following = view_weights  # its name before issue 22
-
-
-def strategy_bayes(session: Session, n: int) -> list[int]:
+def strategy_bayes(session: Session, n: int) -> Choice:
     """PicHunter-style search: a posterior over which product the shopper wants, and galleries that split it.
 
     User model h = (view, temperature T, stray-click rate eps): the shopper picks d from gallery D wanting t with
@@ -219,9 +243,10 @@ def strategy_bayes(session: Session, n: int) -> list[int]:
     under the most likely hypothesis, its temperature raised to BAYES_DESIGN_TEMPERATURE (see `_design_gallery`).
     A round is O(H * N * d) for the update (d <=
     BAYES_DIM on big catalogs: PCA projections) and O(N) for the draw; a session holds H * N float32.
+    The look-alikes (the gallery's likely targets, see below) come first.
     """
     if n <= 0:
-        return []
+        return Choice([], 0)
     rec, st = session.rec, _state(session)
     if st.hidden != session.n_hidden:  # rows seen or hidden (for everyone or this session): never the target
         st.log_beliefs[:, ~session.unseen_mask()] = -np.inf
@@ -241,8 +266,7 @@ def strategy_bayes(session: Session, n: int) -> list[int]:
     k = min(rec.per_round, int(np.isfinite(belief).sum()))
     kth = np.partition(belief, -k)[-k] if k else np.inf
     likely = [row for row in gallery if belief[row] >= kth]
-    session.n_starred = len(likely)
-    return likely + [row for row in gallery if belief[row] < kth]
+    return Choice(likely + [row for row in gallery if belief[row] < kth], len(likely))
 
 
 def _fold_in_rounds(session: Session, st: BayesState) -> None:

@@ -155,19 +155,6 @@ def list_folder(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
     return files, skipped
 
 
-def scan_folder(img_dir: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, progress: bool = True) -> FolderScan:
-    """Find and fully decode every image under `img_dir` (in parallel), keeping the good ones in sorted order."""
-    root = Path(img_dir)
-    files, skipped_dirs = list_folder(root)
-    items = [(id_, path, relative_name(root, path)) for id_, path in zip(make_ids(root, files), files)]
-    scan = FolderScan(root, skipped=list(skipped_dirs))
-    check_files(items, scan, max_pixels, progress)
-    if not scan.images:
-        raise ValueError(f"none of the {len(files)} image files under {display_name(root)} could be read:\n"
-                         f"{scan.report()}")
-    return scan
-
-
 def check_files(items: list[tuple[str, Path, str]], scan: FolderScan, max_pixels: int = DEFAULT_MAX_PIXELS,
                 progress: bool = True) -> None:
     """Fully decode each (id, file, name in the report) in parallel: good ones go to `scan.images` in order, the

@@ -14,8 +14,10 @@ from __future__ import annotations
 import os
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +28,9 @@ from common.untrusted import display_name
 from embed import ImageEncoder
 from intake.download import DownloadError, DownloadOptions, fetch_with_retries
 from intake.folder import DEFAULT_MAX_PIXELS, check_image
+
+if TYPE_CHECKING:
+    import datasets
 
 
 def read_source(src: str | bytes) -> bytes:
@@ -125,7 +130,8 @@ class RayOptions:
     cpus_per_worker: float | None = None  # None: the local cores shared among the workers
 
 
-def run(rows: list[tuple[str, str]], work_dir: str | os.PathLike, options: RayOptions, log=print):
+def run(rows: list[tuple[str, str]], work_dir: str | os.PathLike, options: RayOptions,
+        log: Callable[[str], object] = print) -> tuple[datasets.Dataset, list[tuple[str, str]]]:
     """Embed `rows` (id, source) on Ray; returns (embeddings dataset in row order, [(source, reason)] skipped)."""
     import ray
 
@@ -170,7 +176,7 @@ def run(rows: list[tuple[str, str]], work_dir: str | os.PathLike, options: RayOp
     return assemble(work, len(rows))
 
 
-def assemble(work: Path, n_rows: int):
+def assemble(work: Path, n_rows: int) -> tuple[datasets.Dataset, list[tuple[str, str]]]:
     """The shards as one `datasets.Dataset` (image, id, embeddings) in row order, and the skip list."""
     import datasets
 

@@ -10,12 +10,16 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from intake.download import DownloadOptions, download_all
 from intake.folder import DEFAULT_MAX_PIXELS, FolderScan, list_folder, make_ids, relative_name
 from intake.products import ProductTable, read_products
+
+if TYPE_CHECKING:
+    import datasets
 
 
 @dataclass
@@ -114,7 +118,7 @@ def product_columns(ids: list[str], table: ProductTable | None) -> pa.Table | No
     return columns.take(pa.array([where.get(i) for i in ids], pa.int64()))
 
 
-def with_product_columns(ds, table: ProductTable | None):
+def with_product_columns(ds: datasets.Dataset, table: ProductTable | None) -> datasets.Dataset:
     """`ds` (a dataset with an `id` column) plus the product table's columns, their types kept."""
     import datasets
 

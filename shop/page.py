@@ -6,24 +6,23 @@ imports. Everything that comes from a dataset is escaped here: it is shown as te
 from __future__ import annotations
 
 import html
-from urllib.parse import quote
+from typing import TYPE_CHECKING
 
 from catalog.catalog import Catalog, markdown_text, price_text
+from recommender import STRATEGIES
+
+if TYPE_CHECKING:
+    from shop.visit import Visit
 
 MARK_LIKE, MARK_NEW = "★", "✦"
 MARKS_SENTENCE = f"{MARK_LIKE} looks like what you picked; {MARK_NEW} is something different, to learn what you like."
 WORDS_SENTENCE = f"{MARK_LIKE} matches your words; {MARK_NEW} is something different."
-STRATEGY_SENTENCES = {  # Settings only: the main screen speaks of products
-    "mean": "the five products closest to the average of your picks, plus five new ones (the seed's rule).",
-    "rocchio": "like mean, and it also moves away from the products you passed over.",
-    "bayes": "keeps a belief over what you want and shows the products that narrow it down fastest.",
-    "random": "ten products at random: the baseline to compare the others with.",
-}
 
 
 def strategy_choices(names: list[str]) -> list[tuple[str, str]]:
-    """The Settings radio's (label, value) pairs: each strategy's name and one plain sentence."""
-    return [(f"{name}: {STRATEGY_SENTENCES[name]}" if name in STRATEGY_SENTENCES else name, name) for name in names]
+    """The Settings radio's (label, value) pairs: each strategy's name and its one plain sentence (Settings only: the
+    main screen speaks of products)."""
+    return [(f"{name}: {STRATEGIES[name].sentence}" if name in STRATEGIES else name, name) for name in names]
 
 
 def captions(catalog: Catalog, rows: list[int], n_like: int, marked: bool) -> list[str]:
@@ -33,7 +32,7 @@ def captions(catalog: Catalog, rows: list[int], n_like: int, marked: bool) -> li
     return [f"{MARK_LIKE if i < n_like else MARK_NEW} {catalog.caption(row)}" for i, row in enumerate(rows)]
 
 
-def status_line(catalog: Catalog, visit) -> str:
+def status_line(catalog: Catalog, visit: Visit) -> str:
     """The one line above the gallery (Markdown; dataset text escaped)."""
     session = visit.session
     seen = f"{session.n_seen:,} of {catalog.n - session.n_hidden:,} products seen"
@@ -61,17 +60,13 @@ def status_line(catalog: Catalog, visit) -> str:
 
 
 def rounds_text(rounds: int) -> str:
+    """'1 round', '3 rounds'."""
     return f"{rounds} round{'s' * (rounds != 1)}"
 
 
-def picture_url(path: str | None) -> str:
-    """The URL the page fetches a picture file from (Gradio's file route; only the thumbnail folder is served)."""
-    return f"gradio_api/file={quote(str(path))}" if path else ""
-
-
-def product_page(catalog: Catalog, row: int | None, found_in: int | None = None) -> str:
-    """The product page's HTML: a larger picture, title, price, brand, category, description and a link to the
-    shop; every value escaped. Before any pick, a line saying what will appear here."""
+def product_page(catalog: Catalog, row: int | None, found_in: int | None = None, picture: str | None = None) -> str:
+    """The product page's HTML: a larger picture (at the URL `picture`), title, price, brand, category, description
+    and a link to the shop; every value escaped. Before any pick, a line saying what will appear here."""
     if row is None:
         return '<div class="pp pp-empty">Pick a product to see it here.</div>'
     facts = catalog.product(row)
@@ -79,9 +74,8 @@ def product_page(catalog: Catalog, row: int | None, found_in: int | None = None)
     parts = ['<div class="pp">']
     if found_in is not None:
         parts.append(f'<p class="pp-found">This is it: found in {rounds_text(found_in)}.</p>')
-    picture = catalog.page_picture(row)
     if picture:
-        parts.append(f'<img class="pp-img" src="{esc(picture_url(picture))}" alt="{esc(facts["title"])}">')
+        parts.append(f'<img class="pp-img" src="{esc(picture)}" alt="{esc(facts["title"])}">')
     parts.append(f'<h3 class="pp-title">{esc(facts["title"])}</h3>')
     price = price_text(facts["price"], facts["currency"])
     if price:

@@ -1,12 +1,14 @@
-"""What the shop's web server needs beyond Gradio's defaults: a cap on request bodies, freed memory given back
-to the OS, and a closed tab's session forgotten at once. Used by app.py; no round logic here."""
+"""What the shop's web server needs beyond Gradio's defaults: a cap on request bodies, and freed memory given back
+to the OS. Used by app.py; no round logic here. (A closed tab's session, forgotten at once, reaches into Gradio's
+session store: that is in shop/wire.py, with every other piece of Gradio's internals the shop relies on.)"""
 
 from __future__ import annotations
 
 import gc
 import threading
+from collections.abc import Awaitable, Callable
 
-import gradio as gr
+ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]  # an ASGI app: (scope, receive, send)
 
 MAX_REQUEST_BYTES = 1 << 20  # a request body over this is refused (see BodyLimit)
 
@@ -19,10 +21,11 @@ class BodyLimit:
     (chunked) is read up to the limit first, then handed on whole.
     """
 
-    def __init__(self, app, limit: int = MAX_REQUEST_BYTES) -> None:
+    def __init__(self, app: ASGIApp, limit: int = MAX_REQUEST_BYTES) -> None:
         self.app, self.limit = app, limit
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        """Pass the request on, or refuse it with 413 once its body is over the limit."""
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
@@ -44,7 +47,7 @@ class BodyLimit:
                 return await self._refuse(send)
         replayed = False
 
-        async def replay():
+        async def replay() -> dict:
             nonlocal replayed
             if replayed:
                 return await receive()
@@ -53,7 +56,7 @@ class BodyLimit:
 
         return await self.app(scope, replay, send)
 
-    async def _refuse(self, send) -> None:
+    async def _refuse(self, send: Callable) -> None:
         text = f"request body over {self.limit:,} bytes".encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(text)).encode()),
@@ -101,23 +104,3 @@ class MemoryKeeper:
         timer.daemon = True
         timer.start()
 
-
-def forget_session(demo: gr.Blocks, request: gr.Request) -> None:
-    """A closed tab: drop its state and Gradio's record of it now.
-
-    Gradio keeps a closed session's gr.State for an hour, and its per-session record (~150 KB) until
-    `state_session_capacity` sessions push it out; the shopper's place lives on in the browser
-    (gr.BrowserState), so nothing is lost by letting it go at once.
-    """
-    holder = getattr(demo, "state_holder", None)
-    session_hash = getattr(request, "session_hash", None)
-    if holder is None or session_hash is None:
-        return
-    holder.delete_state(session_hash)
-    with holder.lock:
-        holder.session_data.pop(session_hash, None)
-        holder.time_last_used.pop(session_hash, None)
-    queue = getattr(demo, "_queue", None)  # its per-session message queue and (empty) set of pending events
-    if queue is not None and not queue.pending_event_ids_session.get(session_hash):
-        queue.pending_event_ids_session.pop(session_hash, None)
-        queue.pending_messages_per_session.pop(session_hash, None)

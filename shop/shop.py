@@ -1,12 +1,15 @@
 """The shop's event handlers: one method per event of the page, over one catalog and one recommender.
 
-What an event changes is the shopper's own Visit (shop/visit.py); `Shop.render` turns a visit into the page's
-outputs, in the page's own format (shop/wire.py). app.py lays out the page and wires each event to one of these.
+What an event changes is the shopper's own Visit (shop/visit.py). Every handler answers the same way
+(`Shop.answer`): `settle` drops what cannot be shown and makes the pictures, then `render` turns the visit, reading
+only, into a `View` of the page's outputs in the page's own format (shop/wire.py). app.py lays out the page and
+wires each event to one of these.
 """
 
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass, fields
 
 import gradio as gr
 
@@ -17,9 +20,38 @@ from engine.bayes import view_weights
 from recommender import STRATEGIES, Recommender, Session
 from shop import page
 from shop.visit import Visit, restore_visit
-from shop.wire import clicked_row, file_data, gallery_data, page_root, picture_url
+from shop.wire import clicked_row, file_data, file_route, gallery_data, page_root, picture_url, skip, table_data, update
 
 KEEP, SKIP = object(), object()  # Shop.render's `box`: not an output of the event / an output left as it is
+
+
+@dataclass(frozen=True)
+class View:
+    """One event's outputs, each in the page's own format (shop/wire.py). The fields' order IS the order of the
+    page's outputs: build_app wires the components of these names (OUTPUTS), in this order."""
+
+    state: Visit  # the gr.State
+    products: list[dict] | dict  # the round's gallery
+    picks: list[dict]  # the shopper's picks, a gallery
+    info: str  # the status line (Markdown)
+    target: dict | None  # the picture of the product to find
+    results: dict  # the results table
+    saved: dict  # what the browser keeps (gr.BrowserState)
+    header: str  # the catalog line (Markdown)
+    strategy: str  # the Settings radio
+    following: str  # the Settings line on what `bayes` follows (Markdown)
+    product_page: str  # HTML
+    this_is_it: str | dict  # the button
+    new_search: str | dict  # the button
+    box: object = KEEP  # the search box's text, or a skip; KEEP: the box is no output of this event
+
+    def outputs(self) -> tuple:
+        """The values in the order of the event's outputs (the box left out when it is none of them)."""
+        values = tuple(getattr(self, name) for name in OUTPUTS)
+        return values[:-1] if self.box is KEEP else values
+
+
+OUTPUTS = tuple(f.name for f in fields(View))  # the page's outputs, by component name, in order; "box" last
 
 
 SEARCH_HINT = "e.g. sneaker, red dress, shoes/42 - press Enter"
@@ -62,81 +94,94 @@ class Shop:
             visit.logged = True
             self.hunt_log.write(self.hunt_record(visit, ended))
 
-    def forget(self, visit) -> None:
+    def forget(self, visit: object) -> None:
         """A page let its visit go (tab closed, session timed out): its hunt, if not ended, is abandoned."""
         if isinstance(visit, Visit):
             self.hunt_log.closed(visit.hunt, None if visit.logged else self.hunt_record(visit, "abandoned"))
 
-    def resume(self, saved) -> Visit | None:
+    def resume(self, saved: object) -> Visit | None:
         """The visit a browser kept (see `restore_visit`), its hunt held again by this page."""
         visit = restore_visit(saved, self.catalog, self.rec)
         if visit is not None:
             self.hunt_log.opened(visit.hunt)
         return visit
 
-    def gallery_items(self, visit: Visit) -> list[tuple[str, str]]:
-        """The current round as (picture URL, caption); products whose image turns out unreadable are swapped out
-        (a few tries at most, then left off the gallery)."""
-        session = visit.session
+    # -- an event's answer: settle, then render
+    def answer(self, visit: Visit, box: object = KEEP) -> tuple:
+        """An event's outputs: the visit settled (`settle`), then rendered (`render`, which only reads it); the page
+        shows those from now on, and the visit's note, shown once, is gone."""
+        self.settle(visit)
+        view = self.render(visit, box)
+        visit.page.update(self.visibility(visit))
+        visit.note = ""
+        return view.outputs()
+
+    def settle(self, visit: Visit) -> None:
+        """Ready `visit` for `render`, so it only reads: products of the round whose picture cannot be made leave it
+        (the catalog hides them from every shopper; fresh ones take their places, a few tries at most, then the
+        round goes short), and the pictures and the results table the page shows are made."""
+        session, catalog = visit.session, self.catalog
         for _ in range(5):
-            paths = {row: self.catalog.showable(row) for row in session.shown}
-            bad = [row for row, path in paths.items() if path is None]
+            pictures = {row: catalog.showable(row) for row in session.shown}
+            bad = [row for row, path in pictures.items() if path is None]
             if not bad:
                 break
             session.hide(bad)
-        rows = [row for row in session.shown if paths.get(row) is not None]
-        n_like = sum(1 for row in session.shown[: session.n_similar] if paths.get(row) is not None)
+        for row in (*session.picks, visit.target):
+            if row is not None and row not in pictures:
+                pictures[row] = catalog.showable(row)
+        visit.pictures = {row: path for row, path in pictures.items() if path is not None}
+        on_page = visit.on_page
+        visit.page_picture = catalog.page_picture(on_page) if on_page is not None else None
+        made = visit.page.get("results rows")  # made again only when a result was added (results only grow): a
+        if made is None or made[0] != len(visit.results):  # round need not read up to 500 products' titles
+            visit.page["results rows"] = (len(visit.results), page.results_rows(catalog, visit.results))
+
+    def render(self, visit: Visit, box: object = KEEP) -> View:
+        """The page's outputs for a settled `visit` (see `settle`), in the page's own format (shop/wire.py); it reads
+        the visit and changes nothing. `box`: the search box's text, SKIP to leave it as the shopper typed, KEEP
+        when it is no output of the event. Events run with postprocess=False: no Gradio processing per output, and
+        an output whose visibility changes is sent as an update (the one case that makes Gradio rebuild it)."""
+        session, root, pictures, catalog = visit.session, visit.root, visit.pictures, self.catalog
+        rows = [row for row in session.shown if row in pictures]
+        n_like = sum(row in pictures for row in session.shown[: session.n_similar])
         marked = bool(session.picks) or (bool(visit.words) and session.strategy != "random")
-        urls = [picture_url(visit.root, paths[row]) for row in rows]
-        return list(zip(urls, page.captions(self.catalog, rows, n_like, marked)))
+        gallery = zip([picture_url(root, pictures[row]) for row in rows], page.captions(catalog, rows, n_like, marked))
+        picks = [(picture_url(root, pictures[row]), catalog.caption(row)) for row in session.picks if row in pictures]
+        line = page.status_line(catalog, visit)
+        shows = self.visibility(visit)
 
-    def render(self, visit: Visit, box=KEEP):
-        """The outputs of an event, in the page's own data format (every event runs with postprocess=False: no
-        Gradio processing per output, and no component is rebuilt unless its visibility changes): the 13 outputs
-        every event has, plus the search box's text when `box` is given (SKIP: leave it as the shopper typed)."""
-        session, root = visit.session, visit.root
-        gallery = self.gallery_items(visit)  # first: it may swap products, which the status line counts
-        picks = [(picture_url(root, path), self.catalog.caption(row)) for row in session.picks
-                 if (path := self.catalog.showable(row))]
-        line = page.status_line(self.catalog, visit)
-        if visit.note:
-            line, visit.note = f"**{markdown_text(visit.note)}** {line}", ""
-        shown = visit.chosen if visit.chosen is not None else visit.viewing
-        if visit.target is not None and not visit.ended:
-            shown = None  # while hunting a target, the product page stays out of the way
-        target = self.catalog.showable(visit.target) if visit.target is not None else None
-        visible = self.visible
-        out = (visit,
-               visible(visit, "products", visit.chosen is None, gallery_data(gallery)),
-               gallery_data(picks), line,
-               visible(visit, "target", target is not None, file_data(root, target)),
-               {"headers": page.RESULT_HEADERS, "data": self.results_rows(visit), "metadata": None},
-               visit.saved(self.catalog), self.catalog.summary(), session.strategy,
-               page.following_text(view_weights(session)) if session.strategy == "bayes" else "",
-               page.product_page(self.catalog, shown, visit.found_in if visit.chosen is not None else None),
-               visible(visit, "this is it", shown is not None and not visit.ended and visit.target is None,
-                       "This is it"),
-               visible(visit, "new search", visit.chosen is not None, "Start a new search"))
-        if box is KEEP:
-            return out
-        return (*out, gr.skip() if box is SKIP else box)
+        def shown(name: str, value: object) -> object:
+            return value if visit.page.get(name) == shows[name] else update(value, shows[name])
 
-    def results_rows(self, visit: Visit) -> list[list]:
-        """The results table, made again only when a result was added (results only grow): a round need not read
-        up to 500 products' titles to send the same table."""
-        made = visit.page.get("results rows")
-        if made is None or made[0] != len(visit.results):
-            made = visit.page["results rows"] = (len(visit.results), page.results_rows(self.catalog, visit.results))
-        return made[1]
+        target = pictures.get(visit.target) if visit.target is not None else None
+        picture = file_route(visit.page_picture) if visit.page_picture else None
+        return View(
+            state=visit,
+            products=shown("products", gallery_data(list(gallery))),
+            picks=gallery_data(picks),
+            info=f"**{markdown_text(visit.note)}** {line}" if visit.note else line,
+            target=shown("target", file_data(root, target)),
+            results=table_data(page.RESULT_HEADERS, visit.page["results rows"][1]),
+            saved=visit.saved(catalog),
+            header=catalog.summary(),
+            strategy=session.strategy,
+            following=page.following_text(view_weights(session)) if session.strategy == "bayes" else "",
+            product_page=page.product_page(catalog, visit.on_page, visit.found_in if visit.chosen is not None else None,
+                                           picture),
+            this_is_it=shown("this_is_it", "This is it"),
+            new_search=shown("new_search", "Start a new search"),
+            box=skip() if box is SKIP else box)
 
     @staticmethod
-    def visible(visit: Visit, key: str, shown: bool, value):
-        """`value` as it is, or, when the output's visibility on this page changes, an update that also sets it
-        (the one case that makes Gradio rebuild a component, so it is sent only then)."""
-        if visit.page.get(key) == shown:
-            return value
-        visit.page[key] = shown
-        return {"__type__": "update", "value": value, "visible": shown}
+    def visibility(visit: Visit) -> dict[str, bool]:
+        """Whether the page shows each output that comes and goes: the round until a product is chosen, the target
+        while hunting one (if its picture can be shown), "This is it" under a product on the page while shopping,
+        "Start a new search" once a product is chosen."""
+        return {"products": visit.chosen is None,
+                "target": visit.target is not None and visit.target in visit.pictures,
+                "this_is_it": visit.on_page is not None and not visit.ended and visit.target is None,
+                "new_search": visit.chosen is not None}
 
     def draw_target(self, session: Session) -> int | None:
         """A random product that can be shown, to hunt for."""
@@ -180,31 +225,35 @@ class Shop:
             return self._draw.choice(self.compare), "compare"
         return self.rec.strategy, "default"
 
-    def load(self, saved, request: gr.Request | None = None):
+    def load(self, saved: object, request: gr.Request | None = None) -> tuple:
         """A page (re)load: resume what this browser saved, or start a new visit."""
         visit = self.at(self.resume(saved), request)
         if visit is None:
-            return self.render(self.at(self.new_visit(None, None, hunt=False), request), box="")
-        return self.render(visit, box=visit.words or "")
+            return self.answer(self.at(self.new_visit(None, None, hunt=False), request), box="")
+        return self.answer(visit, box=visit.words or "")
 
-    def start(self, strategy: str | None = None, visit: Visit | None = None, request: gr.Request | None = None):
-        return self.render(self.at(self.new_visit(strategy, visit, hunt=False), request), box="")
+    def start(self, strategy: str | None = None, visit: Visit | None = None,
+              request: gr.Request | None = None) -> tuple:
+        """Start over (or a new search): a new hunt that keeps the shopper's results."""
+        return self.answer(self.at(self.new_visit(strategy, visit, hunt=False), request), box="")
 
     def set_strategy(self, strategy: str | None = None, visit: Visit | None = None,
-                     request: gr.Request | None = None):
+                     request: gr.Request | None = None) -> tuple:
         """The shopper chose a strategy in Settings: a new hunt with it, and their choice kept for the next ones."""
-        return self.render(self.at(self.new_visit(strategy, visit, hunt=False, by_shopper=True), request), box="")
+        return self.answer(self.at(self.new_visit(strategy, visit, hunt=False, by_shopper=True), request), box="")
 
     def find_product(self, strategy: str | None = None, visit: Visit | None = None,
-                     request: gr.Request | None = None):
-        return self.render(self.at(self.new_visit(strategy, visit, hunt=True), request), box="")
+                     request: gr.Request | None = None) -> tuple:
+        """"Find a product": a new hunt for a random product shown beside the gallery."""
+        return self.answer(self.at(self.new_visit(strategy, visit, hunt=True), request), box="")
 
-    def on_search(self, text, visit: Visit | None, saved, request: gr.Request | None = None):
+    def on_search(self, text: object, visit: Visit | None, saved: object, request: gr.Request | None = None) -> tuple:
+        """The shopper typed words and pressed Enter (or Search)."""
         visit = self.current(visit, saved, request)
         with visit.lock:
             return self.search(visit, clean_text(text, MAX_QUERY_CHARS * 4))
 
-    def current(self, visit: Visit | None, saved, request: gr.Request | None = None) -> Visit:
+    def current(self, visit: Visit | None, saved: object, request: gr.Request | None = None) -> Visit:
         """This browser's visit: the server's copy, else the browser's (the server let it go: idle, a restart),
         else a new one."""
         if visit is None:
@@ -218,11 +267,11 @@ class Shop:
             visit.root = page_root(request)
         return visit
 
-    def search(self, visit: Visit, text: str):
+    def search(self, visit: Visit, text: str) -> tuple:
         """Typed words steer the next round like a pick; a miss says so and changes nothing; an empty box clears."""
         session = visit.session
         if visit.ended:
-            return self.render(visit, box=SKIP)
+            return self.answer(visit, box=SKIP)
         found = self.catalog.find(text)
         if found.query is None:
             if not found.text and visit.words:
@@ -232,50 +281,54 @@ class Shop:
                 visit.note = found.message
                 if found.search_by:  # words that matched nothing: the shop would like to know
                     visit.searches.setdefault(session.round, []).append((found.text, 0))
-            return self.render(visit, box=SKIP)
+            return self.answer(visit, box=SKIP)
         try:
             session.next_round(query=found.query)
         except ValueError as exc:  # e.g. a text tower whose vectors do not fit the catalog: say it, change nothing
             visit.note = f"Search failed: {exc}"
-            return self.render(visit, box=SKIP)
+            return self.answer(visit, box=SKIP)
         matches = len(found.query) if found.search_by == "names" else None
         visit.searches.setdefault(session.round - 1, []).append((found.text, matches))
         visit.words, visit.search_by = found.text, found.search_by
-        return self.render(visit, box=found.text)
+        return self.answer(visit, box=found.text)
 
-    def on_select(self, visit: Visit | None, saved, evt: gr.SelectData, request: gr.Request | None = None):
+    def on_select(self, visit: Visit | None, saved: object, evt: gr.SelectData,
+                  request: gr.Request | None = None) -> tuple:
+        """A click in the round's gallery: the product picked (see `pick`)."""
         if visit is None:  # the server let this session's state go (idle, or a restart): the browser has it
             visit = self.at(self.resume(saved), request)
             if visit is None:
-                return self.render(self.at(self.new_visit(None, None, hunt=False), request))
+                return self.answer(self.at(self.new_visit(None, None, hunt=False), request))
         with visit.lock:  # a double click sends two events at once; the second sees the first's result
             return self.pick(visit, evt)
 
-    def pick(self, visit: Visit, evt: gr.SelectData):
+    def pick(self, visit: Visit, evt: gr.SelectData) -> tuple:
+        """A pick: the next round, or the hunt's end when it is the target; a stale or out-of-range click is ignored."""
         session = visit.session
         row = clicked_row(session.shown, evt)
         if row is None or visit.ended:
-            return self.render(visit)  # out of range, a stale gallery, or the hunt is over: ignore
+            return self.answer(visit)  # out of range, a stale gallery, or the hunt is over: ignore
         visit.viewing = row
         if visit.target is not None and row == visit.target:
             visit.found_in = session.round
             visit.results.append({"strategy": session.strategy, "rounds": session.round, "product": row,
                                   "how": "target"})
             self.log_end(visit, "found")
-            return self.render(visit)
+            return self.answer(visit)
         session.next_round(pick=row)
-        return self.render(visit)
+        return self.answer(visit)
 
-    def on_view(self, visit: Visit | None, saved, evt: gr.SelectData, request: gr.Request | None = None):
+    def on_view(self, visit: Visit | None, saved: object, evt: gr.SelectData,
+                request: gr.Request | None = None) -> tuple:
         """A click in *Your picks*: that product on the product page; no round is spent."""
         visit = self.current(visit, saved, request)
         with visit.lock:
             row = clicked_row(visit.session.picks, evt)
             if row is not None and visit.chosen is None:
                 visit.viewing = row
-            return self.render(visit)
+            return self.answer(visit)
 
-    def on_choose(self, visit: Visit | None, saved, request: gr.Request | None = None):
+    def on_choose(self, visit: Visit | None, saved: object, request: gr.Request | None = None) -> tuple:
         """"This is it": the product on the page ends the hunt, recorded with the rounds it took."""
         visit = self.current(visit, saved, request)
         with visit.lock:
@@ -285,7 +338,7 @@ class Shop:
                 visit.results.append({"strategy": session.strategy, "rounds": visit.found_in,
                                       "product": visit.chosen, "how": "chosen"})
                 self.log_end(visit, "found")
-            return self.render(visit)
+            return self.answer(visit)
 
 
 def search_hint(catalog: Catalog) -> str:

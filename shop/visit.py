@@ -1,6 +1,6 @@
 """A shopper's visit: the state one browser page holds (its recommender session, the product on its product page,
 how its hunt ended, its results), what the browser keeps of it, and the checked restore of what a browser sends
-back. No UI imports here: app.py's handlers change a visit; this file says what one is.
+back. No UI imports here: the handlers (shop/shop.py) change a visit; this file says what one is.
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ class Visit:
     searches: dict[int, list[tuple[str, int | None]]] = field(default_factory=dict)  # round -> (words, matches)
     logged: bool = False  # its record is in the hunt log
     root: str | None = None  # this page's public root URL, for the pictures' URLs (None: send files)
-    page: dict = field(default_factory=dict)  # which outputs this browser page shows now (see Shop.visible)
+    page: dict = field(default_factory=dict)  # what this browser page shows now (see Shop.answer)
+    pictures: dict[int, str] = field(default_factory=dict)  # row -> thumbnail of what the page shows (Shop.settle)
+    page_picture: str | None = None  # the product page's picture file (made by Shop.settle)
     note: str = ""  # a line for the shopper, shown once (e.g. "No product matches 'xyz'.")
     lock: threading.Lock = field(default_factory=threading.Lock)  # one event at a time per browser session
 
@@ -48,6 +50,13 @@ class Visit:
         """Whether the hunt is over (found or chosen): clicks in the gallery then change nothing."""
         return self.found_in is not None
 
+    @property
+    def on_page(self) -> int | None:
+        """The product on the product page: the one chosen, else the one viewed; none while hunting a target."""
+        if self.target is not None and not self.ended:
+            return None
+        return self.chosen if self.chosen is not None else self.viewing
+
     def saved(self, catalog: Catalog) -> dict:
         """What the shopper's browser keeps (gr.BrowserState) so a reload resumes here: plain JSON data."""
         return {"catalog": catalog.key, **self.session.to_dict(), "target": self.target, "found_in": self.found_in,
@@ -55,7 +64,7 @@ class Visit:
                 "chosen": self.chosen, "hunt": self.hunt, "strategy_from": self.strategy_from}
 
 
-def restore_visit(saved, catalog: Catalog, rec: Recommender) -> Visit | None:
+def restore_visit(saved: object, catalog: Catalog, rec: Recommender) -> Visit | None:
     """The Visit a browser saved, or None when there is none, it is of another catalog, or it does not check out.
 
     What a browser sends is untrusted: every field is checked for type and range before anything is built, and
@@ -98,12 +107,12 @@ def restore_visit(saved, catalog: Catalog, rec: Recommender) -> Visit | None:
     return visit
 
 
-def optional_row(value, n: int, what: str) -> int | None:
+def optional_row(value: object, n: int, what: str) -> int | None:
     """A saved catalog row, or None."""
     return None if value is None else whole(value, 0, n - 1, what)
 
 
-def saved_results(results, n: int) -> list[dict]:
+def saved_results(results: object, n: int) -> list[dict]:
     """A browser's saved results, checked: at most MAX_RESULTS of {strategy, rounds[, product, how]}."""
     if results is None:
         return []

@@ -1,8 +1,10 @@
 """Every Gradio payload the shop makes by hand, in one place, pinned to the Gradio version in requirements.txt.
 
 The shop sends its outputs with `postprocess=False` (no Gradio processing per output), so it writes Gradio's own
-wire formats itself: a picture's FileData, a gallery's value, the file route's URL, the page's root URL, and what
-a gallery's select event carries. tests/test_wire.py fails loudly when a Gradio upgrade changes any of them.
+wire formats itself: a picture's FileData, a gallery's value, a table's value, a component update, the file
+route's URL, the page's root URL and what a gallery's select event carries; and it reaches into Gradio's session
+store to drop a closed tab's session. tests/test_wire.py checks each against Gradio itself and fails loudly when
+a Gradio upgrade changes any of them.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from urllib.parse import quote
 
 import gradio as gr
 
+FILE_ROUTE = "gradio_api/file="  # Gradio's route serving a file of an allowed folder (gr.set_static_paths)
 
-def row_of_thumb(value) -> int | None:
+
+def row_of_thumb(value: object) -> int | None:
     """The catalog row encoded in a gallery item's file name (r<row>-<key>.jpg), or None."""
     text = json.dumps(value) if not isinstance(value, str) else value
     match = re.search(r"[\\/]r(\d+)-[0-9a-f]+\.jpg", text or "")
@@ -33,15 +37,36 @@ def file_data(root: str | None, path: str | None) -> dict | None:
 
 
 def file_data_of(src: str) -> dict:
+    """A JPEG picture's FileData: `src` is its URL (then also the FileData's url) or a file for Gradio to serve."""
     url = src if src.startswith(("http://", "https://")) else None
     return {"path": src, "url": url, "size": None, "orig_name": src.rsplit("/", 1)[-1], "mime_type": "image/jpeg",
             "is_stream": False, "meta": {"_type": "gradio.FileData"}}
 
 
+def table_data(headers: list[str], rows: list[list]) -> dict:
+    """A Dataframe's value as the page takes it (what Gradio's Dataframe.postprocess makes of rows)."""
+    return {"headers": headers, "data": rows, "metadata": None}
+
+
+def update(value: object, visible: bool) -> dict:
+    """An output's new value that also shows or hides its component (what gr.update(value=, visible=) makes)."""
+    return {"__type__": "update", "value": value, "visible": visible}
+
+
+def skip() -> dict:
+    """An output left as the page shows it (what gr.skip() makes)."""
+    return {"__type__": "update"}
+
+
+def file_route(path: str) -> str:
+    """A file's address under Gradio's file route, relative to the page's root URL."""
+    return f"{FILE_ROUTE}{quote(str(path))}"
+
+
 def picture_url(root: str | None, path: str) -> str:
     """A thumbnail's address for a gallery: its URL under Gradio's file route when the page's root URL is known
     (the gallery then sends no file through Gradio's per-event file handling), else the file itself."""
-    return f"{root}/gradio_api/file={quote(path)}" if root else path
+    return f"{root}/{file_route(path)}" if root else path
 
 
 def page_root(request: gr.Request | None) -> str | None:
@@ -66,3 +91,24 @@ def clicked_row(rows: list[int], evt: gr.SelectData) -> int | None:
         return None
     clicked = row_of_thumb(evt.value)
     return rows[index] if clicked is None or clicked == rows[index] else None
+
+
+def forget_session(demo: gr.Blocks, request: gr.Request) -> None:
+    """A closed tab: drop its state and Gradio's record of it now.
+
+    Gradio keeps a closed session's gr.State for an hour, and its per-session record (~150 KB) until
+    `state_session_capacity` sessions push it out; the shopper's place lives on in the browser
+    (gr.BrowserState), so nothing is lost by letting it go at once.
+    """
+    holder = getattr(demo, "state_holder", None)
+    session_hash = getattr(request, "session_hash", None)
+    if holder is None or session_hash is None:
+        return
+    holder.delete_state(session_hash)
+    with holder.lock:
+        holder.session_data.pop(session_hash, None)
+        holder.time_last_used.pop(session_hash, None)
+    queue = getattr(demo, "_queue", None)  # its per-session message queue and (empty) set of pending events
+    if queue is not None and not queue.pending_event_ids_session.get(session_hash):
+        queue.pending_event_ids_session.pop(session_hash, None)
+        queue.pending_messages_per_session.pop(session_hash, None)

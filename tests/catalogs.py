@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 
-def make_catalog(path: Path, n: int = 60, seed: int = 0, size: int = 48, dim: int = 192, bad_rows=(),
+def make_catalog(path: Path, n: int = 60, seed: int = 0, size: int = 48, dim: int = 192, bad_rows: tuple[int, ...] = (),
                  as_paths: bool = False, appearance: bool = False, paths: dict[int, str] | None = None,
                  products: bool = False) -> Path:
     """Save a dataset of `n` coloured-shape PNGs with ids, categories and pixel-derived unit embeddings.

@@ -30,7 +30,7 @@ def _isolated_caches(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> str:
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A small random ViT + ViTImageProcessor saved with save_pretrained (32 px input, 48-d hidden)."""
     import torch
     from transformers import ViTConfig, ViTImageProcessor, ViTModel
@@ -49,7 +49,7 @@ CLIP_WORDS = ["red", "green", "blue", "yellow", "dress", "shirt", "sneaker", "sn
 
 
 @pytest.fixture(scope="session")
-def tiny_clip(tmp_path_factory) -> str:
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A small random CLIP model + tokenizer over CLIP_WORDS saved to disk (see catalogs.save_clip)."""
     from catalogs import save_clip
 
@@ -113,7 +113,7 @@ def write_bad_images(folder: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def image_folder(tmp_path) -> tuple[Path, dict[str, str], dict[str, str]]:
+def image_folder(tmp_path: Path) -> tuple[Path, dict[str, str], dict[str, str]]:
     """A folder with good and bad image files: (path, good ids, bad names -> reason word)."""
     folder = tmp_path / "products"
     good = write_good_images(folder)

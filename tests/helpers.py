@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pytest
+
+    from recommender import Session
 
 
 def in_threads(fn: Callable[[int], object], n: int) -> list[BaseException]:
@@ -24,7 +30,7 @@ def in_threads(fn: Callable[[int], object], n: int) -> list[BaseException]:
     return errors
 
 
-def play_to_end(session, pick: Callable[[list[int]], int] = lambda shown: shown[0]) -> list[int]:
+def play_to_end(session: Session, pick: Callable[[list[int]], int] = lambda shown: shown[0]) -> list[int]:
     """Every product a recommender session shows, round after round, clicking `pick(shown)`, until none is left."""
     shown = session.next_round()
     seen = list(shown)
@@ -41,7 +47,8 @@ class Ran:
         self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
 
 
-def run_in_process(module: str, argv: list, env: dict, monkeypatch, capsys) -> Ran:
+def run_in_process(module: str, argv: list, env: dict, monkeypatch: pytest.MonkeyPatch,
+                   capsys: pytest.CaptureFixture[str]) -> Ran:
     """`python MODULE.py ARGV` with `env` set, run in this process (no interpreter start, no imports again): the
     same `main`, the same one-line errors and exit codes. Each CLI keeps a test through a real subprocess too."""
     import importlib

@@ -1,5 +1,6 @@
 """A small test shop: product photos served over local HTTP (with a 404, a slow, an oversized and a non-image
-URL), and the same products as a Shopify export, a WooCommerce export and plain tables."""
+URL), and the same products as a Shopify export, a WooCommerce export and plain tables. The benches and
+docs/screenshot.py build their shops with `serve_files` and `write_csv` too."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import contextlib
 import csv
 import http.server
 import io
+import mimetypes
 import threading
 import time
 from pathlib import Path
@@ -17,6 +19,8 @@ from PIL import Image
 SHOPIFY_HEADER = ["Handle", "Title", "Body (HTML)", "Vendor", "Product Category", "Type", "Tags", "Published",
                   "Option1 Name", "Option1 Value", "Variant SKU", "Variant Price", "Variant Compare At Price",
                   "Image Src", "Image Position", "Image Alt Text", "Gift Card", "Status"]
+SHOPIFY_SHORT_HEADER = ["Handle", "Title", "Body (HTML)", "Vendor", "Type", "Variant Price", "Image Src",
+                        "Image Position", "Status"]  # the columns a Shopify export needs, and a few more
 WOO_HEADER = ["ID", "Type", "SKU", "Name", "Published", "Is featured?", "Short description", "Description",
               "Sale price", "Regular price", "Categories", "Tags", "Images", "Parent", "External URL"]
 
@@ -81,14 +85,44 @@ class PhotoServer:
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def url(self, name: str) -> str:
+        """The address of `name` (e.g. /p/3.png) on this server."""
         return f"{self.base}{name}"
 
     def close(self) -> None:
+        """Stop serving and free the port."""
         self.httpd.shutdown()
         self.httpd.server_close()
 
 
+def serve_files(files: dict[str, bytes], latency_s: float = 0.0) -> http.server.ThreadingHTTPServer:
+    """A local HTTP server (already serving, in a thread) of `files` by path, each answer `latency_s` late as a far
+    server's would be; stop it with `shutdown()`."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):  # quiet
+            pass
+
+        def do_GET(self):
+            time.sleep(latency_s)
+            body = files.get(self.path)
+            if body is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", mimetypes.guess_type(self.path)[0] or "application/octet-stream")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            with contextlib.suppress(OSError):
+                self.wfile.write(body)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 def write_csv(path: Path, header: list[str], rows: list[dict]) -> Path:
+    """`rows` as a CSV table with `header` (a column a row lacks is left empty); returns `path`."""
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, header)
         writer.writeheader()

@@ -344,3 +344,37 @@ def test_a_pick_sends_plain_values_in_the_pages_format(server):
         assert all(item["image"]["path"].startswith(url) and "/gradio_api/file=" in item["image"]["path"]
                    for item in gallery)
     assert len(gallery_rows(out[1])) == 10 and "Round 3" in out[3]
+
+
+def test_a_handler_settles_the_visit_and_render_only_reads_it(tmp_path):
+    """Products that cannot be shown leave the round in `Shop.settle`, before anything is rendered; `Shop.render`
+    then changes nothing (the visit, the catalog, what the page shows), and gives the same View each time."""
+    import json
+
+    from catalog.catalog import Catalog
+    from recommender import Recommender
+    from shop.shop import OUTPUTS, Shop, View
+
+    bad = set(range(0, 40, 3))
+    path = make_catalog(tmp_path / "cat", n=40, bad_rows=tuple(bad))
+    catalog = Catalog(datasets.load_from_disk(str(path)), "t", tmp_path)
+    rec = Recommender(catalog.embeddings, seed=0)
+    catalog.on_hide = rec.hide
+    shop = Shop(catalog, rec)
+    visit = shop.new_visit(None, None, hunt=False)  # nothing checked yet: its round holds some of the bad rows
+    assert bad & set(visit.session.shown)
+    visit.note = "a line shown once"
+    shop.settle(visit)
+    assert len(visit.session.shown) == 10 and not bad & set(visit.session.shown) and bad & set(catalog.hidden)
+
+    def snapshot() -> str:
+        return json.dumps([visit.session.to_dict(), visit.page, visit.pictures, visit.note, sorted(catalog.hidden)],
+                          default=str)
+
+    before = snapshot()
+    view = shop.render(visit)
+    assert snapshot() == before and shop.render(visit) == view and isinstance(view, View)
+    assert tuple(View.__dataclass_fields__) == OUTPUTS and len(view.outputs()) == 13  # no box: not an output
+    assert view.outputs()[0] is visit and "a line shown once" in view.info
+    out = shop.answer(visit, box="")
+    assert len(out) == 14 and out[13] == "" and visit.note == ""  # the note is shown once

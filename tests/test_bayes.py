@@ -21,7 +21,7 @@ def clustered():
 def test_bayes_beats_random_and_mean_by_a_wide_margin(clustered):
     rec = Recommender(clustered, seed=0)
     targets = np.arange(0, 300, 3)
-    res = ev.evaluate(rec, ["random", "mean", "bayes"], targets, progress=False)
+    res = ev.evaluate(rec, ev.Experiment(["random", "mean", "bayes"], targets, progress=False)).rounds
     means = {k: ev.summary(v)["mean"] for k, v in res.items()}
     assert means["bayes"] < 0.3 * means["random"], means
     assert means["bayes"] < means["mean"], means
@@ -44,22 +44,22 @@ def test_bayes_posterior_update_matches_the_user_model(clustered):
 def test_parameter_grid_is_valid():
     for t, e in product((0.02, 0.1), (0.0, 0.3)):
         rec = Recommender(ev.synthetic_catalog(60, 8, 3), seed=0)
-        r = ev.evaluate(rec, ["bayes"], np.arange(0, 60, 6), progress=False, temperature=t, epsilon=e)["bayes"]
+        tuned = ev.Experiment(["bayes"], np.arange(0, 60, 6), params={"temperature": t, "epsilon": e}, progress=False)
+        r = ev.evaluate(rec, tuned).rounds["bayes"]
         assert np.isfinite(r).all()
 
 
 def test_bayes_on_a_big_catalog_uses_a_projection(monkeypatch):
-    import recommender
     from engine import bayes
 
     monkeypatch.setattr(bayes, "BAYES_EXACT_BUDGET", 1000)
     monkeypatch.setattr(bayes, "BAYES_DIM", 8)
     x = ev.synthetic_catalog(400, 32, 10, seed=3)
     rec = Recommender(x, seed=0)
-    space = recommender.belief_rows(rec)
-    assert space.shape == (400, 8) and space is recommender.belief_rows(rec)  # made once
+    space = bayes.belief_rows(rec)
+    assert space.shape == (400, 8) and space is bayes.belief_rows(rec)  # made once
     np.testing.assert_allclose(np.linalg.norm(space, axis=1), 1, atol=1e-5)
-    rounds = ev.evaluate(rec, ["bayes", "random"], np.arange(0, 400, 8), progress=False)
+    rounds = ev.evaluate(rec, ev.Experiment(["bayes", "random"], np.arange(0, 400, 8), progress=False)).rounds
     assert ev.summary(rounds["bayes"])["mean"] < 0.5 * ev.summary(rounds["random"])["mean"]
 
 
@@ -70,7 +70,7 @@ def test_bayes_learns_which_view_the_shopper_sees_through():
     rec = Recommender(x, seed=0, views={"B": b})
     eyes = rec.views["B"]  # the shopper sees exactly through view B
     targets = (3, 77, 150, 222, 391)
-    rec.exclude(list(targets))  # never shown, so every hunt lasts its 6 clicks (bayes finds most in 2-4)
+    rec.hide(list(targets))  # never shown, so every hunt lasts its 6 clicks (bayes finds most in 2-4)
     weights = []
     for target in targets:
         session = rec.new_session(seed=target, strategy="bayes")

@@ -11,6 +11,7 @@ from conftest import pattern, write_good_images
 from PIL import Image
 
 import embed
+from catalog.dataset import embedding_matrix
 from common.hubcheck import HubUnavailableError
 from common.images import to_rgb
 from embed import ImageEncoder, embed_dataset
@@ -147,9 +148,9 @@ def test_embed_dataset_adds_column_with_map(tiny_model):
     enc = ImageEncoder(tiny_model)
     out = embed_dataset(ds, enc, batch_size=4, shard_size=4, progress=False)
     assert out.column_names == ["image", "id", "embeddings", "appearance"]
-    vecs = embed.embedding_matrix(out)
+    vecs = embedding_matrix(out)
     assert vecs.shape == (10, 48) and vecs.dtype == np.float32
-    looks = embed.embedding_matrix(out, "appearance")  # the same pictures' colour layouts, made alongside
+    looks = embedding_matrix(out, "appearance")  # the same pictures' colour layouts, made alongside
     np.testing.assert_allclose(looks, embed.appearance_vectors(ds["image"]), atol=1e-6)
     assert embed_dataset(ds, enc, progress=False, appearance_size=None).column_names[-1] == "embeddings"
     np.testing.assert_allclose(vecs, enc.embed(list(ds["image"])), atol=1e-5)
@@ -170,7 +171,7 @@ def test_interrupted_run_resumes_without_redoing_batches(tiny_model, tmp_path):
     assert resumed.images == 8  # only the two shards not done yet
     fresh = embed_dataset(ds, ImageEncoder(tiny_model), batch_size=4, shard_size=4, progress=False,
                           checkpoint_dir=tmp_path / "fresh")
-    np.testing.assert_allclose(embed.embedding_matrix(out), embed.embedding_matrix(fresh),
+    np.testing.assert_allclose(embedding_matrix(out), embedding_matrix(fresh),
                                atol=1e-6)
 
 

@@ -23,15 +23,16 @@ def clustered():
 def test_target_in_first_round_counts_one():
     x = ev.synthetic_catalog(10, 8, 2)
     rec = Recommender(x, per_round=10, similar=5)
-    assert all(ev.hunt(rec, t, "mean", "noiseless", seed=0, max_rounds=5) == 1 for t in range(10))
+    assert all(ev.hunt(rec, t, "mean", ev.Shopper(), seed=0, max_rounds=5).rounds == 1 for t in range(10))
     rec20 = Recommender(ev.synthetic_catalog(20, 8, 2), per_round=10, similar=5)
     first = rec20.new_session(seed=(0, 3)).next_round()  # the session hunt() starts for target 3
-    assert ev.hunt(rec20, 3, "random", "noiseless", seed=0, max_rounds=5) == (1 if 3 in first else 2)
+    found = ev.hunt(rec20, 3, "random", ev.Shopper(), seed=0, max_rounds=5)
+    assert found.found and found.rounds == (1 if 3 in first else 2) and found.session.history[0] == first
 
 
 def test_cap_ends_the_search(clustered):
     rec = Recommender(clustered, seed=0)
-    results = ev.evaluate(rec, ["random"], np.arange(40), max_rounds=2, progress=False)["random"]
+    results = ev.evaluate(rec, ev.Experiment(["random"], np.arange(40), max_rounds=2, progress=False)).rounds["random"]
     assert np.isinf(results).any() and set(results[np.isfinite(results)]) <= {1.0, 2.0}
     summary = ev.summary(results)
     assert summary["found"] < 100 and summary["within5"] == summary["found"]
@@ -39,8 +40,8 @@ def test_cap_ends_the_search(clustered):
 
 def test_deterministic(clustered):
     rec = Recommender(clustered, seed=0)
-    a = ev.evaluate(rec, ["mean", "bayes"], np.arange(0, 300, 15), user="noisy", progress=False)
-    b = ev.evaluate(rec, ["mean", "bayes"], np.arange(0, 300, 15), user="noisy", progress=False)
+    experiment = ev.Experiment(["mean", "bayes"], np.arange(0, 300, 15), ev.Shopper("noisy"), progress=False)
+    a, b = ev.evaluate(rec, experiment).rounds, ev.evaluate(rec, experiment).rounds
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
 
@@ -53,7 +54,7 @@ def test_random_expectation_exact(n, k):
 
 def test_random_strategy_matches_its_expectation(clustered):
     rec = Recommender(clustered, seed=0)
-    rounds = ev.evaluate(rec, ["random"], np.arange(300), progress=False)["random"]
+    rounds = ev.evaluate(rec, ev.Experiment(["random"], np.arange(300), progress=False)).rounds["random"]
     assert abs(rounds.mean() - ev.random_expectation(300, 10)) < 2.0  # sd of the mean ~0.5
 
 
@@ -140,9 +141,9 @@ def test_perceptions_differ_from_the_embedding_and_are_fixed():
             ev.perception(bad, rec.unit)
     # a shopper who sees differently needs more rounds than one who sees through the strategy's embedding
     targets = np.arange(0, 300, 5)
-    own = ev.summary(ev.evaluate(rec, ["mean"], targets, progress=False)["mean"])["mean"]
-    other = ev.summary(ev.evaluate(rec, ["mean"], targets, progress=False,
-                                   perceived=ev.perception("noise:2.0", rec.unit))["mean"])["mean"]
+    own = ev.summary(ev.evaluate(rec, ev.Experiment(["mean"], targets, progress=False)).rounds["mean"])["mean"]
+    eyes = ev.Shopper(perceived=ev.perception("noise:2.0", rec.unit))
+    other = ev.summary(ev.evaluate(rec, ev.Experiment(["mean"], targets, eyes, progress=False)).rounds["mean"])["mean"]
     assert other > own
 
 
@@ -182,10 +183,8 @@ def test_click_fit_tells_the_model_s_own_eyes_from_other_eyes(clustered):
     targets = np.random.default_rng(3).choice(rec.n, 30, replace=False)
     fits = {}
     for kind in ("embedding", "noise:2.0"):
-        clicks: dict = {}
-        ev.evaluate(rec, ["mean"], targets, perceived=ev.perception(kind, rec.unit, seed=1), clicks=clicks,
-                    progress=False)
-        log = clicks["mean"]
+        eyes = ev.Shopper(perceived=ev.perception(kind, rec.unit, seed=1))
+        log = ev.evaluate(rec, ev.Experiment(["mean"], targets, eyes, keep_clicks=True, progress=False)).clicks["mean"]
         assert log and all(pick in shown and target not in shown for _, shown, pick, target in log)
         fits[kind] = ev.click_fit(rec.unit, log)
         assert fits[kind]["early"]["clicks"] + fits[kind]["later"]["clicks"] == len(log)

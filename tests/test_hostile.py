@@ -55,7 +55,7 @@ def in_process_shop(tmp_path, **catalog_args):
     path = make_catalog(tmp_path / "cat", **catalog_args)
     catalog = Catalog(datasets.load_from_disk(str(path)), "t", tmp_path / "cache")
     rec = Recommender(catalog.embeddings, seed=0)
-    catalog.on_unavailable = rec.exclude
+    catalog.on_hide = rec.hide
     demo = app.build_app(catalog, rec)
     return catalog, rec, {f.api_name: f.fn for f in demo.fns.values()}
 
@@ -67,14 +67,14 @@ def test_bad_image_never_breaks_a_page_or_a_click(tmp_path, as_paths):
 
     bad = 7
     catalog, rec, fns = in_process_shop(tmp_path, n=30, bad_rows=(bad,), as_paths=as_paths)
-    assert catalog.checked == 0 and not catalog.unavailable  # nothing checked yet: the worst case
+    assert catalog.checked == 0 and not catalog.hidden  # nothing checked yet: the worst case
     for _ in range(12):  # page loads: each draws 10 of 30 rows, so the bad one turns up
         visit, gallery = fns["start"](None)[:2]
         found = re.findall(r"r(\d+)-[0-9a-f]+\.jpg", json.dumps(gallery, default=str))
         rows = [int(r) for r in dict.fromkeys(found)]  # each item names its file more than once
         assert len(visit.session.shown) == 10 and bad not in visit.session.shown
         assert rows == visit.session.shown
-    assert catalog.unavailable.keys() == {bad} and rec.is_excluded(bad)
+    assert catalog.hidden.keys() == {bad} and rec.is_hidden(bad)
     # a shopper clicks to the end of the catalog: 29 products, never the bad one, every click answered
     visit = fns["start"](None)[0]
     shown = list(visit.session.shown)
@@ -188,12 +188,12 @@ def test_bad_out_fails_before_embedding(case, tmp_path):
 
 
 def test_save_replacing_swaps_atomically(tmp_path):
-    import upload_ds
+    from common.saving import save_replacing
 
     dest = tmp_path / "ds"
-    upload_ds.save_replacing(datasets.Dataset.from_dict({"x": [1, 2, 3]}), dest)
+    save_replacing(datasets.Dataset.from_dict({"x": [1, 2, 3]}), dest)
     old = datasets.load_from_disk(str(dest))  # memory-maps the old Arrow file, as the app does
-    upload_ds.save_replacing(datasets.Dataset.from_dict({"x": [7]}), dest, card="# card")
+    save_replacing(datasets.Dataset.from_dict({"x": [7]}), dest, card="# card")
     assert list(old["x"]) == [1, 2, 3]  # still readable: its files were unlinked, not truncated
     assert list(datasets.load_from_disk(str(dest))["x"]) == [7] and (dest / "README.md").read_text() == "# card"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
@@ -275,7 +275,7 @@ FAULTS_SCRIPT = """
 import resource, sys
 import numpy as np
 sys.path.insert(0, sys.argv[1])
-from app import MemoryKeeper
+from shop.server import MemoryKeeper
 MemoryKeeper(**({} if sys.argv[2] == "default" else {"mmap_threshold": int(sys.argv[2])}))
 for _ in range(3):  # the first frees teach glibc's adaptive threshold
     np.ones(1 << 18, dtype=np.float32).sum()
@@ -476,7 +476,7 @@ def test_concurrent_start_over_records_an_abandoned_hunt_once(tmp_path):
 
 
 def test_symlinked_folders_are_followed_or_reported(tmp_path):
-    from intake.folder import scan_folder
+    from upload_ds import gather, read_images
 
     shop = make_folder(tmp_path / "shop", 2)
     outside = make_folder(tmp_path / "elsewhere" / "shoes", 3, seed=2)
@@ -486,7 +486,7 @@ def test_symlinked_folders_are_followed_or_reported(tmp_path):
     (shop / "inner").mkdir()
     (shop / "inner-link").symlink_to(shop / "inner", target_is_directory=True)
     Image.fromarray(pattern(20, 20, 5)).save(shop / "inner" / "x.png")
-    scan = scan_folder(shop, progress=False)
+    scan = read_images(gather(shop, progress=False), progress=False)
     assert [i for i, _ in scan.images] == ["inner/x", "item00", "item01", "shoes/item00", "shoes/item01",
                                            "shoes/item02"]
     reasons = dict(scan.skipped)

@@ -253,18 +253,18 @@ def test_excluded_and_withdrawn_rows_are_never_shown(strategy):
     """Rows the catalog cannot show: excluded before a session, or withdrawn from a live one mid-round."""
     x = np.random.default_rng(0).standard_normal((100, 8)).astype(np.float32)
     rec = Recommender(x, seed=0, strategy=strategy)
-    assert rec.exclude([3, 5, 7, 99, 3]) == 4 and rec.exclude([5]) == 0
+    assert rec.hide([3, 5, 7, 99, 3]) == 4 and rec.hide([5]) == 0
     session = rec.new_session(seed=1)
     shown, rows = [], session.next_round()
     while rows:
         if session.round in (2, 4):  # found unreadable while this round is on screen
             bad = [rows[0], next(r for r in range(100) if not session.is_seen(r))]  # one on screen, one not
-            rec.exclude(bad)
-            rows = session.withdraw(bad)
+            rec.hide(bad)
+            rows = session.hide(bad)
             assert len(rows) == 10 and not set(bad) & set(rows) and session.history[-1] == rows
         shown += rows
         rows = session.next_round(pick=rows[-1])
-    excluded = {r for r in range(100) if rec.is_excluded(r)}
+    excluded = {r for r in range(100) if rec.is_hidden(r)}
     assert len(shown) == len(set(shown)) and not excluded & set(shown)
     assert set(shown) | excluded == set(range(100)) and session.exhausted
     assert session.n_seen + session.n_hidden == 100

@@ -140,8 +140,8 @@ def test_bayes_on_sq8_matches_float32(monkeypatch) -> None:
     # the PCA projection used on big catalogs is made the same way from rows on disk
     monkeypatch.setattr(bayes, "BAYES_EXACT_BUDGET", 1000)
     flat, sq8 = Recommender(x, seed=0), Recommender(x, seed=0, compression="sq8")
-    assert recommender.belief_rows(sq8).shape == (1500, bayes.BAYES_DIM)
-    np.testing.assert_array_equal(recommender.belief_rows(sq8), recommender.belief_rows(flat))
+    assert bayes.belief_rows(sq8).shape == (1500, bayes.BAYES_DIM)
+    np.testing.assert_array_equal(bayes.belief_rows(sq8), bayes.belief_rows(flat))
     galleries = run_sessions(sq8, "bayes", 1)
     assert galleries == run_sessions(flat, "bayes", 1)
     assert len({row for shown in galleries for row in shown}) == 1500  # no repeats, all shown
@@ -151,7 +151,7 @@ def test_sq8_respects_exclusions() -> None:
     x = catalogs(1000, 32)["random"]
     rec = Recommender(x, seed=0, compression="sq8")
     near = rec.new_session(seed=0).search(x[0], 20)
-    rec.exclude(near[:10])
+    rec.hide(near[:10])
     session = rec.new_session(seed=0)
     assert not set(session.search(x[0], 10)) & set(near[:10])
     assert session.search(x[0], 10) == near[10:20]

@@ -92,7 +92,7 @@ def test_colliding_stems_keep_their_extension(tmp_path):
     Image.new("RGB", (8, 8), "red").save(tmp_path / "a.png")
     Image.new("RGB", (8, 8), "blue").save(tmp_path / "a.jpg")
     Image.new("RGB", (8, 8), "green").save(tmp_path / "b.png")
-    scan = upload_ds.scan_folder(tmp_path, progress=False)
+    scan = upload_ds.read_images(upload_ds.gather(tmp_path, progress=False), progress=False)
     assert [i for i, _ in scan.images] == ["a.jpg", "a.png", "b"]
 
 
@@ -185,7 +185,7 @@ def test_no_push_requires_out(tmp_path):
 
 def test_scan_reports_each_reason(image_folder):
     folder, good, bad = image_folder
-    scan = upload_ds.scan_folder(folder, progress=False)
+    scan = upload_ds.read_images(upload_ds.gather(folder, progress=False), progress=False)
     assert sorted(i for i, _ in scan.images) == sorted(good)
     reasons = dict(scan.skipped)
     for name, word in bad.items():
@@ -194,6 +194,6 @@ def test_scan_reports_each_reason(image_folder):
 
 def test_small_pixel_limit_is_configurable(tmp_path):
     write_good_images(tmp_path)
-    scan = upload_ds.scan_folder(tmp_path, max_pixels=64 * 48 - 1, progress=False)
+    scan = upload_ds.read_images(upload_ds.gather(tmp_path, progress=False), max_pixels=64 * 48 - 1, progress=False)
     assert "big.webp" in dict(scan.skipped) and "rgb.jpg" in dict(scan.skipped)
     assert "sub/gray.png" not in dict(scan.skipped)
