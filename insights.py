@@ -143,13 +143,24 @@ class Insights:
     def summary(self) -> dict:
         """The figures as plain data (the --json output)."""
         return {
-            "hunts": self.hunts, "found": self.found, "torn_lines": self.torn.lines,
+            "hunts": self.hunts,
+            "found": self.found,
+            "torn_lines": self.torn.lines,
             "share_found": self.found / self.hunts if self.hunts else None,
-            "ended": dict(self.endings), "searches_per_hunt": self.searches / self.hunts if self.hunts else None,
-            "strategies": {name: {"hunts": s.hunts, "found": s.found, "mean_rounds": s.rounds.mean(),
-                                  "median_rounds": s.rounds.quantile(0.5), "p90_rounds": s.rounds.quantile(0.9),
-                                  "mean_rounds_95": s.rounds.interval(), "compared_hunts": s.compared}
-                           for name, s in sorted(self.strategies.items())},
+            "ended": dict(self.endings),
+            "searches_per_hunt": self.searches / self.hunts if self.hunts else None,
+            "strategies": {
+                name: {
+                    "hunts": s.hunts,
+                    "found": s.found,
+                    "mean_rounds": s.rounds.mean(),
+                    "median_rounds": s.rounds.quantile(0.5),
+                    "p90_rounds": s.rounds.quantile(0.9),
+                    "mean_rounds_95": s.rounds.interval(),
+                    "compared_hunts": s.compared,
+                }
+                for name, s in sorted(self.strategies.items())
+            },
             "most_found": self.found_products.most_common(TOP),
             "never_picked": [[p, n] for p, n in self.shown.most_common() if p not in self.picked][:TOP],
             "no_match_searches": [[w, n] for w, n in self.no_match.most_common()],
@@ -228,32 +239,49 @@ def report(insights: Insights, names: dict[str, str]) -> str:
     s = insights.summary()
     if not s["hunts"]:
         return f"no hunts in the log ({s['torn_lines']} torn lines)"
-    lines = [f"{s['hunts']:,} hunts, {s['found']:,} found ({s['share_found']:.0%}); ended: "
-             + ", ".join(f"{k} {v:,}" for k, v in sorted(s["ended"].items()))
-             + f"; {s['searches_per_hunt']:.2f} searches per hunt; {s['torn_lines']} torn lines skipped", "",
-             f"{'strategy':<10} {'hunts':>7} {'found':>7} {'median':>7} {'p90':>6} {'mean rounds (95%)':>24}"]
+    lines = [
+        f"{s['hunts']:,} hunts, {s['found']:,} found ({s['share_found']:.0%}); ended: "
+        + ", ".join(f"{k} {v:,}" for k, v in sorted(s["ended"].items()))
+        + f"; {s['searches_per_hunt']:.2f} searches per hunt; {s['torn_lines']} torn lines skipped",
+        "",
+        f"{'strategy':<10} {'hunts':>7} {'found':>7} {'median':>7} {'p90':>6} {'mean rounds (95%)':>24}",
+    ]
     for name, st in s["strategies"].items():
         ci = st["mean_rounds_95"]
-        mean = "-" if st["mean_rounds"] is None else f"{st['mean_rounds']:.2f}" + \
-            (f" ({ci[0]:.2f}-{ci[1]:.2f})" if ci else "")
+        mean = (
+            "-"
+            if st["mean_rounds"] is None
+            else f"{st['mean_rounds']:.2f}" + (f" ({ci[0]:.2f}-{ci[1]:.2f})" if ci else "")
+        )
         median = "-" if st["median_rounds"] is None else f"{st['median_rounds']:.1f}"
         p90 = "-" if st["p90_rounds"] is None else f"{st['p90_rounds']:.1f}"
         lines.append(f"{name:<10} {st['hunts']:>7,} {st['found'] / st['hunts']:>7.0%} {median:>7} {p90:>6} {mean:>24}")
     c = s["comparison"]
     if c:
         lines.append("")
-        over = "hunts drawn at random (--compare)" if c["randomized"] else \
-            "all hunts (not drawn at random: not a fair test)"
+        over = (
+            "hunts drawn at random (--compare)"
+            if c["randomized"]
+            else "all hunts (not drawn at random: not a fair test)"
+        )
         if c["difference"] is None:
             lines.append(f"{c['a']} vs {c['b']}: too few found hunts to compare ({c['n_a']} and {c['n_b']})")
         else:
             lo, hi = c["interval"]
-            verdict = (f"{c['a'] if c['difference'] < 0 else c['b']} finds in fewer rounds" if c["tells"] else
-                       "the log is too small to tell" + (f": about {c['hunts_needed']:,} found hunts per strategy "
-                                                         "would show a difference this size" if c["hunts_needed"]
-                                                         else ""))
-            lines.append(f"{c['a']} - {c['b']}: {c['difference']:+.2f} rounds (95%: {lo:+.2f} to {hi:+.2f}), over "
-                         f"{over}; {verdict}")
+            verdict = (
+                f"{c['a'] if c['difference'] < 0 else c['b']} finds in fewer rounds"
+                if c["tells"]
+                else "the log is too small to tell"
+                + (
+                    f": about {c['hunts_needed']:,} found hunts per strategy would show a difference this size"
+                    if c["hunts_needed"]
+                    else ""
+                )
+            )
+            lines.append(
+                f"{c['a']} - {c['b']}: {c['difference']:+.2f} rounds (95%: {lo:+.2f} to {hi:+.2f}), over "
+                f"{over}; {verdict}"
+            )
     for title, rows in (("most found", s["most_found"]), ("shown most, never picked", s["never_picked"])):
         lines += ["", f"{title}:"] + [f"  {n:>6,}  {p}" + (f"  {names[p]}" if p in names else "") for p, n in rows]
     lines += ["", "typed searches that matched nothing:"]

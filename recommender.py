@@ -46,6 +46,7 @@ def choose_compression(setting: str | None, n: int, dim: int) -> str | None:
         return "sq8" if n * dim * 4 >= AUTO_SQ8_BYTES else None
     return None if setting in (None, "none") else setting
 
+
 def build_index(embeddings, index_factory: str | None = None) -> tuple[faiss.Index, np.ndarray]:
     """Build the inner-product index over L2-normalised rows; return it and an (N, d) view of the unit rows.
 
@@ -151,15 +152,30 @@ def _similar(session: Session, n: int, preference: np.ndarray | None) -> list[in
     return rows
 
 
-STRATEGIES: dict[str, Strategy] = {s.name: s for s in (  # the sentences are the shopper's (Settings)
-    Strategy("mean", strategy_mean, "similar",
-             "the five products closest to the average of your picks, plus five new ones (the seed's rule)."),
-    Strategy("random", strategy_random, "none", "ten products at random: the baseline to compare the others with."),
-    Strategy("rocchio", strategy_rocchio, "similar",
-             "like mean, and it also moves away from the products you passed over."),
-    Strategy("bayes", strategy_bayes, "all",
-             "keeps a belief over what you want and shows the products that narrow it down fastest."),
-)}
+STRATEGIES: dict[str, Strategy] = {
+    s.name: s
+    for s in (  # the sentences are the shopper's (Settings)
+        Strategy(
+            "mean",
+            strategy_mean,
+            "similar",
+            "the five products closest to the average of your picks, plus five new ones (the seed's rule).",
+        ),
+        Strategy("random", strategy_random, "none", "ten products at random: the baseline to compare the others with."),
+        Strategy(
+            "rocchio",
+            strategy_rocchio,
+            "similar",
+            "like mean, and it also moves away from the products you passed over.",
+        ),
+        Strategy(
+            "bayes",
+            strategy_bayes,
+            "all",
+            "keeps a belief over what you want and shows the products that narrow it down fastest.",
+        ),
+    )
+}
 
 
 # ----------------------------------------------------------------------------------------------- recommender
@@ -433,8 +449,9 @@ class Session:
             return None, rows
         vector = query.astype(np.float64).ravel()
         if query.ndim > 2 or (query.ndim == 2 and query.shape[0] != 1) or vector.size != self.rec.dim:
-            raise ValueError(f"a query vector must have {self.rec.dim} numbers (the embedding's dimension), "
-                             f"got shape {query.shape}")
+            raise ValueError(
+                f"a query vector must have {self.rec.dim} numbers (the embedding's dimension), got shape {query.shape}"
+            )
         if not np.isfinite(vector).all():
             raise ValueError("a query vector has NaN or inf")
         norm = float(np.linalg.norm(vector))
@@ -507,8 +524,13 @@ class Session:
 
     def to_dict(self) -> dict:
         """What `Recommender.restore_session` needs to rebuild this session: JSON-ready plain data."""
-        return {"strategy": self.strategy, "history": [list(r) for r in self.history],
-                "picks": list(self.picks), "pick_rounds": list(self.pick_rounds), "n_similar": self.n_similar}
+        return {
+            "strategy": self.strategy,
+            "history": [list(r) for r in self.history],
+            "picks": list(self.picks),
+            "pick_rounds": list(self.pick_rounds),
+            "n_similar": self.n_similar,
+        }
 
     def next_round(self, pick: int | None = None, query=None) -> list[int]:
         """Record `pick` (a row of the current round) and, if given, make `query` the active query; return the

@@ -58,8 +58,10 @@ def repo_problem(repo: str, need_user: bool) -> str | None:
         return f"--repo must be USER/NAME{'' if need_user else ' or NAME'}, got {repo!r}"
     for part in parts:
         if not REPO_PART.fullmatch(part):
-            return (f"--repo {repo!r}: {part!r} must use only letters, digits, '-', '_' and '.', and not start or "
-                    "end with '.' or '-'")
+            return (
+                f"--repo {repo!r}: {part!r} must use only letters, digits, '-', '_' and '.', and not start or "
+                "end with '.' or '-'"
+            )
         if "--" in part or ".." in part or part.endswith(".git"):
             return f"--repo {repo!r}: {part!r} may not contain '--' or '..' or end in '.git'"
     if len(parts[-1]) + len("-embeddings") > REPO_MAX:
@@ -107,11 +109,16 @@ def push(images_ds: datasets.Dataset, emb_ds: datasets.Dataset, repo: str, token
 def model_card_text(emb_ds: datasets.Dataset) -> str:
     """The dataset-card section that says which model and pooling made the vectors."""
     meta = json.loads(emb_ds.info.description)
-    text = (f"\n\nThe embeddings share a space with `{meta['model']}`'s text tower: words embedded with it (e.g. "
-            "`embed.TextEncoder`) are compared with them directly, so the shop's search box searches by meaning."
-            if meta.get("text") else "")
-    return (f"## Embeddings\n\nColumn `embeddings`: {meta['dim']}-d, L2-normalised, made by `{meta['model']}` "
-            f"({meta['pooling']} pooling) with upload_ds.py.{text}\n\n```json\n{json.dumps(meta, indent=2)}\n```\n")
+    text = (
+        f"\n\nThe embeddings share a space with `{meta['model']}`'s text tower: words embedded with it (e.g. "
+        "`embed.TextEncoder`) are compared with them directly, so the shop's search box searches by meaning."
+        if meta.get("text")
+        else ""
+    )
+    return (
+        f"## Embeddings\n\nColumn `embeddings`: {meta['dim']}-d, L2-normalised, made by `{meta['model']}` "
+        f"({meta['pooling']} pooling) with upload_ds.py.{text}\n\n```json\n{json.dumps(meta, indent=2)}\n```\n"
+    )
 
 
 def read_images(shop: ShopInput, max_pixels: int = DEFAULT_MAX_PIXELS, progress: bool = True) -> FolderScan:
@@ -123,9 +130,16 @@ def read_images(shop: ShopInput, max_pixels: int = DEFAULT_MAX_PIXELS, progress:
     return scan
 
 
-def build(img_dir: str | os.PathLike | None = None, model: str = DEFAULT_MODEL, batch_size: int = 32,
-          pooling: str = "cls", max_pixels: int = DEFAULT_MAX_PIXELS, progress: bool = True,
-          encoder: ImageEncoder | None = None, shop: ShopInput | None = None) -> Built:
+def build(
+    img_dir: str | os.PathLike | None = None,
+    model: str = DEFAULT_MODEL,
+    batch_size: int = 32,
+    pooling: str = "cls",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    progress: bool = True,
+    encoder: ImageEncoder | None = None,
+    shop: ShopInput | None = None,
+) -> Built:
     """Read the products (`shop`, else the folder `img_dir`), then embed: returns (scan, images dataset,
     embeddings dataset), both datasets with the product table's columns."""
     from embed import ImageEncoder, embed_dataset
@@ -169,56 +183,104 @@ def build_ray(shop: ShopInput, options: RayOptions, work_dir: str | None) -> Bui
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line, checked: every mistake is one `error:` line and exit code 2, before any work."""
     ap = ArgumentParser(prog="upload_ds.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("img_dir", metavar="IMG_DIR", nargs="?",
-                    help="folder of product images, searched recursively; id = the path without extension "
-                         "(or give --products, or both: the table is joined on id)")
-    ap.add_argument("--repo", required=True, metavar="USER/NAME",
-                    help="dataset name; pushed as USER/NAME and USER/NAME-embeddings, saved as NAME under --out")
-    ap.add_argument("--model", default=DEFAULT_MODEL,
-                    help="Hub id or local dir of a vision model; a CLIP-family model (e.g. "
-                         "openai/clip-vit-base-patch32, SigLIP) gives image features that typed words can be compared "
-                         f"with; or efficientnet-lite0, -lite1, -lite2 (default {DEFAULT_MODEL})")
-    ap.add_argument("--pooling", choices=("cls", "mean"), default="cls",
-                    help="token pooling of a vision model (default cls; CLIP-family models give their image features)")
+    ap.add_argument(
+        "img_dir",
+        metavar="IMG_DIR",
+        nargs="?",
+        help="folder of product images, searched recursively; id = the path without extension "
+        "(or give --products, or both: the table is joined on id)",
+    )
+    ap.add_argument(
+        "--repo",
+        required=True,
+        metavar="USER/NAME",
+        help="dataset name; pushed as USER/NAME and USER/NAME-embeddings, saved as NAME under --out",
+    )
+    ap.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help="Hub id or local dir of a vision model; a CLIP-family model (e.g. "
+        "openai/clip-vit-base-patch32, SigLIP) gives image features that typed words can be compared "
+        f"with; or efficientnet-lite0, -lite1, -lite2 (default {DEFAULT_MODEL})",
+    )
+    ap.add_argument(
+        "--pooling",
+        choices=("cls", "mean"),
+        default="cls",
+        help="token pooling of a vision model (default cls; CLIP-family models give their image features)",
+    )
     ap.add_argument("--batch-size", type=whole_number(1), default=32, help="images per model batch (default 32)")
     ap.add_argument("--private", action="store_true", help="create the Hub repos as private")
     ap.add_argument("--out", metavar="DIR", help="also save both datasets with save_to_disk under DIR")
-    ap.add_argument("--overwrite", action="store_true",
-                    help="replace datasets of the same name under --out that upload_ds.py wrote (both together, "
-                         "atomically: a running app keeps serving); anything else there is never touched")
+    ap.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace datasets of the same name under --out that upload_ds.py wrote (both together, "
+        "atomically: a running app keeps serving); anything else there is never touched",
+    )
     ap.add_argument("--no-push", action="store_true", help="do not push to the Hub (then --out is required)")
-    ap.add_argument("--max-pixels", type=whole_number(1), default=DEFAULT_MAX_PIXELS,
-                    help="skip images larger than this many pixels (decompression-bomb guard)")
+    ap.add_argument(
+        "--max-pixels",
+        type=whole_number(1),
+        default=DEFAULT_MAX_PIXELS,
+        help="skip images larger than this many pixels (decompression-bomb guard)",
+    )
     table = ap.add_argument_group("product table")
-    table.add_argument("--products", "--manifest", dest="products", metavar="FILE",
-                       help="the shop's product table: Shopify's or WooCommerce's product export CSV as it is, or a "
-                            "CSV, JSON Lines or Parquet table with an image column (image, image_url, path: a file "
-                            "relative to the table, or an http(s) URL) and optional id, title, description, brand, "
-                            "category, tags, price, currency, url and any other columns (kept with their types)")
-    table.add_argument("--shop-url", metavar="URL",
-                       help="the shop's address, for the product links of a Shopify or WooCommerce export "
-                            "(e.g. https://myshop.example)")
+    table.add_argument(
+        "--products",
+        "--manifest",
+        dest="products",
+        metavar="FILE",
+        help="the shop's product table: Shopify's or WooCommerce's product export CSV as it is, or a "
+        "CSV, JSON Lines or Parquet table with an image column (image, image_url, path: a file "
+        "relative to the table, or an http(s) URL) and optional id, title, description, brand, "
+        "category, tags, price, currency, url and any other columns (kept with their types)",
+    )
+    table.add_argument(
+        "--shop-url",
+        metavar="URL",
+        help="the shop's address, for the product links of a Shopify or WooCommerce export "
+        "(e.g. https://myshop.example)",
+    )
     table.add_argument("--currency", metavar="CODE", help="currency of prices given without one (e.g. EUR)")
-    table.add_argument("--download-timeout", type=float, default=30.0, metavar="S",
-                       help="seconds allowed per image URL (default 30)")
-    table.add_argument("--download-retries", type=whole_number(0, 10), default=2,
-                       help="retries of a download that timed out or met a server error (default 2)")
-    table.add_argument("--download-workers", type=whole_number(1, 64), default=8,
-                       help="downloads at a time (default 8)")
-    table.add_argument("--max-download-mb", type=float, default=32.0, metavar="MB",
-                       help="largest image accepted from a URL, in MB (default 32)")
-    table.add_argument("--download-cache", metavar="DIR",
-                       help="where downloaded images are kept, so a rerun fetches nothing twice (default: under "
-                            "the datasets cache)")
+    table.add_argument(
+        "--download-timeout", type=float, default=30.0, metavar="S", help="seconds allowed per image URL (default 30)"
+    )
+    table.add_argument(
+        "--download-retries",
+        type=whole_number(0, 10),
+        default=2,
+        help="retries of a download that timed out or met a server error (default 2)",
+    )
+    table.add_argument(
+        "--download-workers", type=whole_number(1, 64), default=8, help="downloads at a time (default 8)"
+    )
+    table.add_argument(
+        "--max-download-mb",
+        type=float,
+        default=32.0,
+        metavar="MB",
+        help="largest image accepted from a URL, in MB (default 32)",
+    )
+    table.add_argument(
+        "--download-cache",
+        metavar="DIR",
+        help="where downloaded images are kept, so a rerun fetches nothing twice (default: under the datasets cache)",
+    )
     ray = ap.add_argument_group("distributed engine (pip install -r requirements-ray.txt)")
-    ray.add_argument("--engine", choices=("local", "ray"), default="local",
-                     help="local: this process; ray: Ray Data stages on a local or existing Ray cluster")
+    ray.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this process; ray: Ray Data stages on a local or existing Ray cluster",
+    )
     ray.add_argument("--ray-address", metavar="ADDR", help="join this Ray cluster (default: start a local one)")
     ray.add_argument("--num-workers", type=whole_number(1), default=2, help="embedding actors (default 2)")
     ray.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per embedding actor (default 0)")
     ray.add_argument("--work-dir", metavar="DIR", help="where the ray engine keeps its Parquet shards")
-    ray.add_argument("--shard-size", type=whole_number(1), default=64,
-                     help="images per read task and Parquet shard (64)")
+    ray.add_argument(
+        "--shard-size", type=whole_number(1), default=64, help="images per read task and Parquet shard (64)"
+    )
     args = ap.parse_args(argv)
     if args.img_dir is None and args.products is None:
         ap.error("give IMG_DIR, --products FILE, or both")
@@ -264,8 +326,10 @@ def hub_token(args: argparse.Namespace) -> str | None:
         return None
     token = resolve_token()
     if not token:
-        raise ValueError("pushing to the Hub needs a token: set HF_TOKEN, or run `hf auth login` (huggingface-cli "
-                         "login); or use --no-push --out DIR to save locally only")
+        raise ValueError(
+            "pushing to the Hub needs a token: set HF_TOKEN, or run `hf auth login` (huggingface-cli "
+            "login); or use --no-push --out DIR to save locally only"
+        )
     try:
         require_hub(f"pushing to {args.repo}")
     except HubUnavailableError as exc:
@@ -275,19 +339,39 @@ def hub_token(args: argparse.Namespace) -> str | None:
 
 def embed_all(args: argparse.Namespace) -> Built:
     """(scan, images dataset, embeddings dataset) with the chosen engine."""
-    download = DownloadOptions(timeout=args.download_timeout, max_bytes=int(args.max_download_mb * 2**20),
-                               retries=args.download_retries, workers=args.download_workers)
-    shop = gather(args.img_dir, args.products, shop_url=args.shop_url, currency=args.currency, download=download,
-                  download_cache=args.download_cache, max_pixels=args.max_pixels,
-                  fetch_urls=not (args.engine == "ray" and args.ray_address))
+    download = DownloadOptions(
+        timeout=args.download_timeout,
+        max_bytes=int(args.max_download_mb * 2**20),
+        retries=args.download_retries,
+        workers=args.download_workers,
+    )
+    shop = gather(
+        args.img_dir,
+        args.products,
+        shop_url=args.shop_url,
+        currency=args.currency,
+        download=download,
+        download_cache=args.download_cache,
+        max_pixels=args.max_pixels,
+        fetch_urls=not (args.engine == "ray" and args.ray_address),
+    )
     if args.engine == "ray":
         from intake.ray_embed import RayOptions
 
-        options = RayOptions(args.model, args.pooling, args.batch_size, args.num_workers, args.gpus_per_worker,
-                             args.ray_address, args.max_pixels, args.shard_size)
+        options = RayOptions(
+            args.model,
+            args.pooling,
+            args.batch_size,
+            args.num_workers,
+            args.gpus_per_worker,
+            args.ray_address,
+            args.max_pixels,
+            args.shard_size,
+        )
         return build_ray(shop, options, args.work_dir)
-    return build(model=args.model, batch_size=args.batch_size, pooling=args.pooling, max_pixels=args.max_pixels,
-                 shop=shop)
+    return build(
+        model=args.model, batch_size=args.batch_size, pooling=args.pooling, max_pixels=args.max_pixels, shop=shop
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -309,22 +393,29 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         except OSError as exc:  # e.g. a full disk under the datasets cache
-            print(f"error: {exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}; the work done so "
-                  "far is kept: free the space and run the same command again to resume", file=sys.stderr)
+            print(
+                f"error: {exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}; the work done so "
+                "far is kept: free the space and run the same command again to resume",
+                file=sys.stderr,
+            )
             return 2
         except Exception as exc:
             if args.engine != "ray":
                 raise
-            print(f"error: the ray engine stopped: {type(exc).__name__}: {str(exc)[:2000]}\nthe shards it finished "
-                  "are kept; run the same command again to resume", file=sys.stderr)
+            print(
+                f"error: the ray engine stopped: {type(exc).__name__}: {str(exc)[:2000]}\nthe shards it finished "
+                "are kept; run the same command again to resume",
+                file=sys.stderr,
+            )
             return 1
         elapsed = time.perf_counter() - t0
         if args.out:
             try:
                 save_outputs(images_ds, emb_ds, Path(args.out), args.names)
             except (ValueError, OSError) as exc:
-                print(f"error: nothing under --out was changed: {getattr(exc, 'strerror', None) or exc}",
-                      file=sys.stderr)
+                print(
+                    f"error: nothing under --out was changed: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr
+                )
                 return 2
     if not args.no_push:
         try:
@@ -339,18 +430,21 @@ def main(argv: list[str] | None = None) -> int:
 
 def save_outputs(images_ds: datasets.Dataset, emb_ds: datasets.Dataset, out: Path, names: list[str]) -> None:
     """Both datasets under `out`, replacing the old pair together (see saving.save_together)."""
-    save_together([(images_ds, out / names[0], None),
-                   (emb_ds, out / names[1], f"# {names[1]}\n\n{model_card_text(emb_ds)}")])
+    save_together(
+        [(images_ds, out / names[0], None), (emb_ds, out / names[1], f"# {names[1]}\n\n{model_card_text(emb_ds)}")]
+    )
     print(f"saved {display_name(out / names[0])} and {display_name(out / names[1])}")
 
 
 def summary(scan: FolderScan, emb_ds: datasets.Dataset, elapsed: float) -> str:
     """The closing lines: products, skipped, model, speed, downloads, and the skip report."""
     meta, n = json.loads(emb_ds.info.description), len(scan.images)
-    return (f"\nsummary: {n} products, {len(scan.skipped)} skipped, dim {meta['dim']}, model {meta['model']} "
-            f"({meta['pooling']}{'; typed words can search by meaning' if meta.get('text') else ''}), "
-            f"{elapsed:.1f} s, {n / max(elapsed, 1e-9):.1f} images/s\n"
-            f"{f'downloads: {scan.downloads}' + chr(10) if scan.downloads else ''}{scan.report()}")
+    return (
+        f"\nsummary: {n} products, {len(scan.skipped)} skipped, dim {meta['dim']}, model {meta['model']} "
+        f"({meta['pooling']}{'; typed words can search by meaning' if meta.get('text') else ''}), "
+        f"{elapsed:.1f} s, {n / max(elapsed, 1e-9):.1f} images/s\n"
+        f"{f'downloads: {scan.downloads}' + chr(10) if scan.downloads else ''}{scan.report()}"
+    )
 
 
 if __name__ == "__main__":

@@ -83,8 +83,12 @@ def main() -> int:
             for _ in range(args.repeats):
                 for name, root in trees.items():
                     cache = Path(tmp) / f"cache-{kind}-{abs(hash(name))}"
-                    out = subprocess.run([sys.executable, "-c", CHILD, str(root), str(data), str(cache),
-                                          str(args.hunts)], capture_output=True, text=True, check=True)
+                    out = subprocess.run(
+                        [sys.executable, "-c", CHILD, str(root), str(data), str(cache), str(args.hunts)],
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                    )
                     row = results.setdefault((kind, name), {"handler": [], "engine": [], "startup": []})
                     measured = json.loads(out.stdout.strip().splitlines()[-1])
                     row["handler"].append(measured["handler"])

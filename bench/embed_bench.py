@@ -1,10 +1,10 @@
 """Images/s of the ViT-B/16 architecture (random weights, same cost as the real model), three ways, in one run:
 
-  (a) our pipeline: image files -> decode/convert -> processor -> batched forward (ImageEncoder.embed)
-  (b) the model's pure forward pass on ready tensors, at the best batch size found
-  (c) one image at a time through processor + model (the seed's way)
+(a) our pipeline: image files -> decode/convert -> processor -> batched forward (ImageEncoder.embed)
+(b) the model's pure forward pass on ready tensors, at the best batch size found
+(c) one image at a time through processor + model (the seed's way)
 
-    python bench/embed_bench.py [--images 64] [--batch-size 32] [--size 800x600]
+  python bench/embed_bench.py [--images 64] [--batch-size 32] [--size 800x600]
 """
 
 from __future__ import annotations
@@ -58,13 +58,19 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32, help="batch size of our pipeline (a)")
     ap.add_argument("--batch-sizes", default="1,8,16,32,64", help="batch sizes tried for the pure forward (b)")
     ap.add_argument("--size", default="800x600", help="pixel size of the test JPEGs, WxH")
-    ap.add_argument("--engine", choices=("local", "ray"), default="local",
-                    help="ray: also time the Ray engine with 1 and 2 workers (needs requirements-ray.txt)")
+    ap.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="ray: also time the Ray engine with 1 and 2 workers (needs requirements-ray.txt)",
+    )
     ap.add_argument("--workers", default="1,2", help="worker counts for --engine ray")
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; ViT-B/16 (random weights), "
-          f"{args.images} JPEGs of {w}x{h}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; ViT-B/16 (random weights), "
+        f"{args.images} JPEGs of {w}x{h}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         make_model(tmp / "vit")
@@ -103,8 +109,10 @@ def main() -> None:
         ray_rates = ray_engine(tmp, files, args) if args.engine == "ray" else {}
     print(f"\n(a)/(b) = {a / best:.0%}  (target >= 80%)\n(a)/(c) = {a / c:.2f}x")
     for workers, (r, total) in ray_rates.items():
-        print(f"ray engine, {workers} worker(s): {r:7.2f} images/s embedding ({total:.1f} s with cluster start), "
-              f"{r / a:.2f}x the default engine")
+        print(
+            f"ray engine, {workers} worker(s): {r:7.2f} images/s embedding ({total:.1f} s with cluster start), "
+            f"{r / a:.2f}x the default engine"
+        )
 
 
 def ray_engine(tmp: Path, files: list[Path], args: argparse.Namespace) -> dict[int, tuple[float, float]]:
@@ -120,8 +128,9 @@ def ray_engine(tmp: Path, files: list[Path], args: argparse.Namespace) -> dict[i
         ray.init(num_cpus=(os.cpu_count() or 1) + 1, include_dashboard=False, log_to_driver=False)
         try:
             t = time.perf_counter()
-            options = ray_embed.RayOptions(str(tmp / "vit"), batch_size=args.batch_size, num_workers=workers,
-                                           shard_size=16)
+            options = ray_embed.RayOptions(
+                str(tmp / "vit"), batch_size=args.batch_size, num_workers=workers, shard_size=16
+            )
             ray_embed.run(rows, tmp / f"ray-{workers}", options, log=lambda m: None)
             out[workers] = (len(rows) / (time.perf_counter() - t), time.perf_counter() - t0)
         finally:

@@ -105,16 +105,32 @@ def shop_concurrently(url: str, shoppers: int, rounds: int, shop: bool = True) -
 def drive(url: str, shoppers: int, rounds: int, shop: bool, pid: int) -> dict:
     """Shop from a separate process, and measure the server's CPU (pid) around it."""
     before = cpu_seconds(pid)
-    res = subprocess.run([sys.executable, __file__, "--drive", url, "--shoppers", str(shoppers), "--rounds",
-                          str(rounds), *([] if shop else ["--floor-driver"])], capture_output=True, text=True,
-                         timeout=3600)
+    res = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--drive",
+            url,
+            "--shoppers",
+            str(shoppers),
+            "--rounds",
+            str(rounds),
+            *([] if shop else ["--floor-driver"]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     cpu = cpu_seconds(pid) - before
     if res.returncode != 0:
         raise RuntimeError(f"driver failed: {res.stderr[-2000:]}")
     out = json.loads(res.stdout.strip().splitlines()[-1])
     n = len(out["latencies_ms"])
-    out.update(latencies_ms=np.array(out["latencies_ms"]), server_cpu_ms=1000 * cpu / max(n, 1),
-               rounds_per_s=n / out["seconds"])
+    out.update(
+        latencies_ms=np.array(out["latencies_ms"]),
+        server_cpu_ms=1000 * cpu / max(n, 1),
+        rounds_per_s=n / out["seconds"],
+    )
     return out
 
 
@@ -128,8 +144,14 @@ def serving(products: int, tmp: Path, dim: int, strategy: str = "mean") -> Itera
         make_catalog(cat, n=products, dim=dim)
         print(f"catalog of {products:,} products ({dim}-d) made in {time.perf_counter() - t:.1f} s", flush=True)
     log = tmp / f"app-{products}-{strategy}.log"
-    env = {**os.environ, "APP_LOG": str(log), "CACHE_DIR": str(tmp / "cache"), "GRADIO_ANALYTICS_ENABLED": "False",
-           "HF_HUB_OFFLINE": "1", "HUNT_LOG": "none"}
+    env = {
+        **os.environ,
+        "APP_LOG": str(log),
+        "CACHE_DIR": str(tmp / "cache"),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "HF_HUB_OFFLINE": "1",
+        "HUNT_LOG": "none",
+    }
     proc, url = start_app(["--dataset", str(cat), "--strategy", strategy], env, timeout=600)
     try:
         wait_for_thumbnails(log)
@@ -160,8 +182,9 @@ def engine_cost(catalog: Path, strategy: str, shoppers: int, rounds: int) -> dic
 
     ds = datasets.load_from_disk(str(catalog))
     x = embedding_matrix(ds)
-    rec = Recommender(x, strategy=strategy, compression=choose_compression("auto", len(x), x.shape[1]),
-                      views=dataset_views(ds))
+    rec = Recommender(
+        x, strategy=strategy, compression=choose_compression("auto", len(x), x.shape[1]), views=dataset_views(ds)
+    )
     walls, cpu0 = [], time.process_time()
     for k in range(shoppers):
         rng = np.random.default_rng(k)
@@ -181,8 +204,9 @@ def thumbnails_of(tmp: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------------------------- reports
-def run(products: int, shoppers: int, rounds: int, dim: int = 768, tmp: Path | None = None,
-        strategy: str = "mean") -> dict:
+def run(
+    products: int, shoppers: int, rounds: int, dim: int = 768, tmp: Path | None = None, strategy: str = "mean"
+) -> dict:
     """The shop under load (shoppers in their own process); returns its figures."""
     with tempfile.TemporaryDirectory() as own, serving(products, Path(tmp or own), dim, strategy) as (proc, url, _):
         return drive(url, shoppers, rounds, True, proc.pid)
@@ -191,23 +215,31 @@ def run(products: int, shoppers: int, rounds: int, dim: int = 768, tmp: Path | N
 def line(name: str, r: dict) -> str:
     """One printed line of a run's figures: server CPU, latencies, rounds per second and problems."""
     lat = r["latencies_ms"]
-    return (f"{name:<22} server CPU {r['server_cpu_ms']:6.1f} ms/round; p50 {np.percentile(lat, 50):7.1f} ms, "
-            f"p99 {np.percentile(lat, 99):7.1f} ms; {r['rounds_per_s']:5.1f} rounds/s; errors {r['errors']}, "
-            f"repeats {r['repeats']}, leaked picks {r['leaks']}")
+    return (
+        f"{name:<22} server CPU {r['server_cpu_ms']:6.1f} ms/round; p50 {np.percentile(lat, 50):7.1f} ms, "
+        f"p99 {np.percentile(lat, 99):7.1f} ms; {r['rounds_per_s']:5.1f} rounds/s; errors {r['errors']}, "
+        f"repeats {r['repeats']}, leaked picks {r['leaks']}"
+    )
 
 
 def compare(args: argparse.Namespace, tmp: Path) -> None:
     """The shop per strategy, the floor (files, URLs) and the engine on one catalog, in one run."""
-    print(f"{args.shoppers} shoppers x {args.rounds} rounds, {args.products:,} products ({args.dim}-d), "
-          f"{os.cpu_count()} cores", flush=True)
+    print(
+        f"{args.shoppers} shoppers x {args.rounds} rounds, {args.products:,} products ({args.dim}-d), "
+        f"{os.cpu_count()} cores",
+        flush=True,
+    )
     shop, engine = {}, {}
     for strategy in args.strategies:
         with serving(args.products, tmp, args.dim, strategy) as (proc, url, cat):
             shop[strategy] = drive(url, args.shoppers, args.rounds, True, proc.pid)
             print(line(f"shop ({strategy})", shop[strategy]), flush=True)
         engine[strategy] = engine_cost(cat, strategy, args.shoppers, args.rounds)
-        print(f"{'engine (' + strategy + ')':<22} CPU {engine[strategy]['cpu_ms']:6.2f} ms/round, p50 "
-              f"{engine[strategy]['p50_ms']:.2f} ms", flush=True)
+        print(
+            f"{'engine (' + strategy + ')':<22} CPU {engine[strategy]['cpu_ms']:6.2f} ms/round, p50 "
+            f"{engine[strategy]['p50_ms']:.2f} ms",
+            flush=True,
+        )
     floor = {}
     if args.floor:
         for urls in (False, True):
@@ -218,8 +250,10 @@ def compare(args: argparse.Namespace, tmp: Path) -> None:
         base = floor["floor (files)"]["server_cpu_ms"]
         for strategy in args.strategies:
             ratio = shop[strategy]["server_cpu_ms"] / (base + engine[strategy]["cpu_ms"])
-            print(f"server / (floor + engine), {strategy}: {shop[strategy]['server_cpu_ms']:.1f} / ({base:.1f} + "
-                  f"{engine[strategy]['cpu_ms']:.2f}) = {ratio:.2f}")
+            print(
+                f"server / (floor + engine), {strategy}: {shop[strategy]['server_cpu_ms']:.1f} / ({base:.1f} + "
+                f"{engine[strategy]['cpu_ms']:.2f}) = {ratio:.2f}"
+            )
 
 
 def one_shopper(args: argparse.Namespace, tmp: Path) -> None:
@@ -228,9 +262,11 @@ def one_shopper(args: argparse.Namespace, tmp: Path) -> None:
         r = drive(url, 1, 40, True, proc.pid)
     e = engine_cost(cat, "mean", 1, 40)
     lat = r["latencies_ms"]
-    print(f"one shopper on {args.server_products:,} products (event in -> gallery out, over loopback): p50 "
-          f"{np.percentile(lat, 50):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms; the engine's round p50 "
-          f"{e['p50_ms']:.1f} ms: +{np.percentile(lat, 50) - e['p50_ms']:.1f} ms; errors {r['errors']}")
+    print(
+        f"one shopper on {args.server_products:,} products (event in -> gallery out, over loopback): p50 "
+        f"{np.percentile(lat, 50):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms; the engine's round p50 "
+        f"{e['p50_ms']:.1f} ms: +{np.percentile(lat, 50) - e['p50_ms']:.1f} ms; errors {r['errors']}"
+    )
 
 
 def chromium(args: argparse.Namespace, tmp: Path) -> None:
@@ -238,12 +274,14 @@ def chromium(args: argparse.Namespace, tmp: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     with serving(args.products, tmp, args.dim) as (_, url, _), sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=os.environ.get("CHROMIUM", "/usr/bin/chromium"),
-                                    args=["--no-sandbox", "--disable-gpu"])
+        browser = p.chromium.launch(
+            executable_path=os.environ.get("CHROMIUM", "/usr/bin/chromium"), args=["--no-sandbox", "--disable-gpu"]
+        )
         page = browser.new_page(viewport={"width": 1366, "height": 900})
         page.goto(url)
-        page.wait_for_function("document.querySelectorAll('#products .thumbnail-item img').length === 10",
-                               timeout=60_000)
+        page.wait_for_function(
+            "document.querySelectorAll('#products .thumbnail-item img').length === 10", timeout=60_000
+        )
         times = []
         for r in range(10):
             before = page.eval_on_selector_all("#products .thumbnail-item img", "els => els.map(e => e.src)")
@@ -252,11 +290,15 @@ def chromium(args: argparse.Namespace, tmp: Path) -> None:
             page.wait_for_function(
                 f"(() => {{ const imgs = [...document.querySelectorAll('#products .thumbnail-item img')]; "
                 f"const old = new Set({json.dumps(before)}); return imgs.length === 10 && "
-                f"imgs.every(i => !old.has(i.src) && i.complete && i.naturalWidth > 0); }})()", timeout=30_000)
+                f"imgs.every(i => !old.has(i.src) && i.complete && i.naturalWidth > 0); }})()",
+                timeout=30_000,
+            )
             times.append(time.perf_counter() - t)
         browser.close()
-    print(f"Chromium, click -> ten new pictures drawn: median {1000 * np.median(times):.0f} ms of 10 clicks "
-          f"(min {1000 * min(times):.0f}, max {1000 * max(times):.0f})")
+    print(
+        f"Chromium, click -> ten new pictures drawn: median {1000 * np.median(times):.0f} ms of 10 clicks "
+        f"(min {1000 * min(times):.0f}, max {1000 * max(times):.0f})"
+    )
 
 
 def main() -> None:
@@ -268,8 +310,12 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=768)
     ap.add_argument("--strategies", default="mean,bayes")
     ap.add_argument("--no-floor", dest="floor", action="store_false", help="skip the floor app")
-    ap.add_argument("--server-products", type=int, default=0,
-                    help="catalog size for the one-shopper round time (0 to skip; the issue's figure: 100000)")
+    ap.add_argument(
+        "--server-products",
+        type=int,
+        default=0,
+        help="catalog size for the one-shopper round time (0 to skip; the issue's figure: 100000)",
+    )
     ap.add_argument("--chromium", action="store_true", help="also time click -> pictures drawn in Chromium")
     ap.add_argument("--drive", metavar="URL", help=argparse.SUPPRESS)  # the shoppers' own process
     ap.add_argument("--floor-driver", action="store_true", help=argparse.SUPPRESS)

@@ -52,8 +52,12 @@ def child(threshold: int | None, products: int, dim: int, images: int, rounds: i
     t = time.perf_counter()
     encoder.embed(pictures)
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return {"round_ms": 1000 * float(np.median(times)), "embed_s": time.perf_counter() - t,
-            "sys_s": usage.ru_stime, "user_s": usage.ru_utime}
+    return {
+        "round_ms": 1000 * float(np.median(times)),
+        "embed_s": time.perf_counter() - t,
+        "sys_s": usage.ru_stime,
+        "user_s": usage.ru_utime,
+    }
 
 
 def main() -> None:
@@ -74,19 +78,42 @@ def main() -> None:
     results: dict[str, list[dict]] = {"adaptive": [], "pinned": []}
     for _ in range(args.repeats):
         for name, flag in (("adaptive", "adaptive"), ("pinned", str(PINNED))):
-            out = subprocess.run([sys.executable, __file__, "--child", flag, "--products", str(args.products),
-                                  "--dim", str(args.dim), "--images", str(args.images), "--rounds", str(args.rounds)],
-                                 capture_output=True, text=True, env=env, check=True)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    flag,
+                    "--products",
+                    str(args.products),
+                    "--dim",
+                    str(args.dim),
+                    "--images",
+                    str(args.images),
+                    "--rounds",
+                    str(args.rounds),
+                ],
+                capture_output=True,
+                text=True,
+                env=env,
+                check=True,
+            )
             results[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
-    print(f"{args.products:,} products x {args.dim} (+ a 192-d view), bayes; {args.images} pictures, Lite0; "
-          f"{args.repeats} child process(es) per setting, best of them")
+    print(
+        f"{args.products:,} products x {args.dim} (+ a 192-d view), bayes; {args.images} pictures, Lite0; "
+        f"{args.repeats} child process(es) per setting, best of them"
+    )
     best = {name: {k: min(r[k] for r in rs) for k in rs[0]} for name, rs in results.items()}
     for name, b in best.items():
-        print(f"  {name:9s} round p50 {b['round_ms']:7.1f} ms   embed {b['embed_s']:6.2f} s   "
-              f"process sys {b['sys_s']:5.1f} s, user {b['user_s']:5.1f} s")
+        print(
+            f"  {name:9s} round p50 {b['round_ms']:7.1f} ms   embed {b['embed_s']:6.2f} s   "
+            f"process sys {b['sys_s']:5.1f} s, user {b['user_s']:5.1f} s"
+        )
     a, p = best["adaptive"], best["pinned"]
-    print(f"  pinned / adaptive: rounds {p['round_ms'] / a['round_ms']:.2f}x, "
-          f"embedding {p['embed_s'] / a['embed_s']:.2f}x")
+    print(
+        f"  pinned / adaptive: rounds {p['round_ms'] / a['round_ms']:.2f}x, "
+        f"embedding {p['embed_s'] / a['embed_s']:.2f}x"
+    )
 
 
 if __name__ == "__main__":

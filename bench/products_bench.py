@@ -33,7 +33,7 @@ def photos(n: int, px: int = 400) -> dict[str, bytes]:
     for i in range(n):
         arr = np.full((px, px, 3), 255, np.float32) - ramp
         y, x = rng.integers(0, px // 2, 2)
-        arr[y: y + px // 2, x: x + px // 3] = rng.integers(0, 220, 3)
+        arr[y : y + px // 2, x : x + px // 3] = rng.integers(0, 220, 3)
         buf = io.BytesIO()
         Image.fromarray(arr.clip(0, 255).astype(np.uint8)).save(buf, "JPEG", quality=85)
         out[f"/img/{i}.jpg"] = buf.getvalue()
@@ -56,11 +56,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rows = []
         for i in range(args.products):  # a second image of each product on a row of its own, as Shopify has it
-            rows.append({"Handle": f"p{i}", "Title": f"Product {i}", "Body (HTML)": "<p>A product.</p>",
-                         "Vendor": "Acme", "Type": "Things", "Variant Price": f"{5 + i % 50}.90",
-                         "Image Src": f"{base}/img/{i}.jpg", "Image Position": "1", "Status": "active"})
-            rows.append({"Handle": f"p{i}", "Image Src": f"{base}/img/{(i + 1) % args.products}.jpg",
-                         "Image Position": "2"})
+            rows.append(
+                {
+                    "Handle": f"p{i}",
+                    "Title": f"Product {i}",
+                    "Body (HTML)": "<p>A product.</p>",
+                    "Vendor": "Acme",
+                    "Type": "Things",
+                    "Variant Price": f"{5 + i % 50}.90",
+                    "Image Src": f"{base}/img/{i}.jpg",
+                    "Image Position": "1",
+                    "Status": "active",
+                }
+            )
+            rows.append(
+                {"Handle": f"p{i}", "Image Src": f"{base}/img/{(i + 1) % args.products}.jpg", "Image Position": "2"}
+            )
         table = write_csv(Path(tmp) / "products_export.csv", SHOPIFY_SHORT_HEADER, rows)
         urls = [f"{base}/img/{i}.jpg" for i in range(args.products)]
         t = time.perf_counter()
@@ -68,15 +79,31 @@ def main() -> None:
         download_s = time.perf_counter() - t
         assert all(path is not None for path, _ in results.values())
         t = time.perf_counter()
-        code = upload_ds.main(["--products", str(table), "--shop-url", "https://shop.example", "--repo", "me/bench",
-                               "--model", args.model, "--no-push", "--out", str(Path(tmp) / "out"),
-                               "--download-cache", str(Path(tmp) / "dl2")])
+        code = upload_ds.main(
+            [
+                "--products",
+                str(table),
+                "--shop-url",
+                "https://shop.example",
+                "--repo",
+                "me/bench",
+                "--model",
+                args.model,
+                "--no-push",
+                "--out",
+                str(Path(tmp) / "out"),
+                "--download-cache",
+                str(Path(tmp) / "dl2"),
+            ]
+        )
         total_s = time.perf_counter() - t
         assert code == 0
     server.shutdown()
     mb = sum(len(b) for b in files.values()) / 2**20
-    print(f"\n{args.products} products ({mb:.1f} MB of JPEGs, {args.latency_ms:g} ms latency per request), "
-          f"model {args.model}")
+    print(
+        f"\n{args.products} products ({mb:.1f} MB of JPEGs, {args.latency_ms:g} ms latency per request), "
+        f"model {args.model}"
+    )
     print(f"  downloads alone: {download_s:.2f} s = {args.products / download_s:.0f} images/s (8 at a time)")
     print(f"  whole upload_ds.py --products run (download again, decode-check, embed, save): {total_s:.1f} s")
 

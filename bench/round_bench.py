@@ -130,11 +130,28 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_child(path: Path, n: int, d: int, compression: str, threads: int, args: argparse.Namespace,
-              bayes: bool) -> dict:
+def run_child(
+    path: Path, n: int, d: int, compression: str, threads: int, args: argparse.Namespace, bayes: bool
+) -> dict:
     """Run `child` in a fresh interpreter and return its figures."""
-    cmd = [sys.executable, __file__, "--child", str(path), "--sizes", str(n), "--dim", str(d), "--compressions",
-           compression, "--threads", str(threads), "--sessions", str(args.sessions), "--rounds", str(args.rounds)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        str(path),
+        "--sizes",
+        str(n),
+        "--dim",
+        str(d),
+        "--compressions",
+        compression,
+        "--threads",
+        str(threads),
+        "--sessions",
+        str(args.sessions),
+        "--rounds",
+        str(args.rounds),
+    ]
     if bayes:
         cmd.append("--bayes")
     res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -198,8 +215,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--sessions", type=int, default=3)
     ap.add_argument("--seed-sizes", default="10000,100000", help="sizes at which to time the seed's approach")
-    ap.add_argument("--approx", default="", help="index_factory string to compare (e.g. IVF1024,Flat), at the "
-                                                  "largest size on clustered vectors")
+    ap.add_argument(
+        "--approx",
+        default="",
+        help="index_factory string to compare (e.g. IVF1024,Flat), at the largest size on clustered vectors",
+    )
     ap.add_argument("--nprobe", type=int, default=32)
     ap.add_argument("--dir", default=None, help="folder for the row files (default: a temporary one)")
     ap.add_argument("--bayes", action="store_true", help=argparse.SUPPRESS)
@@ -208,11 +228,17 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",") if s]
     configs = [c for c in args.compressions.split(",") if c]
     if args.child:
-        print(json.dumps(child(args.child, sizes[0], args.dim, configs[0], args.threads, args.sessions, args.rounds,
-                               args.bayes)))
+        print(
+            json.dumps(
+                child(args.child, sizes[0], args.dim, configs[0], args.threads, args.sessions, args.rounds, args.bayes)
+            )
+        )
         return
-    print(f"faiss {faiss.__version__}, {os.cpu_count()} cores, d = {args.dim}; {args.sessions} sessions x "
-          f"{args.rounds} rounds of `mean` per configuration", flush=True)
+    print(
+        f"faiss {faiss.__version__}, {os.cpu_count()} cores, d = {args.dim}; {args.sessions} sessions x "
+        f"{args.rounds} rounds of `mean` per configuration",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         for n in sizes:
             path = rows_file(Path(args.dir or tmp), n, args.dim)
@@ -221,8 +247,11 @@ def main() -> None:
                 x = np.load(path, mmap_mode="r")
                 theirs = seed_rounds(np.asarray(x), args.rounds)
                 ours = results.get(("none", args.threads), next(iter(results.values())))["times"]
-                print(f"{'':14}seed's approach: round {pct(theirs)}  (ours is {np.median(theirs) / np.median(ours):.0f}"
-                      f"x faster at p50)", flush=True)
+                print(
+                    f"{'':14}seed's approach: round {pct(theirs)}  (ours is {np.median(theirs) / np.median(ours):.0f}"
+                    f"x faster at p50)",
+                    flush=True,
+                )
             path.unlink()
         if args.approx:
             compare_approx(max(sizes), args)
@@ -238,10 +267,15 @@ def compare_configs(path: Path, n: int, sizes: list[int], configs: list[str], ar
         bayes = n == max(sizes) and (compression == "sq8" or "sq8" not in configs)
         results[(compression, threads)] = r = run_child(path, n, args.dim, compression, threads, args, bayes)
         base = results.get(("none", args.threads))
-        label = compression if compression == "none" else f"{compression} ({r['shards']} thread" \
-                                                           f"{'s' if r['shards'] > 1 else ''})"
-        line = (f"N={n:>10,}  {label:<17} round {pct(r['times'])}  floor {r['floor']:8.2f} ms  "
-                f"build {r['build']:6.1f} s  peak RSS {r['peak_rss']:7,.0f} MiB")
+        label = (
+            compression
+            if compression == "none"
+            else f"{compression} ({r['shards']} thread{'s' if r['shards'] > 1 else ''})"
+        )
+        line = (
+            f"N={n:>10,}  {label:<17} round {pct(r['times'])}  floor {r['floor']:8.2f} ms  "
+            f"build {r['build']:6.1f} s  peak RSS {r['peak_rss']:7,.0f} MiB"
+        )
         if base is not None and compression != "none":
             ratio = np.median(r["times"]) / np.median(base["times"])
             line += f"  = {ratio:.2f}x float32's round, galleries identical: {r['shown'] == base['shown']}"
@@ -250,8 +284,11 @@ def compare_configs(path: Path, n: int, sizes: list[int], configs: list[str], ar
             line += f"  scans a search {r['scans_per_search']:.2f}"
         print(line, flush=True)
         if "bayes" in r:
-            print(f"{'':14}bayes on {label}: round {pct(r['bayes'])}; belief {r['belief_bytes'] / 2**20:.1f}"
-                  f" MiB a session", flush=True)
+            print(
+                f"{'':14}bayes on {label}: round {pct(r['bayes'])}; belief {r['belief_bytes'] / 2**20:.1f}"
+                f" MiB a session",
+                flush=True,
+            )
     return results
 
 
@@ -263,8 +300,10 @@ def compare_approx(n: int, args: argparse.Namespace) -> None:
     approx = Recommender(x, seed=0, index_factory=args.approx, nprobe=args.nprobe)
     build = time.perf_counter() - t
     times, _ = time_rounds(approx, args.sessions, args.rounds)
-    print(f"N={n:>10,}  {args.approx} nprobe={args.nprobe} (clustered vectors): round {pct(times)}  build "
-          f"{build:6.1f} s  top-5 equal to exact in {top5_agreement(exact, approx, 50):.0%} of queries")
+    print(
+        f"N={n:>10,}  {args.approx} nprobe={args.nprobe} (clustered vectors): round {pct(times)}  build "
+        f"{build:6.1f} s  top-5 equal to exact in {top5_agreement(exact, approx, 50):.0%} of queries"
+    )
 
 
 if __name__ == "__main__":

@@ -47,8 +47,9 @@ def timed(fn: Callable[[], object], repeats: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     """Build the catalog, names and text tower; print the round times with and without a search."""
-    ap = argparse.ArgumentParser(prog="search_bench.py", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="search_bench.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--products", type=int, default=100_000)
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=15)
@@ -66,17 +67,21 @@ def main(argv: list[str] | None = None) -> int:
     names = [[f"shop/{KINDS[k]}/{COLOURS[i % len(COLOURS)]}-{i:07d}.jpg", KINDS[k]] for i, k in enumerate(kind)]
     t = time.perf_counter()
     index = WordIndex(names)
-    print(f"{n:,} products x {d}-d; word index built once in {time.perf_counter() - t:.2f} s "
-          f"({len(index.vocab):,} words)")
+    print(
+        f"{n:,} products x {d}-d; word index built once in {time.perf_counter() - t:.2f} s ({len(index.vocab):,} words)"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         words = " ".join(KINDS + COLOURS).lower().replace("/", " ").split()
         encoder = TextEncoder(save_clip(Path(tmp), words, full_size=True))
-        print(f"CLIP text tower of ViT-B/32's size (12 layers, 512 wide) ready in {time.perf_counter() - t:.1f} s"
-              f"{', int8 linear layers' if encoder.quantized else ''}")
+        print(
+            f"CLIP text tower of ViT-B/32's size (12 layers, 512 wide) ready in {time.perf_counter() - t:.1f} s"
+            f"{', int8 linear layers' if encoder.quantized else ''}"
+        )
         rec = Recommender(x, seed=0)
         print(f"{'strategy':<8} {'search':<8} {'round ms':>9} {'plain ms':>9} {'added ms':>9}")
         for strategy in args.strategy.split(","):
+
             def session_after_a_pick(strategy=strategy):
                 s = rec.new_session(seed=1, strategy=strategy)
                 s.next_round(pick=s.next_round()[3])

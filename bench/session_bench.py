@@ -98,17 +98,25 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         f = run(args.products, args.sessions, args.batch, args.dim, args.workers, Path(tmp))
     grown = f["after"] - f["before"]
-    print(f"{args.sessions:,} sessions ({args.batch} open at a time, half of them bayes) on {args.products:,} "
-          f"products in {f['seconds']:.0f} s")
-    print(f"app RSS: idle {f['idle']:.0f} MB, warmed up by {args.batch} sessions {f['before']:.0f} MB "
-          f"({f['before'] - f['idle']:+.0f} MB), peak with {args.batch} open {f['peak']:.0f} MB, after "
-          f"{args.sessions:,} more opened and closed {f['after']:.0f} MB: {grown:+.0f} MB (bound +50 MB) "
-          f"{'OK' if grown <= 50 else 'OVER'}; of it anonymous memory {f['after_anon'] - f['before_anon']:+.0f} MB")
-    print("after each batch closed (sessions, RSS MB, anonymous MB): " + ", ".join(
-        f"{n:,} {rss:.0f} {anon:.0f}" for n, rss, anon in f["trend"]))
-    print(f"same number of sessions that never close (bounded only by --max-sessions): {f['never_closed']:.0f} MB, "
-          f"{f['never_closed'] - f['after']:+.0f} MB, {(f['never_closed'] - f['after']) * 1024 / args.sessions:.0f} "
-          f"KB a session")
+    print(
+        f"{args.sessions:,} sessions ({args.batch} open at a time, half of them bayes) on {args.products:,} "
+        f"products in {f['seconds']:.0f} s"
+    )
+    print(
+        f"app RSS: idle {f['idle']:.0f} MB, warmed up by {args.batch} sessions {f['before']:.0f} MB "
+        f"({f['before'] - f['idle']:+.0f} MB), peak with {args.batch} open {f['peak']:.0f} MB, after "
+        f"{args.sessions:,} more opened and closed {f['after']:.0f} MB: {grown:+.0f} MB (bound +50 MB) "
+        f"{'OK' if grown <= 50 else 'OVER'}; of it anonymous memory {f['after_anon'] - f['before_anon']:+.0f} MB"
+    )
+    print(
+        "after each batch closed (sessions, RSS MB, anonymous MB): "
+        + ", ".join(f"{n:,} {rss:.0f} {anon:.0f}" for n, rss, anon in f["trend"])
+    )
+    print(
+        f"same number of sessions that never close (bounded only by --max-sessions): {f['never_closed']:.0f} MB, "
+        f"{f['never_closed'] - f['after']:+.0f} MB, {(f['never_closed'] - f['after']) * 1024 / args.sessions:.0f} "
+        f"KB a session"
+    )
 
 
 if __name__ == "__main__":

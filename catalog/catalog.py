@@ -109,18 +109,25 @@ class TypedQuery:
     message: str = ""
 
 
-
 class Catalog:
     """The products a shop shows: embeddings, labels, and images as gallery-sized thumbnail files."""
 
-    def __init__(self, ds: datasets.Dataset, name: str, cache_dir: str | os.PathLike = DEFAULT_CACHE,
-                 image_column: str = "image", base_dir: str | os.PathLike | None = None) -> None:
+    def __init__(
+        self,
+        ds: datasets.Dataset,
+        name: str,
+        cache_dir: str | os.PathLike = DEFAULT_CACHE,
+        image_column: str = "image",
+        base_dir: str | os.PathLike | None = None,
+    ) -> None:
         import datasets
 
         missing = [c for c in (image_column, "embeddings") if c not in ds.column_names]
         if missing:
-            raise CatalogError(f"dataset {name} has no {' or '.join(map(repr, missing))} column "
-                               f"(columns: {ds.column_names}); make it with upload_ds.py")
+            raise CatalogError(
+                f"dataset {name} has no {' or '.join(map(repr, missing))} column "
+                f"(columns: {ds.column_names}); make it with upload_ds.py"
+            )
         if len(ds) == 0:
             raise CatalogError(f"dataset {name} has no rows")
         try:
@@ -136,8 +143,9 @@ class Catalog:
         elif isinstance(feature, datasets.Image):
             self.images = ds.select_columns([image_column]).cast_column(image_column, datasets.Image(decode=False))
         else:
-            raise CatalogError(f"dataset {name}: column {image_column!r} must hold images or image paths, "
-                               f"got {feature}")
+            raise CatalogError(
+                f"dataset {name}: column {image_column!r} must hold images or image paths, got {feature}"
+            )
         self.image_column = image_column
         # the column as Arrow stores it: a row's bytes or path read without a decoded row (see `picture`)
         self._stored = self.images.data.column(image_column) if self.images._indices is None else None
@@ -167,8 +175,7 @@ class Catalog:
     def product(self, row: int) -> dict:
         """The product's facts as the page shows them: id, title, price (a float), currency, brand, category,
         description, url (http(s) only); a fact the dataset lacks or that does not check out is None."""
-        raw = {name: self._facts.column(name)[row].as_py() for name in self._facts.column_names} if self._facts \
-            else {}
+        raw = {name: self._facts.column(name)[row].as_py() for name in self._facts.column_names} if self._facts else {}
         facts = {name: _text(raw.get(name)) for name in ("id", *PRODUCT_FIELDS)}
         try:
             facts["price"] = price_value(raw.get("price"))
@@ -218,8 +225,10 @@ class Catalog:
         except Exception as exc:  # the Hub out of reach, a missing local folder...: names still work
             return f"cannot load the text tower of {self.model}: {type(exc).__name__}: {str(exc)[:300]}"
         if encoder.dim != self.embeddings[0].shape[1]:
-            return f"{self.model}'s text vectors have {encoder.dim} numbers, the catalog's embeddings " \
-                   f"{self.embeddings[0].shape[1]}"
+            return (
+                f"{self.model}'s text vectors have {encoder.dim} numbers, the catalog's embeddings "
+                f"{self.embeddings[0].shape[1]}"
+            )
         self.text_encoder = encoder
         return None
 
@@ -300,8 +309,9 @@ class Catalog:
             new = {r: why for r, why in reasons.items() if r not in self.hidden}
             self.hidden.update(new)
         for row, why in list(new.items())[:20]:
-            log.warning("product %d (%s) cannot be shown and is left out of every gallery: %s", row,
-                        self.labels[row], why[:300])
+            log.warning(
+                "product %d (%s) cannot be shown and is left out of every gallery: %s", row, self.labels[row], why[:300]
+            )
         if len(new) > 20:
             log.warning("... and %d more products cannot be shown", len(new) - 20)
         if new and self.on_hide is not None:
@@ -346,8 +356,10 @@ class Catalog:
         failed = [int(r) for r in rows if self.showable(int(r)) is None]
         if len(failed) * 2 > len(rows):
             why = self.hidden[failed[0]]
-            raise CatalogError(f"dataset {self.name}: {len(failed)} of {len(rows)} product images checked cannot "
-                               f"be shown (row {failed[0]}: {why[:200]})")
+            raise CatalogError(
+                f"dataset {self.name}: {len(failed)} of {len(rows)} product images checked cannot "
+                f"be shown (row {failed[0]}: {why[:200]})"
+            )
 
     def check_all(self, background: bool = True) -> threading.Thread | None:
         """Check every product image once by making its thumbnail (in a thread), logging progress and failures."""
@@ -359,11 +371,17 @@ class Catalog:
                 self.checked = row + 1
                 if time.perf_counter() - last > 10:
                     last = time.perf_counter()
-                    log.info("checking product images: %d of %d (%d cannot be shown)", row + 1, self.n,
-                             len(self.hidden))
+                    log.info(
+                        "checking product images: %d of %d (%d cannot be shown)", row + 1, self.n, len(self.hidden)
+                    )
             bad = len(self.hidden)
-            log.info("product images checked in %.1f s: %d of %d can be shown%s", time.perf_counter() - t,
-                     self.n - bad, self.n, f", {bad} left out (see the warnings above)" if bad else "")
+            log.info(
+                "product images checked in %.1f s: %d of %d can be shown%s",
+                time.perf_counter() - t,
+                self.n - bad,
+                self.n,
+                f", {bad} left out (see the warnings above)" if bad else "",
+            )
             if bad * 2 > self.n:
                 log.error("most product images of %s cannot be shown; check the dataset", self.name)
 

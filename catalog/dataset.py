@@ -38,8 +38,10 @@ def load_dataset_source(src: str) -> datasets.Dataset:
 
     path = Path(src).expanduser()
     if path.is_file():
-        raise CatalogError(f"{src} is a file; give the folder that upload_ds.py --out (save_to_disk) wrote, "
-                           "or a Hub dataset id USER/NAME")
+        raise CatalogError(
+            f"{src} is a file; give the folder that upload_ds.py --out (save_to_disk) wrote, "
+            "or a Hub dataset id USER/NAME"
+        )
     if path.is_dir():
         if _saved_without_rows(path):  # load_from_disk fails on these with "list index out of range"
             raise CatalogError(f"dataset {src} has no rows")
@@ -188,8 +190,7 @@ def embedding_blocks(ds: datasets.Dataset, column: str = "embeddings") -> list[n
         d = int(lengths[0]) if d is None else d
         if (lengths != d).any():
             bad = int(np.flatnonzero(lengths != d)[0])
-            raise ValueError(f"column {column!r} is ragged: row 0 has {d} values, row {first + bad} has "
-                             f"{lengths[bad]}")
+            raise ValueError(f"column {column!r} is ragged: row 0 has {d} values, row {first + bad} has {lengths[bad]}")
         if values.null_count:
             raise ValueError(f"column {column!r} has missing values inside its vectors")
         out.append(values.to_numpy(zero_copy_only=False).reshape(len(chunk), d))

@@ -33,8 +33,7 @@ if TYPE_CHECKING:
 
     from embed import ImageEncoder
 
-CATEGORIES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-              "Ankle boot"]
+CATEGORIES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 DEBIAN_DIR = Path(os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 SUBSET_FILE = Path(__file__).resolve().parent.parent / "data" / "fashion-mnist-subset.npz"
 SUBSET_PER_CATEGORY = 200
@@ -55,8 +54,11 @@ def read_idx(path: Path) -> np.ndarray:
 
 def debian_available() -> bool:
     """Whether Debian's dataset-fashion-mnist files are installed."""
-    return all((DEBIAN_DIR / f"{p}-{k}-idx{d}-ubyte.gz").exists()
-               for p in ("train", "t10k") for k, d in (("images", 3), ("labels", 1)))
+    return all(
+        (DEBIAN_DIR / f"{p}-{k}-idx{d}-ubyte.gz").exists()
+        for p in ("train", "t10k")
+        for k, d in (("images", 3), ("labels", 1))
+    )
 
 
 def load_source(source: str = "auto") -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
@@ -85,8 +87,10 @@ def balanced_order(labels: np.ndarray, index: np.ndarray, size: int) -> np.ndarr
     for c, k in enumerate(per):
         pos = np.flatnonzero(labels == c)
         if len(pos) < k:
-            raise ValueError(f"this source has only {len(pos)} products of category {CATEGORIES[c]}, "
-                             f"{k} needed for size {size}; install dataset-fashion-mnist for up to 70,000")
+            raise ValueError(
+                f"this source has only {len(pos)} products of category {CATEGORIES[c]}, "
+                f"{k} needed for size {size}; install dataset-fashion-mnist for up to 70,000"
+            )
         chosen.append(pos[np.argsort(rank[pos], kind="stable")[:k]])
     chosen = np.concatenate(chosen)
     return chosen[np.argsort(rank[chosen], kind="stable")]
@@ -98,8 +102,13 @@ def product_photo(pixels: np.ndarray, px: int) -> Image.Image:
     return img.resize((px, px), Image.LANCZOS) if px != pixels.shape[0] else img
 
 
-def load_demo_catalog(size: int = 2000, cache_dir: str | os.PathLike | None = None, source: str = "auto",
-                      encoder: ImageEncoder | None = None, progress: bool = True) -> datasets.Dataset:
+def load_demo_catalog(
+    size: int = 2000,
+    cache_dir: str | os.PathLike | None = None,
+    source: str = "auto",
+    encoder: ImageEncoder | None = None,
+    progress: bool = True,
+) -> datasets.Dataset:
     """The demo catalog as a `datasets.Dataset` (image, id, category, title, embeddings, appearance); cached on
     disk after one build."""
     import datasets
@@ -118,24 +127,35 @@ def load_demo_catalog(size: int = 2000, cache_dir: str | os.PathLike | None = No
 
     t = time.perf_counter()
     rows = balanced_order(labels, index, size)
-    features = datasets.Features({"image": datasets.Image(), "id": datasets.Value("string"),
-                                  "category": datasets.Value("string"), "title": datasets.Value("string"),
-                                  "source": datasets.Image()})
-    ds = datasets.Dataset.from_dict({
-        "image": [product_photo(images[r], DISPLAY_PX) for r in rows],
-        "id": [f"fashion-mnist-{int(index[r]):05d}" for r in rows],
-        "category": [CATEGORIES[int(labels[r])] for r in rows],
-        "title": [f"{CATEGORIES[int(labels[r])]} no. {int(index[r])}" for r in rows],
-        "source": [product_photo(images[r], 28) for r in rows],
-    }, features=features)
+    features = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "id": datasets.Value("string"),
+            "category": datasets.Value("string"),
+            "title": datasets.Value("string"),
+            "source": datasets.Image(),
+        }
+    )
+    ds = datasets.Dataset.from_dict(
+        {
+            "image": [product_photo(images[r], DISPLAY_PX) for r in rows],
+            "id": [f"fashion-mnist-{int(index[r]):05d}" for r in rows],
+            "category": [CATEGORIES[int(labels[r])] for r in rows],
+            "title": [f"{CATEGORIES[int(labels[r])]} no. {int(index[r])}" for r in rows],
+            "source": [product_photo(images[r], 28) for r in rows],
+        },
+        features=features,
+    )
     encoder = encoder or ImageEncoder(DEMO_MODEL, batch_size=16)  # fastest on CPU: larger batches thrash cache
     ds = embed_dataset(ds, encoder, image_column="source", progress=progress).remove_columns("source")
     ds.info.description = json.dumps({**encoder.describe(), "source": f"Fashion-MNIST ({name})", "size": size})
     cache.parent.mkdir(parents=True, exist_ok=True)
     save_replacing(ds, cache)  # only a complete catalog ever sits at the cache path
     if progress:
-        print(f"demo catalog: {size} products from {name}, embedded in {time.perf_counter() - t:.1f} s -> {cache}",
-              file=sys.stderr)
+        print(
+            f"demo catalog: {size} products from {name}, embedded in {time.perf_counter() - t:.1f} s -> {cache}",
+            file=sys.stderr,
+        )
     return datasets.load_from_disk(str(cache))
 
 
@@ -150,8 +170,7 @@ def make_subset(path: Path = SUBSET_FILE, per_category: int = SUBSET_PER_CATEGOR
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: build/load the demo catalog, or regenerate the shipped subset."""
-    ap = ArgumentParser(prog="demo.py", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(prog="demo.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=whole_number(1, 70_000), default=2000, help="products in the catalog (default 2000)")
     ap.add_argument("--source", choices=("auto", "debian", "subset"), default="auto")
     ap.add_argument("--cache-dir", default=str(DEFAULT_CACHE))

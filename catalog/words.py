@@ -42,8 +42,9 @@ class WordIndex:
         self.vocab = sorted(postings)
         lengths = np.fromiter((len(postings[w]) for w in self.vocab), dtype=np.int64, count=len(self.vocab))
         self.offsets = np.concatenate([[0], np.cumsum(lengths)])
-        self.rows = np.fromiter((r for w in self.vocab for r in postings[w]), dtype=np.int32,
-                                count=int(self.offsets[-1]))
+        self.rows = np.fromiter(
+            (r for w in self.vocab for r in postings[w]), dtype=np.int32, count=int(self.offsets[-1])
+        )
 
     def prefixed(self, prefix: str) -> np.ndarray:
         """Rows having a word that starts with `prefix` (sorted, unique)."""

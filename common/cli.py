@@ -73,8 +73,9 @@ def folder_problem(path: str | os.PathLike, what: str) -> str | None:
     return None
 
 
-def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None,
-        interrupted: str = "interrupted") -> int:
+def run(
+    main: Callable[[list[str] | None], int], argv: list[str] | None = None, interrupted: str = "interrupted"
+) -> int:
     """Call `main(argv)`; Ctrl-C becomes the one line `interrupted` and exit code 130.
 
     When worker threads are still running (a decode pool, a native thread pool in the middle of a batch), the

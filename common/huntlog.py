@@ -44,8 +44,12 @@ def minute_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
 
 
-def round_entries(history: list[list[int]], picks: dict[int, int], searches: dict[int, list[tuple[str, int | None]]],
-                  product_id: Callable[[int], str]) -> list[dict]:
+def round_entries(
+    history: list[list[int]],
+    picks: dict[int, int],
+    searches: dict[int, list[tuple[str, int | None]]],
+    product_id: Callable[[int], str],
+) -> list[dict]:
     """The `rounds` of a record: per gallery shown (1-based round r: `history[r-1]`), its pick and the words that
     ended it; a search that matched nothing follows as its own entry with nothing shown. `searches[r]` lists the
     (words, matches) typed during round r, in order; `product_id(row)` names a product."""
@@ -55,8 +59,14 @@ def round_entries(history: list[list[int]], picks: dict[int, int], searches: dic
         hits = [(w, m) for w, m in typed if m != 0]
         words, matches = hits[-1] if hits else (None, None)
         pick = picks.get(r)
-        entries.append({"shown": [product_id(row) for row in shown], "pick": None if pick is None else product_id(pick),
-                        "words": words, "matches": matches})
+        entries.append(
+            {
+                "shown": [product_id(row) for row in shown],
+                "pick": None if pick is None else product_id(pick),
+                "words": words,
+                "matches": matches,
+            }
+        )
         entries += [{"shown": [], "pick": None, "words": w, "matches": 0} for w, m in typed if m == 0]
     return entries
 
@@ -78,8 +88,9 @@ def rounds_to_find(record: dict) -> int | None:
 class HuntLog:
     """The one writer of an app's hunt log (path None: off)."""
 
-    def __init__(self, path: str | os.PathLike | None, rotate_bytes: int = ROTATE_BYTES,
-                 grace_s: float = ABANDON_GRACE_S) -> None:
+    def __init__(
+        self, path: str | os.PathLike | None, rotate_bytes: int = ROTATE_BYTES, grace_s: float = ABANDON_GRACE_S
+    ) -> None:
         self.path = Path(path) if path is not None else None
         self.rotate_bytes = rotate_bytes
         self.grace_s = grace_s
@@ -117,8 +128,11 @@ class HuntLog:
                 self._close_file()
                 if not self._warned:
                     self._warned = True
-                    log.warning("the hunt log %s cannot be written (%s); the shop goes on without it", self.path,
-                                exc.strerror or exc)
+                    log.warning(
+                        "the hunt log %s cannot be written (%s); the shop goes on without it",
+                        self.path,
+                        exc.strerror or exc,
+                    )
 
     def _rotate_if_full(self, incoming: int) -> None:
         try:

@@ -50,8 +50,9 @@ def written_by_us(path: Path) -> bool:
         meta = json.loads(info.get("description") or "{}")
     except (OSError, ValueError, AttributeError):
         return False
-    if isinstance(meta, dict) and (meta.get("written_by") == MARK or str(meta.get("source", "")).startswith(
-            "upload_ds.py")):
+    if isinstance(meta, dict) and (
+        meta.get("written_by") == MARK or str(meta.get("source", "")).startswith("upload_ds.py")
+    ):
         return True
     features = info.get("features") or {}  # an images dataset written before the mark: image and id, nothing else
     return set(features) == {"image", "id"} and (features["image"] or {}).get("_type") == "Image"
@@ -64,12 +65,16 @@ def check_out_dir(out: Path, names: list[str], overwrite: bool) -> None:
         raise ValueError(problem)
     present = [n for n in names if os.path.lexists(out / n)]
     if present and not overwrite:
-        raise ValueError(f"{', '.join(display_name(out / n) for n in present)} already exist"
-                         f"{'s' * (len(present) == 1)}; pass --overwrite to replace, or choose another --out/--repo")
+        raise ValueError(
+            f"{', '.join(display_name(out / n) for n in present)} already exist"
+            f"{'s' * (len(present) == 1)}; pass --overwrite to replace, or choose another --out/--repo"
+        )
     for n in present:
         if not written_by_us(out / n):
-            raise ValueError(f"{display_name(out / n)} is not a dataset that upload_ds.py wrote, and --overwrite "
-                             "replaces only those; move it away, or choose another --out/--repo")
+            raise ValueError(
+                f"{display_name(out / n)} is not a dataset that upload_ds.py wrote, and --overwrite "
+                "replaces only those; move it away, or choose another --out/--repo"
+            )
 
 
 @contextmanager
@@ -87,8 +92,10 @@ def out_lock(out: Path, name: str) -> Iterator[None]:
         except BlockingIOError:
             holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
             os.close(fd)
-            raise ValueError(f"another upload_ds.py run ({holder}) is writing {name} under {display_name(out)}; "
-                             "wait for it to finish, or choose another --out/--repo") from None
+            raise ValueError(
+                f"another upload_ds.py run ({holder}) is writing {name} under {display_name(out)}; "
+                "wait for it to finish, or choose another --out/--repo"
+            ) from None
         try:
             if os.stat(path).st_ino == os.fstat(fd).st_ino:  # not a file the last holder removed meanwhile
                 break

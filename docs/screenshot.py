@@ -41,8 +41,13 @@ def shop_photos(n: int) -> tuple[dict[str, bytes], list[tuple[str, str, float]]]
         product_photo(z["images"][r], DISPLAY_PX).save(buf, "PNG")
         files[f"/photos/{k}.png"] = buf.getvalue()
         category = CATEGORIES[int(z["labels"][r])]
-        products.append((f"{category.lower().replace('/', '-').replace(' ', '-')}-{k}",
-                         f"{COLOURS[k % len(COLOURS)]} {category.lower()}", round(12 + 7.5 * (k % 9), 2)))
+        products.append(
+            (
+                f"{category.lower().replace('/', '-').replace(' ', '-')}-{k}",
+                f"{COLOURS[k % len(COLOURS)]} {category.lower()}",
+                round(12 + 7.5 * (k % 9), 2),
+            )
+        )
     return files, products
 
 
@@ -60,26 +65,56 @@ def main() -> None:
     base = f"http://127.0.0.1:{server.server_address[1]}"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [{"Handle": handle, "Title": title.capitalize(), "Vendor": "Zalando sample",
-                 "Body (HTML)": f"<p>Our {title}: soft, durable, made to last.</p>", "Variant Price": f"{price:.2f}",
-                 "Type": title.split(" ", 1)[1].capitalize(), "Image Src": f"{base}/photos/{k}.png",
-                 "Image Position": "1", "Status": "active"} for k, (handle, title, price) in enumerate(products)]
+        rows = [
+            {
+                "Handle": handle,
+                "Title": title.capitalize(),
+                "Vendor": "Zalando sample",
+                "Body (HTML)": f"<p>Our {title}: soft, durable, made to last.</p>",
+                "Variant Price": f"{price:.2f}",
+                "Type": title.split(" ", 1)[1].capitalize(),
+                "Image Src": f"{base}/photos/{k}.png",
+                "Image Position": "1",
+                "Status": "active",
+            }
+            for k, (handle, title, price) in enumerate(products)
+        ]
         table = write_csv(Path(tmp) / "products_export_1.csv", SHOPIFY_SHORT_HEADER, rows)
-        subprocess.run([sys.executable, str(ROOT / "upload_ds.py"), "--products", str(table), "--shop-url",
-                        "https://shop.example", "--currency", "EUR", "--repo", "test-shop", "--model",
-                        "efficientnet-lite0", "--no-push", "--out", f"{tmp}/out"], check=True, env=env)
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "upload_ds.py"),
+                "--products",
+                str(table),
+                "--shop-url",
+                "https://shop.example",
+                "--currency",
+                "EUR",
+                "--repo",
+                "test-shop",
+                "--model",
+                "efficientnet-lite0",
+                "--no-push",
+                "--out",
+                f"{tmp}/out",
+            ],
+            check=True,
+            env=env,
+        )
         app, url = start_app(["--dataset", f"{tmp}/out/test-shop-embeddings", "--cache-dir", f"{tmp}/cache"], env)
         try:
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
                 page = browser.new_page(viewport={"width": args.width, "height": args.height})
                 page.goto(f"{url}/")
-                page.wait_for_function("document.querySelectorAll('#products .thumbnail-item img').length === 10",
-                                       timeout=60_000)
+                page.wait_for_function(
+                    "document.querySelectorAll('#products .thumbnail-item img').length === 10", timeout=60_000
+                )
                 for r in (1, 2):
                     page.locator("#products .thumbnail-item").nth(r).click()
-                    page.wait_for_function(f"document.querySelectorAll('#picks .thumbnail-item').length === {r}",
-                                           timeout=30_000)
+                    page.wait_for_function(
+                        f"document.querySelectorAll('#picks .thumbnail-item').length === {r}", timeout=30_000
+                    )
                 page.wait_for_function("document.querySelector('#product-page .pp-img')?.complete", timeout=30_000)
                 page.wait_for_timeout(1000)
                 page.screenshot(path=args.out, full_page=False)

@@ -64,6 +64,7 @@ class Session(Protocol):
 
     def pick_in_round(self, round_no: int) -> int | None: ...
 
+
 BAYES_DEFAULTS = {"temperature": 0.05, "epsilon": 0.05, "particles": 512, "candidates": 96}
 BAYES_EXACT_BUDGET = 100_000_000  # N * d up to which the belief uses the full embeddings (e.g. 130k x 768)
 BAYES_DIM = 64  # beyond it, a PCA projection of this many dimensions keeps a round O(N * 64)
@@ -176,9 +177,12 @@ def _state(session: Session) -> BayesState:
     out at once (see `strategy_bayes`)."""
     if session.bayes is None:
         rec, hypotheses = session.rec, bayes_hypotheses(session.rec, session.params)
-        session.bayes = BayesState(hypotheses, np.zeros((len(hypotheses), rec.n), dtype=np.float32),
-                                   np.log([_prior(h, hypotheses) for h in hypotheses]),
-                                   rounds_used=max(0, session.weigh_picks_from - 1))
+        session.bayes = BayesState(
+            hypotheses,
+            np.zeros((len(hypotheses), rec.n), dtype=np.float32),
+            np.log([_prior(h, hypotheses) for h in hypotheses]),
+            rounds_used=max(0, session.weigh_picks_from - 1),
+        )
     return session.bayes
 
 
@@ -198,8 +202,13 @@ def bayes_hypotheses(rec: Recommender, params: dict) -> list[tuple[str, float, f
     temperature and epsilon; else every view x BAYES_TEMPERATURES at BAYES_DEFAULTS' epsilon (beyond
     BAYES_GRID_MAX_N products, every view at the first temperature, so a round at 1M stays near one view's cost)."""
     if "temperature" in params or "epsilon" in params:
-        return [("embedding", params.get("temperature", BAYES_DEFAULTS["temperature"]),
-                 params.get("epsilon", BAYES_DEFAULTS["epsilon"]))]
+        return [
+            (
+                "embedding",
+                params.get("temperature", BAYES_DEFAULTS["temperature"]),
+                params.get("epsilon", BAYES_DEFAULTS["epsilon"]),
+            )
+        ]
     views = ["embedding", *rec.views]
     temperatures = BAYES_TEMPERATURES if rec.n <= BAYES_GRID_MAX_N else BAYES_TEMPERATURES[:1]
     return [(v, t, BAYES_DEFAULTS["epsilon"]) for v in views for t in temperatures]
@@ -259,8 +268,16 @@ def strategy_bayes(session: Session, n: int) -> Choice:
         belief = belief + evidence
     rows = rec.unit if view == "embedding" else rec.views[view]
     design = max(temperature, session.params.get("design_temperature", BAYES_DESIGN_TEMPERATURE))
-    gallery = _design_gallery(session, belief, n, session.params.get("particles", BAYES_DEFAULTS["particles"]),
-                            session.params.get("candidates", BAYES_DEFAULTS["candidates"]), design, epsilon, rows)
+    gallery = _design_gallery(
+        session,
+        belief,
+        n,
+        session.params.get("particles", BAYES_DEFAULTS["particles"]),
+        session.params.get("candidates", BAYES_DEFAULTS["candidates"]),
+        design,
+        epsilon,
+        rows,
+    )
     # honest labels: a gallery row is a likely target only if the belief ranks it among its top `per_round`;
     # the rest are there to split the belief (explore). Likely ones first.
     k = min(rec.per_round, int(np.isfinite(belief).sum()))
@@ -330,8 +347,16 @@ def _first_best(gain: np.ndarray) -> int:
     return int(np.flatnonzero(gain >= best - GAIN_TIE * max(abs(best), 1.0))[0])
 
 
-def _design_gallery(session: Session, logp: np.ndarray, n: int, particles: int, candidates: int,
-                  temperature: float, epsilon: float, rows=None) -> list[int]:
+def _design_gallery(
+    session: Session,
+    logp: np.ndarray,
+    n: int,
+    particles: int,
+    candidates: int,
+    temperature: float,
+    epsilon: float,
+    rows=None,
+) -> list[int]:
     """Greedily pick `n` rows maximising the expected information of the click about the target.
 
     The belief is represented by `particles` rows (all unseen rows when fewer, else drawn in proportion to it);

@@ -231,8 +231,15 @@ class UnitRows:
         query = np.ascontiguousarray(query, dtype=np.float32).ravel()
         out = np.empty(len(block), dtype=np.float32)
         ids = np.arange(len(block), dtype=np.int64)
-        faiss.fvec_inner_products_by_idx(faiss.swig_ptr(out), faiss.swig_ptr(query), faiss.swig_ptr(block),
-                                         faiss.swig_ptr(ids), self.shape[1], 1, len(block))
+        faiss.fvec_inner_products_by_idx(
+            faiss.swig_ptr(out),
+            faiss.swig_ptr(query),
+            faiss.swig_ptr(block),
+            faiss.swig_ptr(ids),
+            self.shape[1],
+            1,
+            len(block),
+        )
         return out
 
 

@@ -33,8 +33,9 @@ GROWTH = 8  # how much the candidate count grows when the first scan could not p
 _U32 = 2.0**-24  # float32 unit roundoff
 
 
-def _codes(block: np.ndarray, lo: np.ndarray, inv_step: np.ndarray, step: np.ndarray) -> tuple[np.ndarray, float,
-                                                                                             float]:
+def _codes(
+    block: np.ndarray, lo: np.ndarray, inv_step: np.ndarray, step: np.ndarray
+) -> tuple[np.ndarray, float, float]:
     """Codes of float32 unit rows (0..255; FAISS's signed layout reads them as c - 128), computed in float32, and
     the block's largest ||x - x^|| and ||c - 127.5|| (float32 sums: callers add their rounding margins)."""
     t = (block - lo) * inv_step
@@ -71,8 +72,9 @@ class ExactSQ8:
         self.shards = []
         views = []
         for start, stop in zip(self.starts, stops):
-            index = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit_direct_signed,
-                                               faiss.METRIC_INNER_PRODUCT)
+            index = faiss.IndexScalarQuantizer(
+                d, faiss.ScalarQuantizer.QT_8bit_direct_signed, faiss.METRIC_INNER_PRODUCT
+            )
             index.codes.resize((stop - start) * d)  # written in place below: no growing copies
             index.ntotal = stop - start
             self.shards.append(index)
@@ -91,8 +93,9 @@ class ExactSQ8:
         # step, and the norms were summed in float32. Widen each measure by more than those roundings can reach:
         # the step's float32 rounding over 255.5 steps, 8 roundings of |x| a component, d * u in a sum.
         self.half_step = self.step / 2 * (1 + 1e-3)  # per dimension: |x_j - x^_j| <= half_step_j
-        slack = 255.5 * float(np.linalg.norm(step32.astype(np.float64) - self.step)) + \
-            np.sqrt(d) * 8 * _U32 * float(self.maxabs.max())
+        slack = 255.5 * float(np.linalg.norm(step32.astype(np.float64) - self.step)) + np.sqrt(d) * 8 * _U32 * float(
+            self.maxabs.max()
+        )
         self.err_norm = err_norm * (1 + 2 * d * _U32) + slack  # largest ||x - x^|| over the catalog
         self.mid_norm = mid_norm * (1 + 2 * d * _U32)  # largest ||c - 127.5|| over the catalog
         self._pool = ThreadPoolExecutor(len(self.shards)) if len(self.shards) > 1 else None

@@ -109,8 +109,13 @@ def download(url: str, cache_dir: Path, options: DownloadOptions, max_pixels: in
     return path, None
 
 
-def download_all(urls: list[str], cache_dir: str | os.PathLike, options: DownloadOptions | None = None,
-                 max_pixels: int = 89_478_485, progress: bool = True) -> dict[str, tuple[Path | None, str | None]]:
+def download_all(
+    urls: list[str],
+    cache_dir: str | os.PathLike,
+    options: DownloadOptions | None = None,
+    max_pixels: int = 89_478_485,
+    progress: bool = True,
+) -> dict[str, tuple[Path | None, str | None]]:
     """Each distinct URL -> (its cached file, None) or (None, why it failed), several at a time, one progress bar."""
     from tqdm.auto import tqdm
 
@@ -120,9 +125,16 @@ def download_all(urls: list[str], cache_dir: str | os.PathLike, options: Downloa
     distinct = list(dict.fromkeys(urls))
     cached = sum(cache_path(cache, u).exists() for u in distinct)
     results: dict[str, tuple[Path | None, str | None]] = {}
-    with ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool, \
-            tqdm(total=len(distinct), desc="downloading", unit="img", disable=not progress or not distinct,
-                 postfix=f"{cached} cached" if cached else None) as bar:
+    with (
+        ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool,
+        tqdm(
+            total=len(distinct),
+            desc="downloading",
+            unit="img",
+            disable=not progress or not distinct,
+            postfix=f"{cached} cached" if cached else None,
+        ) as bar,
+    ):
         for url, result in zip(distinct, pool.map(lambda u: download(u, cache, options, max_pixels), distinct)):
             results[url] = result
             bar.update(1)

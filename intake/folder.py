@@ -73,11 +73,19 @@ def walk_folder(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
             sub = os.path.join(dirpath, name)
             target = os.path.realpath(sub)
             if os.path.islink(sub):
-                loop = here == target or (here + os.sep).startswith(target + os.sep) or \
-                    root_real.startswith(target + os.sep)
+                loop = (
+                    here == target
+                    or (here + os.sep).startswith(target + os.sep)
+                    or root_real.startswith(target + os.sep)
+                )
                 if not loop and target.startswith(root_real + os.sep):
-                    skipped.append((relative_name(root, sub), "symlinked folder points inside the image folder; its "
-                                                          "images are included once, under their own path"))
+                    skipped.append(
+                        (
+                            relative_name(root, sub),
+                            "symlinked folder points inside the image folder; its "
+                            "images are included once, under their own path",
+                        )
+                    )
                     continue
                 if loop or target in walked:
                     skipped.append((relative_name(root, sub), "symlinked folder loops back to a folder already walked"))
@@ -87,8 +95,11 @@ def walk_folder(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
             walked.add(target)
             keep.append(name)
         dirnames[:] = keep
-        files += [Path(dirpath, f) for f in filenames
-                  if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS and not os.path.isdir(os.path.join(dirpath, f))]
+        files += [
+            Path(dirpath, f)
+            for f in filenames
+            if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS and not os.path.isdir(os.path.join(dirpath, f))
+        ]
     files.sort(key=lambda p: relative_name(root, p))
     skipped.sort()
     return files, skipped
@@ -150,21 +161,24 @@ def list_folder(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
     files, skipped = walk_folder(root)
     if not files:
         extra = "\n" + FolderScan(root, skipped=skipped).report() if skipped else ""
-        raise ValueError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) found under "
-                         f"{display_name(root)}{extra}")
+        raise ValueError(
+            f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) found under {display_name(root)}{extra}"
+        )
     return files, skipped
 
 
-def check_files(items: list[tuple[str, Path, str]], scan: FolderScan, max_pixels: int = DEFAULT_MAX_PIXELS,
-                progress: bool = True) -> None:
+def check_files(
+    items: list[tuple[str, Path, str]], scan: FolderScan, max_pixels: int = DEFAULT_MAX_PIXELS, progress: bool = True
+) -> None:
     """Fully decode each (id, file, name in the report) in parallel: good ones go to `scan.images` in order, the
     others to `scan.skipped` with their reason."""
     from tqdm.auto import tqdm
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         reasons = pool.map(lambda item: check_image(item[1], max_pixels), items)
-        for (id_, path, name), reason in tqdm(zip(items, reasons), total=len(items), desc="reading", unit="img",
-                                              disable=not progress):
+        for (id_, path, name), reason in tqdm(
+            zip(items, reasons), total=len(items), desc="reading", unit="img", disable=not progress
+        ):
             if reason is None:
                 scan.images.append((id_, Path(path)))
             else:
@@ -182,6 +196,7 @@ def files_key(rows: list[tuple[str, str]], salt: str = "") -> str:
     h = hashlib.sha256(salt.encode())
     for id_, src in rows:
         st = os.stat(src) if os.path.exists(src) else None  # URLs have no local stamp
-        h.update(id_.encode() + b"\x00" + os.fsencode(src) + f"\x00{st and st.st_size}\x00{st and st.st_mtime_ns}\n"
-                 .encode())
+        h.update(
+            id_.encode() + b"\x00" + os.fsencode(src) + f"\x00{st and st.st_size}\x00{st and st.st_mtime_ns}\n".encode()
+        )
     return h.hexdigest()

@@ -98,15 +98,17 @@ def plain_text(fragment: str | None) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ reading
-def read_products(path: str | os.PathLike, shop_url: str | None = None, currency: str | None = None,
-                  need_images: bool = True) -> ProductTable:
+def read_products(
+    path: str | os.PathLike, shop_url: str | None = None, currency: str | None = None, need_images: bool = True
+) -> ProductTable:
     """The products of a CSV, JSON Lines or Parquet table (Shopify's and WooCommerce's CSV exports recognised by
     their header). `shop_url` makes the product links of a shop export; `currency` fills rows without one;
     `need_images=False` (a folder gives the images) lets rows go without an image column."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"product table {path} does not exist" if not path.exists() else
-                                f"product table {path} is not a file")
+        raise FileNotFoundError(
+            f"product table {path} does not exist" if not path.exists() else f"product table {path} is not a file"
+        )
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv", ".txt"):
         header = csv_header(path)
@@ -131,11 +133,11 @@ def read_products(path: str | os.PathLike, shop_url: str | None = None, currency
     resolve_images(table, path.parent)
     if currency and "currency" in table.columns.column_names:
         filled = [c if c else currency for c in table.columns.column("currency").to_pylist()]
-        table.columns = table.columns.set_column(table.columns.column_names.index("currency"), "currency",
-                                                 pa.array(filled, pa.string()))
+        table.columns = table.columns.set_column(
+            table.columns.column_names.index("currency"), "currency", pa.array(filled, pa.string())
+        )
     elif currency:
-        table.columns = table.columns.append_column("currency", pa.array([currency] * len(table.products),
-                                                                         pa.string()))
+        table.columns = table.columns.append_column("currency", pa.array([currency] * len(table.products), pa.string()))
     return table
 
 
@@ -168,8 +170,9 @@ def read_csv_typed(path: Path, header: list[str]) -> pa.Table:
     import pyarrow.csv as pc
 
     types = {h: pa.string() for h in header if h.lower() in TEXT_COLUMNS + IMAGE_COLUMNS}
-    return _readable(lambda: pc.read_csv(path, convert_options=pc.ConvertOptions(column_types=types,
-                                                                                 strings_can_be_null=True)), path)
+    return _readable(
+        lambda: pc.read_csv(path, convert_options=pc.ConvertOptions(column_types=types, strings_can_be_null=True)), path
+    )
 
 
 # ------------------------------------------------------------------------------------------- shop exports
@@ -187,14 +190,25 @@ def from_shopify(rows: list[dict[str, str]], shop_url: str | None) -> ProductTab
         if status and status != "active":
             skipped.append((handle, f"not on sale in the shop (Status: {status})"))
             continue
-        images = [(_position(r.get("Image Position")), i, r["Image Src"].strip()) for i, r in enumerate(group)
-                  if r.get("Image Src", "").strip()]
+        images = [
+            (_position(r.get("Image Position")), i, r["Image Src"].strip())
+            for i, r in enumerate(group)
+            if r.get("Image Src", "").strip()
+        ]
         price = next((r["Variant Price"] for r in group if r.get("Variant Price", "").strip()), None)
-        records.append({"id": handle, "image": min(images)[2] if images else "", "title": first.get("Title", ""),
-                        "description": plain_text(first.get("Body (HTML)")), "brand": first.get("Vendor", ""),
-                        "category": first.get("Type", "") or first.get("Product Category", ""),
-                        "tags": first.get("Tags", ""), "price": price,
-                        "url": f"{shop_url.rstrip('/')}/products/{quote(handle)}" if shop_url else None})
+        records.append(
+            {
+                "id": handle,
+                "image": min(images)[2] if images else "",
+                "title": first.get("Title", ""),
+                "description": plain_text(first.get("Body (HTML)")),
+                "brand": first.get("Vendor", ""),
+                "category": first.get("Type", "") or first.get("Product Category", ""),
+                "tags": first.get("Tags", ""),
+                "price": price,
+                "url": f"{shop_url.rstrip('/')}/products/{quote(handle)}" if shop_url else None,
+            }
+        )
     return from_records(records, "shopify", skipped)
 
 
@@ -224,16 +238,29 @@ def from_woocommerce(rows: list[dict[str, str]], shop_url: str | None) -> Produc
         if row.get("Published", "1").strip() not in ("1", ""):
             skipped.append((sku or ident, f"not published in the shop (Published: {row['Published'].strip()})"))
             continue
-        price = row.get("Sale price", "").strip() or row.get("Regular price", "").strip() or \
-            variation_price.get(f"id:{ident}") or variation_price.get(sku)
+        price = (
+            row.get("Sale price", "").strip()
+            or row.get("Regular price", "").strip()
+            or variation_price.get(f"id:{ident}")
+            or variation_price.get(sku)
+        )
         images = [u.strip() for u in row.get("Images", "").split(",") if u.strip()]
         url = None
         if shop_url and ident:
             url = f"{shop_url.rstrip('/')}/?post_type=product&p={quote(ident)}"
-        records.append({"id": sku or ident, "image": images[0] if images else "", "title": row.get("Name", ""),
-                        "description": plain_text(row.get("Short description") or row.get("Description")),
-                        "brand": row.get("Brands", ""), "category": row.get("Categories", "").split(",")[0].strip(),
-                        "tags": row.get("Tags", ""), "price": price, "url": row.get("External URL", "").strip() or url})
+        records.append(
+            {
+                "id": sku or ident,
+                "image": images[0] if images else "",
+                "title": row.get("Name", ""),
+                "description": plain_text(row.get("Short description") or row.get("Description")),
+                "brand": row.get("Brands", ""),
+                "category": row.get("Categories", "").split(",")[0].strip(),
+                "tags": row.get("Tags", ""),
+                "price": price,
+                "url": row.get("External URL", "").strip() or url,
+            }
+        )
     return from_records(records, "woocommerce", skipped)
 
 
@@ -251,15 +278,18 @@ def from_table(table: pa.Table, need_images: bool) -> ProductTable:
     if image_col is None and need_images and "url" in names:
         image_col = names["url"]  # the old --manifest: a url column of images (with no folder, the only images)
     if image_col is None and need_images:
-        raise ValueError(f"the product table needs an image column ({', '.join(IMAGE_COLUMNS)}), "
-                         f"has {table.column_names}")
+        raise ValueError(
+            f"the product table needs an image column ({', '.join(IMAGE_COLUMNS)}), has {table.column_names}"
+        )
     if image_col is None and "id" not in names:
-        raise ValueError(f"the product table needs an id column to join with the image folder, has "
-                         f"{table.column_names}")
+        raise ValueError(
+            f"the product table needs an id column to join with the image folder, has {table.column_names}"
+        )
     images = [_text(v) for v in table.column(image_col).to_pylist()] if image_col else [""] * table.num_rows
     table = table.drop_columns([image_col]) if image_col else table
-    table = table.rename_columns([n.strip().lower() if n.strip().lower() in STANDARD else n.strip()
-                                  for n in table.column_names])
+    table = table.rename_columns(
+        [n.strip().lower() if n.strip().lower() in STANDARD else n.strip() for n in table.column_names]
+    )
     if "id" not in table.column_names:  # ids from the images' file names, as a folder gets them
         ids = [os.path.splitext(src.rstrip("/").split("/")[-1].split("?")[0])[0] for src in images]
         table = table.append_column("id", pa.array(ids, pa.string()))
@@ -285,8 +315,10 @@ def checked(table: pa.Table, images: list[str], kind: str, skipped: list[tuple[s
     seen: dict[str, int] = {}
     for i in keep:
         if ids[i] in seen:
-            raise ValueError(f"the product table has the id {ids[i]!r} twice (rows {seen[ids[i]] + 2} and {i + 2}); "
-                             "ids must be unique")
+            raise ValueError(
+                f"the product table has the id {ids[i]!r} twice (rows {seen[ids[i]] + 2} and {i + 2}); "
+                "ids must be unique"
+            )
         seen[ids[i]] = i
     table = table.take(pa.array(keep, pa.int64()))
     ids = [ids[i] for i in keep]

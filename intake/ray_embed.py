@@ -61,8 +61,9 @@ def read_and_check(batch: pa.Table, max_pixels: int) -> pa.Table:
         reason = check_image(data, max_pixels)
         images.append({"bytes": b"" if reason else data, "path": display_name(os.path.basename(src.rstrip("/")))})
         reasons.append(reason)
-    return batch.append_column("image", pa.array(images, pa.struct([("bytes", pa.binary()), ("path", pa.string())])))\
-        .append_column("reason", pa.array(reasons, pa.string()))
+    return batch.append_column(
+        "image", pa.array(images, pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+    ).append_column("reason", pa.array(reasons, pa.string()))
 
 
 class Embedder:
@@ -72,8 +73,7 @@ class Embedder:
         import torch
 
         torch.set_num_threads(threads)  # the actor's CPU share, so workers do not fight over cores
-        self.encoder = ImageEncoder(model, batch_size=batch_size, pooling=pooling,
-                                    device="cuda" if use_gpu else "cpu")
+        self.encoder = ImageEncoder(model, batch_size=batch_size, pooling=pooling, device="cuda" if use_gpu else "cpu")
         self.batches = 0
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -130,15 +130,20 @@ class RayOptions:
     cpus_per_worker: float | None = None  # None: the local cores shared among the workers
 
 
-def run(rows: list[tuple[str, str]], work_dir: str | os.PathLike, options: RayOptions,
-        log: Callable[[str], object] = print) -> tuple[datasets.Dataset, list[tuple[str, str]]]:
+def run(
+    rows: list[tuple[str, str]], work_dir: str | os.PathLike, options: RayOptions, log: Callable[[str], object] = print
+) -> tuple[datasets.Dataset, list[tuple[str, str]]]:
     """Embed `rows` (id, source) on Ray; returns (embeddings dataset in row order, [(source, reason)] skipped)."""
     import ray
 
     o = options
     model, pooling, batch_size, num_workers = o.model, o.pooling, o.batch_size, o.num_workers
-    gpus_per_worker, ray_address, shard_size, cpus_per_worker = o.gpus_per_worker, o.ray_address, o.shard_size, \
-        o.cpus_per_worker
+    gpus_per_worker, ray_address, shard_size, cpus_per_worker = (
+        o.gpus_per_worker,
+        o.ray_address,
+        o.shard_size,
+        o.cpus_per_worker,
+    )
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     done = finished_orders(work)
@@ -152,22 +157,45 @@ def run(rows: list[tuple[str, str]], work_dir: str | os.PathLike, options: RayOp
         if started_here:
             # Local cluster: one logical CPU more than the actors take, for the light read and write tasks.
             local_cpus = None if ray_address else int(max(os.cpu_count() or 1, num_workers * cpus_per_worker)) + 1
-            ray.init(address=ray_address, num_cpus=local_cpus, include_dashboard=False, log_to_driver=False,
-                     runtime_env={"working_dir": str(Path(__file__).resolve().parent.parent),
-                                  "excludes": [".venv", ".git", "tests", "bench", "data", "*.png"]}
-                     if ray_address else None)
+            ray.init(
+                address=ray_address,
+                num_cpus=local_cpus,
+                include_dashboard=False,
+                log_to_driver=False,
+                runtime_env={
+                    "working_dir": str(Path(__file__).resolve().parent.parent),
+                    "excludes": [".venv", ".git", "tests", "bench", "data", "*.png"],
+                }
+                if ray_address
+                else None,
+            )
         try:
             t = time.perf_counter()
             ds = ray.data.from_items(todo, override_num_blocks=max(1, -(-len(todo) // shard_size)))
-            ds = ds.map_batches(read_and_check, batch_format="pyarrow", batch_size=shard_size,
-                                fn_kwargs={"max_pixels": o.max_pixels}, num_cpus=0.25)
-            ds = ds.map_batches(Embedder, batch_format="pyarrow", batch_size=batch_size,
-                                fn_constructor_kwargs={"model": model, "pooling": pooling, "batch_size": batch_size,
-                                                       "use_gpu": gpus_per_worker > 0,
-                                                       "threads": max(1, int(cpus_per_worker))},
-                                compute=ray.data.ActorPoolStrategy(size=num_workers), num_cpus=cpus_per_worker,
-                                num_gpus=gpus_per_worker or None,
-                                max_restarts=-1, max_task_retries=-1)
+            ds = ds.map_batches(
+                read_and_check,
+                batch_format="pyarrow",
+                batch_size=shard_size,
+                fn_kwargs={"max_pixels": o.max_pixels},
+                num_cpus=0.25,
+            )
+            ds = ds.map_batches(
+                Embedder,
+                batch_format="pyarrow",
+                batch_size=batch_size,
+                fn_constructor_kwargs={
+                    "model": model,
+                    "pooling": pooling,
+                    "batch_size": batch_size,
+                    "use_gpu": gpus_per_worker > 0,
+                    "threads": max(1, int(cpus_per_worker)),
+                },
+                compute=ray.data.ActorPoolStrategy(size=num_workers),
+                num_cpus=cpus_per_worker,
+                num_gpus=gpus_per_worker or None,
+                max_restarts=-1,
+                max_task_retries=-1,
+            )
             ds.write_parquet(str(work), min_rows_per_file=shard_size, ray_remote_args={"num_cpus": 0.25})
             log(f"ray engine: {len(todo)} images in {time.perf_counter() - t:.1f} s with {num_workers} workers")
         finally:
@@ -192,9 +220,20 @@ def assemble(work: Path, n_rows: int) -> tuple[datasets.Dataset, list[tuple[str,
     good = table.filter(pa.array([r is None for r in reasons]))
     dim = good.schema.field("embeddings").type.list_size
     a = good.schema.field("appearance").type.list_size
-    features = datasets.Features({"image": datasets.Image(), "id": datasets.Value("string"),
-                                  "embeddings": datasets.List(datasets.Value("float32"), length=dim),
-                                  "appearance": datasets.List(datasets.Value("float32"), length=a)})
-    emb = pa.table({"image": good.column("image"), "id": good.column("id"), "embeddings": good.column("embeddings"),
-                    "appearance": good.column("appearance")})
+    features = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "id": datasets.Value("string"),
+            "embeddings": datasets.List(datasets.Value("float32"), length=dim),
+            "appearance": datasets.List(datasets.Value("float32"), length=a),
+        }
+    )
+    emb = pa.table(
+        {
+            "image": good.column("image"),
+            "id": good.column("id"),
+            "embeddings": good.column("embeddings"),
+            "appearance": good.column("appearance"),
+        }
+    )
     return datasets.Dataset(emb.cast(features.arrow_schema)), skipped

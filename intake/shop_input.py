@@ -39,10 +39,17 @@ class ShopInput:
         return FolderScan(self.root, skipped=list(self.skipped), notes=list(self.notes), downloads=self.downloads)
 
 
-def gather(img_dir: str | os.PathLike | None = None, products: str | os.PathLike | None = None,
-           shop_url: str | None = None, currency: str | None = None, download: DownloadOptions | None = None,
-           download_cache: str | os.PathLike | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-           progress: bool = True, fetch_urls: bool = True) -> ShopInput:
+def gather(
+    img_dir: str | os.PathLike | None = None,
+    products: str | os.PathLike | None = None,
+    shop_url: str | None = None,
+    currency: str | None = None,
+    download: DownloadOptions | None = None,
+    download_cache: str | os.PathLike | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    progress: bool = True,
+    fetch_urls: bool = True,
+) -> ShopInput:
     """The products of a folder, a table, or a table joined with a folder on `id` (the folder's image wins; an
     image without a row stays a product, listed; a row without an image is skipped, listed). Image URLs are
     downloaded here, unless `fetch_urls` is False (a remote Ray cluster: its workers fetch them)."""
@@ -68,22 +75,34 @@ def gather(img_dir: str | os.PathLike | None = None, products: str | os.PathLike
         elif product.image:
             sources.append((product.id, product.image, f"{product.id} ({product.image})"))
         else:
-            shop.skipped.append((product.id, "a row of the table without an image" +
-                                 (" (no file with this id in the image folder)" if img_dir is not None else "")))
+            shop.skipped.append(
+                (
+                    product.id,
+                    "a row of the table without an image"
+                    + (" (no file with this id in the image folder)" if img_dir is not None else ""),
+                )
+            )
     for id_, (path, name) in folder.items():  # the folder's images without a row: products without its columns
         sources.append((id_, str(path), name))
         shop.notes.append((name, "no row in the product table: kept, without the table's columns"))
     if fetch_urls:
         shop.items = fetched(sources, shop, download, download_cache, max_pixels, progress)
     else:
-        shop.items = [(id_, src if src.startswith(("http://", "https://")) else Path(src), name)
-                      for id_, src, name in sources]
+        shop.items = [
+            (id_, src if src.startswith(("http://", "https://")) else Path(src), name) for id_, src, name in sources
+        ]
     shop.table = table
     return shop
 
 
-def fetched(sources: list[tuple[str, str, str]], shop: ShopInput, options: DownloadOptions | None,
-            cache: str | os.PathLike | None, max_pixels: int, progress: bool) -> list[tuple[str, Path, str]]:
+def fetched(
+    sources: list[tuple[str, str, str]],
+    shop: ShopInput,
+    options: DownloadOptions | None,
+    cache: str | os.PathLike | None,
+    max_pixels: int,
+    progress: bool,
+) -> list[tuple[str, Path, str]]:
     """The sources with every http(s) URL replaced by its downloaded file; failed downloads go to the report."""
     urls = [src for _, src, _ in sources if src.startswith(("http://", "https://"))]
     if urls and cache is None:
@@ -94,8 +113,10 @@ def fetched(sources: list[tuple[str, str, str]], shop: ShopInput, options: Downl
     results = download_all(urls, cache, options, max_pixels, progress) if urls else {}
     if results:
         took, failed = time.perf_counter() - t, sum(path is None for path, _ in results.values())
-        shop.downloads = (f"{len(results)} image URLs fetched or found cached in {took:.1f} s "
-                          f"({len(results) / max(took, 1e-9):.0f}/s), {failed} failed")
+        shop.downloads = (
+            f"{len(results)} image URLs fetched or found cached in {took:.1f} s "
+            f"({len(results) / max(took, 1e-9):.0f}/s), {failed} failed"
+        )
     items = []
     for id_, src, name in sources:
         if src in results:

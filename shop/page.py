@@ -38,16 +38,22 @@ def status_line(catalog: Catalog, visit: Visit) -> str:
     seen = f"{session.n_seen:,} of {catalog.n - session.n_hidden:,} products seen"
     if visit.chosen is not None:
         title = markdown_text(catalog.product(visit.chosen)["title"])
-        return (f"**This is it: {title}**, found in {rounds_text(visit.found_in)}. Press *Start a new search* to "
-                "look for something else.")
+        return (
+            f"**This is it: {title}**, found in {rounds_text(visit.found_in)}. Press *Start a new search* to "
+            "look for something else."
+        )
     if visit.found_in is not None:
-        return (f"**Found it in {rounds_text(visit.found_in)}.** Press *Find a product* for another, or *Start "
-                "over* to shop.")
+        return (
+            f"**Found it in {rounds_text(visit.found_in)}.** Press *Find a product* for another, or *Start "
+            "over* to shop."
+        )
     if session.exhausted and not session.shown:
         return f"**You have seen all {session.n_seen:,} products.** Press *Start over* to browse again."
     if visit.target is not None:
-        return f"**Round {session.round}** · {seen} · Find the product shown in *Find this product*, by clicking " \
-               "what looks most like it."
+        return (
+            f"**Round {session.round}** · {seen} · Find the product shown in *Find this product*, by clicking "
+            "what looks most like it."
+        )
     if session.picks:
         hint = f"{MARKS_SENTENCE} Click the one you like best, or open your picks below."
     elif visit.words:
@@ -86,8 +92,9 @@ def product_page(catalog: Catalog, row: int | None, found_in: int | None = None,
     if facts["description"]:
         parts.append(f'<p class="pp-desc">{esc(facts["description"][:1500])}</p>')
     if facts["url"]:
-        parts.append(f'<a class="pp-shop" href="{esc(facts["url"])}" target="_blank" rel="noopener noreferrer">'
-                     "View in shop</a>")
+        parts.append(
+            f'<a class="pp-shop" href="{esc(facts["url"])}" target="_blank" rel="noopener noreferrer">View in shop</a>'
+        )
     return "".join(parts) + "</div>"
 
 
@@ -96,8 +103,10 @@ def following_text(weights: dict[str, float]) -> str:
     if len(weights) < 2:
         return ""
     view, weight = max(weights.items(), key=lambda kv: kv[1])
-    return (f"Following: {view} {weight:.0%}. bayes compares pictures in {len(weights)} ways and follows the one "
-            "your picks agree with most.")
+    return (
+        f"Following: {view} {weight:.0%}. bayes compares pictures in {len(weights)} ways and follows the one "
+        "your picks agree with most."
+    )
 
 
 RESULT_HEADERS = ["product", "found with", "rounds", "strategy"]

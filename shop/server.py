@@ -58,9 +58,17 @@ class BodyLimit:
 
     async def _refuse(self, send: Callable) -> None:
         text = f"request body over {self.limit:,} bytes".encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(text)).encode()),
-                                (b"connection", b"close")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"text/plain"),
+                    (b"content-length", str(len(text)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": text})
 
 
@@ -103,4 +111,3 @@ class MemoryKeeper:
         timer = threading.Timer(self.every_s, later)
         timer.daemon = True
         timer.start()
-

@@ -57,8 +57,10 @@ OUTPUTS = tuple(f.name for f in fields(View))  # the page's outputs, by componen
 SEARCH_HINT = "e.g. sneaker, red dress, shoes/42 - press Enter"
 
 
-HUNT_LOG_NOTE = "Anonymous hunts (the products shown and picked, and typed words; nothing about you) are recorded to " \
+HUNT_LOG_NOTE = (
+    "Anonymous hunts (the products shown and picked, and typed words; nothing about you) are recorded to "
     "improve this shop."
+)
 
 
 # ------------------------------------------------------------------------------------------------------ UI
@@ -66,8 +68,13 @@ class Shop:
     """The page's event handlers over one catalog and one recommender (shared, read-only); what an event changes
     is the shopper's own Visit. `build_app` lays out the page and wires each event to one of these."""
 
-    def __init__(self, catalog: Catalog, rec: Recommender, hunt_log: HuntLog | None = None,
-                 compare: list[str] | tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        rec: Recommender,
+        hunt_log: HuntLog | None = None,
+        compare: list[str] | tuple[str, ...] = (),
+    ) -> None:
         self.catalog, self.rec = catalog, rec
         self.hunt_log = hunt_log or HuntLog(None)
         self.compare = [name for name in compare if name in STRATEGIES]  # each new hunt draws one of these
@@ -82,11 +89,17 @@ class Shop:
         found = visit.chosen
         if visit.target is not None and visit.found_in is not None:
             found = picks[visit.found_in] = visit.target  # clicking the target ends the hunt without a next round
-        return {"hunt": visit.hunt, "time": minute_now(), "catalog": self.catalog_info, "strategy": session.strategy,
-                "strategy_from": visit.strategy_from,
-                "target": None if visit.target is None else product_id(visit.target),
-                "rounds": round_entries(session.history, picks, visit.searches, product_id),
-                "found": None if found is None else product_id(found), "ended": ended}
+        return {
+            "hunt": visit.hunt,
+            "time": minute_now(),
+            "catalog": self.catalog_info,
+            "strategy": session.strategy,
+            "strategy_from": visit.strategy_from,
+            "target": None if visit.target is None else product_id(visit.target),
+            "rounds": round_entries(session.history, picks, visit.searches, product_id),
+            "found": None if found is None else product_id(found),
+            "ended": ended,
+        }
 
     def log_end(self, visit: Visit, ended: str) -> None:
         """Write the hunt's record once, when it ends."""
@@ -167,21 +180,25 @@ class Shop:
             header=catalog.summary(),
             strategy=session.strategy,
             following=page.following_text(view_weights(session)) if session.strategy == "bayes" else "",
-            product_page=page.product_page(catalog, visit.on_page, visit.found_in if visit.chosen is not None else None,
-                                           picture),
+            product_page=page.product_page(
+                catalog, visit.on_page, visit.found_in if visit.chosen is not None else None, picture
+            ),
             this_is_it=shown("this_is_it", "This is it"),
             new_search=shown("new_search", "Start a new search"),
-            box=skip() if box is SKIP else box)
+            box=skip() if box is SKIP else box,
+        )
 
     @staticmethod
     def visibility(visit: Visit) -> dict[str, bool]:
         """Whether the page shows each output that comes and goes: the round until a product is chosen, the target
         while hunting one (if its picture can be shown), "This is it" under a product on the page while shopping,
         "Start a new search" once a product is chosen."""
-        return {"products": visit.chosen is None,
-                "target": visit.target is not None and visit.target in visit.pictures,
-                "this_is_it": visit.on_page is not None and not visit.ended and visit.target is None,
-                "new_search": visit.chosen is not None}
+        return {
+            "products": visit.chosen is None,
+            "target": visit.target is not None and visit.target in visit.pictures,
+            "this_is_it": visit.on_page is not None and not visit.ended and visit.target is None,
+            "new_search": visit.chosen is not None,
+        }
 
     def draw_target(self, session: Session) -> int | None:
         """A random product that can be shown, to hunt for."""
@@ -232,19 +249,22 @@ class Shop:
             return self.answer(self.at(self.new_visit(None, None, hunt=False), request), box="")
         return self.answer(visit, box=visit.words or "")
 
-    def start(self, strategy: str | None = None, visit: Visit | None = None,
-              request: gr.Request | None = None) -> tuple:
+    def start(
+        self, strategy: str | None = None, visit: Visit | None = None, request: gr.Request | None = None
+    ) -> tuple:
         """Start over (or a new search): a new hunt that keeps the shopper's results."""
         return self.answer(self.at(self.new_visit(strategy, visit, hunt=False), request), box="")
 
-    def set_strategy(self, strategy: str | None = None, visit: Visit | None = None,
-                     request: gr.Request | None = None) -> tuple:
+    def set_strategy(
+        self, strategy: str | None = None, visit: Visit | None = None, request: gr.Request | None = None
+    ) -> tuple:
         """The shopper chose a strategy in Settings: a new hunt with it, and their choice kept for the next ones."""
         return self.answer(self.at(self.new_visit(strategy, visit, hunt=False, by_shopper=True), request), box="")
 
-    def find_product(self, strategy: str | None = None, visit: Visit | None = None,
-                     request: gr.Request | None = None) -> tuple:
-        """"Find a product": a new hunt for a random product shown beside the gallery."""
+    def find_product(
+        self, strategy: str | None = None, visit: Visit | None = None, request: gr.Request | None = None
+    ) -> tuple:
+        """ "Find a product": a new hunt for a random product shown beside the gallery."""
         return self.answer(self.at(self.new_visit(strategy, visit, hunt=True), request), box="")
 
     def on_search(self, text: object, visit: Visit | None, saved: object, request: gr.Request | None = None) -> tuple:
@@ -292,8 +312,9 @@ class Shop:
         visit.words, visit.search_by = found.text, found.search_by
         return self.answer(visit, box=found.text)
 
-    def on_select(self, visit: Visit | None, saved: object, evt: gr.SelectData,
-                  request: gr.Request | None = None) -> tuple:
+    def on_select(
+        self, visit: Visit | None, saved: object, evt: gr.SelectData, request: gr.Request | None = None
+    ) -> tuple:
         """A click in the round's gallery: the product picked (see `pick`)."""
         if visit is None:  # the server let this session's state go (idle, or a restart): the browser has it
             visit = self.at(self.resume(saved), request)
@@ -311,15 +332,17 @@ class Shop:
         visit.viewing = row
         if visit.target is not None and row == visit.target:
             visit.found_in = session.round
-            visit.results.append({"strategy": session.strategy, "rounds": session.round, "product": row,
-                                  "how": "target"})
+            visit.results.append(
+                {"strategy": session.strategy, "rounds": session.round, "product": row, "how": "target"}
+            )
             self.log_end(visit, "found")
             return self.answer(visit)
         session.next_round(pick=row)
         return self.answer(visit)
 
-    def on_view(self, visit: Visit | None, saved: object, evt: gr.SelectData,
-                request: gr.Request | None = None) -> tuple:
+    def on_view(
+        self, visit: Visit | None, saved: object, evt: gr.SelectData, request: gr.Request | None = None
+    ) -> tuple:
         """A click in *Your picks*: that product on the product page; no round is spent."""
         visit = self.current(visit, saved, request)
         with visit.lock:
@@ -329,14 +352,15 @@ class Shop:
             return self.answer(visit)
 
     def on_choose(self, visit: Visit | None, saved: object, request: gr.Request | None = None) -> tuple:
-        """"This is it": the product on the page ends the hunt, recorded with the rounds it took."""
+        """ "This is it": the product on the page ends the hunt, recorded with the rounds it took."""
         visit = self.current(visit, saved, request)
         with visit.lock:
             session = visit.session
             if visit.viewing is not None and not visit.ended and visit.target is None:
                 visit.chosen, visit.found_in = visit.viewing, max(1, session.round - 1)
-                visit.results.append({"strategy": session.strategy, "rounds": visit.found_in,
-                                      "product": visit.chosen, "how": "chosen"})
+                visit.results.append(
+                    {"strategy": session.strategy, "rounds": visit.found_in, "product": visit.chosen, "how": "chosen"}
+                )
                 self.log_end(visit, "found")
             return self.answer(visit)
 

@@ -59,9 +59,18 @@ class Visit:
 
     def saved(self, catalog: Catalog) -> dict:
         """What the shopper's browser keeps (gr.BrowserState) so a reload resumes here: plain JSON data."""
-        return {"catalog": catalog.key, **self.session.to_dict(), "target": self.target, "found_in": self.found_in,
-                "results": self.results[-MAX_RESULTS:], "search": self.words, "viewing": self.viewing,
-                "chosen": self.chosen, "hunt": self.hunt, "strategy_from": self.strategy_from}
+        return {
+            "catalog": catalog.key,
+            **self.session.to_dict(),
+            "target": self.target,
+            "found_in": self.found_in,
+            "results": self.results[-MAX_RESULTS:],
+            "search": self.words,
+            "viewing": self.viewing,
+            "chosen": self.chosen,
+            "hunt": self.hunt,
+            "strategy_from": self.strategy_from,
+        }
 
 
 def restore_visit(saved: object, catalog: Catalog, rec: Recommender) -> Visit | None:
@@ -74,8 +83,9 @@ def restore_visit(saved: object, catalog: Catalog, rec: Recommender) -> Visit | 
         return None
     try:
         session = rec.restore_session(saved)
-        target, viewing, chosen = (optional_row(saved.get(key), catalog.n, key) for key in ("target", "viewing",
-                                                                                             "chosen"))
+        target, viewing, chosen = (
+            optional_row(saved.get(key), catalog.n, key) for key in ("target", "viewing", "chosen")
+        )
         found_in = saved.get("found_in")
         if found_in is not None:
             if target is None and chosen is None:
@@ -97,8 +107,17 @@ def restore_visit(saved: object, catalog: Catalog, rec: Recommender) -> Visit | 
         return None
     if target is not None and rec.is_hidden(target):  # its image has since turned out unreadable
         target, found_in = None, None if chosen is None else found_in
-    visit = Visit(session, target=target, found_in=found_in, results=results, viewing=viewing, chosen=chosen,
-                  hunt=hunt, strategy_from=strategy_from, logged=found_in is not None)
+    visit = Visit(
+        session,
+        target=target,
+        found_in=found_in,
+        results=results,
+        viewing=viewing,
+        chosen=chosen,
+        hunt=hunt,
+        strategy_from=strategy_from,
+        logged=found_in is not None,
+    )
     if text:  # the words were saved, not their rows or vector: found again here
         found = catalog.find(text)
         if found.query is not None:

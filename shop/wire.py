@@ -39,8 +39,15 @@ def file_data(root: str | None, path: str | None) -> dict | None:
 def file_data_of(src: str) -> dict:
     """A JPEG picture's FileData: `src` is its URL (then also the FileData's url) or a file for Gradio to serve."""
     url = src if src.startswith(("http://", "https://")) else None
-    return {"path": src, "url": url, "size": None, "orig_name": src.rsplit("/", 1)[-1], "mime_type": "image/jpeg",
-            "is_stream": False, "meta": {"_type": "gradio.FileData"}}
+    return {
+        "path": src,
+        "url": url,
+        "size": None,
+        "orig_name": src.rsplit("/", 1)[-1],
+        "mime_type": "image/jpeg",
+        "is_stream": False,
+        "meta": {"_type": "gradio.FileData"},
+    }
 
 
 def table_data(headers: list[str], rows: list[list]) -> dict:
@@ -77,8 +84,11 @@ def page_root(request: gr.Request | None) -> str | None:
     try:
         from gradio import route_utils
 
-        return route_utils.get_root_url(request=raw, route_path=route_utils.get_api_call_path(request=raw),
-                                        root_path=getattr(raw.app, "root_path", None) or None)
+        return route_utils.get_root_url(
+            request=raw,
+            route_path=route_utils.get_api_call_path(request=raw),
+            root_path=getattr(raw.app, "root_path", None) or None,
+        )
     except Exception:  # noqa: BLE001 - then the gallery sends files, as Gradio does by default
         return None
 

@@ -11,9 +11,18 @@ import numpy as np
 from PIL import Image
 
 
-def make_catalog(path: Path, n: int = 60, seed: int = 0, size: int = 48, dim: int = 192, bad_rows: tuple[int, ...] = (),
-                 as_paths: bool = False, appearance: bool = False, paths: dict[int, str] | None = None,
-                 products: bool = False) -> Path:
+def make_catalog(
+    path: Path,
+    n: int = 60,
+    seed: int = 0,
+    size: int = 48,
+    dim: int = 192,
+    bad_rows: tuple[int, ...] = (),
+    as_paths: bool = False,
+    appearance: bool = False,
+    paths: dict[int, str] | None = None,
+    products: bool = False,
+) -> Path:
     """Save a dataset of `n` coloured-shape PNGs with ids, categories and pixel-derived unit embeddings.
 
     The first 192 dimensions come from the picture's 8x8 colour thumbnail; `dim` > 192 pads with noise.
@@ -29,8 +38,13 @@ def make_catalog(path: Path, n: int = 60, seed: int = 0, size: int = 48, dim: in
     for i in range(n):
         colour = rng.integers(0, 256, size=3)
         shape = i % 3
-        mask = ((xx - size / 2) ** 2 + (yy - size / 2) ** 2 < (size / 3) ** 2) if shape == 0 else \
-            (abs(xx - size / 2) < size / 3) & (abs(yy - size / 2) < size / 4) if shape == 1 else (xx > yy)
+        mask = (
+            ((xx - size / 2) ** 2 + (yy - size / 2) ** 2 < (size / 3) ** 2)
+            if shape == 0
+            else (abs(xx - size / 2) < size / 3) & (abs(yy - size / 2) < size / 4)
+            if shape == 1
+            else (xx > yy)
+        )
         arr = np.full((size, size, 3), 255, np.uint8)
         arr[mask] = colour
         buf = io.BytesIO()
@@ -49,15 +63,25 @@ def make_catalog(path: Path, n: int = 60, seed: int = 0, size: int = 48, dim: in
         if dim > small.size:
             small = np.concatenate([small, 0.05 * rng.standard_normal(dim - small.size).astype(np.float32)])
         embs.append(small[:dim] / np.linalg.norm(small[:dim]))
-    features = datasets.Features({"image": datasets.Value("string") if as_paths else datasets.Image(),
-                                  "id": datasets.Value("string"),
-                                  "category": datasets.Value("string"),
-                                  "embeddings": datasets.List(datasets.Value("float32"), length=dim)})
+    features = datasets.Features(
+        {
+            "image": datasets.Value("string") if as_paths else datasets.Image(),
+            "id": datasets.Value("string"),
+            "category": datasets.Value("string"),
+            "embeddings": datasets.List(datasets.Value("float32"), length=dim),
+        }
+    )
     columns = {"image": images, "id": ids, "category": cats, "embeddings": embs}
     if products:
         columns.update(product_columns(n))
-        for name, kind in (("title", "string"), ("price", "float64"), ("currency", "string"), ("brand", "string"),
-                           ("description", "string"), ("url", "string")):
+        for name, kind in (
+            ("title", "string"),
+            ("price", "float64"),
+            ("currency", "string"),
+            ("brand", "string"),
+            ("description", "string"),
+            ("url", "string"),
+        ):
             features[name] = datasets.Value(kind)
     if appearance:
         from common.images import APPEARANCE_SIZE, appearance_vectors
@@ -80,10 +104,14 @@ def product_columns(n: int) -> dict[str, list]:
     titles[3] = "A remarkably long product title that goes on and on about a lamp no. 3"
     urls = [f"https://shop.example/products/p{i:03d}" for i in range(n)]
     urls[2] = "javascript:alert(2)"
-    return {"title": titles, "price": [round(5 + 7.25 * i, 2) for i in range(n)], "currency": ["EUR"] * n,
-            "brand": ["Acme" if i % 2 else "Lumen" for i in range(n)],
-            "description": [f"A {shapes[i % 3].lower()} lamp.\n<b>Not bold</b> & plain text." for i in range(n)],
-            "url": urls}
+    return {
+        "title": titles,
+        "price": [round(5 + 7.25 * i, 2) for i in range(n)],
+        "currency": ["EUR"] * n,
+        "brand": ["Acme" if i % 2 else "Lumen" for i in range(n)],
+        "description": [f"A {shapes[i % 3].lower()} lamp.\n<b>Not bold</b> & plain text." for i in range(n)],
+        "url": urls,
+    }
 
 
 def save_clip(path: Path, words: list[str], full_size: bool = False) -> str:
@@ -96,14 +124,22 @@ def save_clip(path: Path, words: list[str], full_size: bool = False) -> str:
 
     tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator([" ".join(words)], trainers.WordLevelTrainer(special_tokens=["[PAD]", "[UNK]", "[BOS]",
-                                                                                         "[EOS]"]))
+    tok.train_from_iterator(
+        [" ".join(words)], trainers.WordLevelTrainer(special_tokens=["[PAD]", "[UNK]", "[BOS]", "[EOS]"])
+    )
     bos, eos = tok.token_to_id("[BOS]"), tok.token_to_id("[EOS]")
-    tok.post_processor = processors.TemplateProcessing(single="[BOS] $A [EOS]",
-                                                       special_tokens=[("[BOS]", bos), ("[EOS]", eos)])
+    tok.post_processor = processors.TemplateProcessing(
+        single="[BOS] $A [EOS]", special_tokens=[("[BOS]", bos), ("[EOS]", eos)]
+    )
     max_tokens = 77 if full_size else 16
-    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]",
-                            eos_token="[EOS]", model_max_length=max_tokens).save_pretrained(path)
+    PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        bos_token="[BOS]",
+        eos_token="[EOS]",
+        model_max_length=max_tokens,
+    ).save_pretrained(path)
     ids = {"bos_token_id": bos, "eos_token_id": eos, "pad_token_id": tok.token_to_id("[PAD]")}
     torch.manual_seed(0)
     if full_size:
@@ -111,9 +147,11 @@ def save_clip(path: Path, words: list[str], full_size: bool = False) -> str:
         processor = CLIPImageProcessor()
     else:
         small = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
-        config = CLIPConfig(text_config={**ids, **small, "vocab_size": tok.get_vocab_size(),
-                                         "max_position_embeddings": max_tokens},
-                            vision_config={**small, "image_size": 32, "patch_size": 8}, projection_dim=16)
+        config = CLIPConfig(
+            text_config={**ids, **small, "vocab_size": tok.get_vocab_size(), "max_position_embeddings": max_tokens},
+            vision_config={**small, "image_size": 32, "patch_size": 8},
+            projection_dim=16,
+        )
         processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     CLIPModel(config).save_pretrained(path)
     processor.save_pretrained(path)

@@ -37,15 +37,37 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("tiny_vit")
-    config = ViTConfig(hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96,
-                       image_size=32, patch_size=8)
+    config = ViTConfig(
+        hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96, image_size=32, patch_size=8
+    )
     ViTModel(config, add_pooling_layer=False).save_pretrained(path)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
     return str(path)
 
 
-CLIP_WORDS = ["red", "green", "blue", "yellow", "dress", "shirt", "sneaker", "sneakers", "bag", "coat", "boot", "top",
-              "trouser", "sandal", "a", "an", "the", "photo", "of", "with", "and"]
+CLIP_WORDS = [
+    "red",
+    "green",
+    "blue",
+    "yellow",
+    "dress",
+    "shirt",
+    "sneaker",
+    "sneakers",
+    "bag",
+    "coat",
+    "boot",
+    "top",
+    "trouser",
+    "sandal",
+    "a",
+    "an",
+    "the",
+    "photo",
+    "of",
+    "with",
+    "and",
+]
 
 
 @pytest.fixture(scope="session")
@@ -108,8 +130,12 @@ def write_bad_images(folder: Path) -> dict[str, str]:
     (folder / "truncated.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
     (folder / "notes.jpg").write_text("this is a text file, not a JPEG\n")
     Image.new("1", (10_000, 9_000)).save(folder / "bomb.png")  # 90M pixels > Pillow's 89.5M limit
-    return {"empty.jpg": "zero-byte", "truncated.jpg": "truncated", "notes.jpg": "not an image",
-            "bomb.png": "decompression-bomb"}
+    return {
+        "empty.jpg": "zero-byte",
+        "truncated.jpg": "truncated",
+        "notes.jpg": "not an image",
+        "bomb.png": "decompression-bomb",
+    }
 
 
 @pytest.fixture

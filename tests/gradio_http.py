@@ -41,13 +41,22 @@ class Shopper:
         """Trigger the event `api_name` as the page would; returns the output data list."""
         dep = self.deps[api_name]
         target = dep["targets"][0][0] if dep["targets"] else None
-        body = {"data": data if data is not None else [None] * len(dep["inputs"]), "event_data": event_data,
-                "fn_index": dep["id"], "trigger_id": target, "session_hash": self.session_hash}
+        body = {
+            "data": data if data is not None else [None] * len(dep["inputs"]),
+            "event_data": event_data,
+            "fn_index": dep["id"],
+            "trigger_id": target,
+            "session_hash": self.session_hash,
+        }
         r = self.http.post(f"{self.url}/gradio_api/queue/join", json=body, timeout=timeout)
         r.raise_for_status()
         event_id = r.json()["event_id"]
-        with self.http.get(f"{self.url}/gradio_api/queue/data", params={"session_hash": self.session_hash},
-                           stream=True, timeout=timeout) as stream:
+        with self.http.get(
+            f"{self.url}/gradio_api/queue/data",
+            params={"session_hash": self.session_hash},
+            stream=True,
+            timeout=timeout,
+        ) as stream:
             for line in stream.iter_lines(decode_unicode=True):
                 if not line or not line.startswith("data:"):
                     continue
@@ -96,14 +105,20 @@ def gallery_captions(gallery) -> list[str]:
     return [item.get("caption") for item in value or []]
 
 
-def start_app(args: list[str], env: dict, timeout: float = 120, app: Path = ROOT / "app.py"
-              ) -> tuple[subprocess.Popen, str]:
+def start_app(
+    args: list[str], env: dict, timeout: float = 120, app: Path = ROOT / "app.py"
+) -> tuple[subprocess.Popen, str]:
     """Start `python app.py ARGS` (this project's app, or `app`) on a free port; returns (process, url) once it
     answers."""
     port = free_port()
     log = open(env.get("APP_LOG", "/dev/null"), "w")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen([sys.executable, str(app), *args, "--port", str(port),
-                             "--host", "127.0.0.1"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=app.parent)
+    proc = subprocess.Popen(
+        [sys.executable, str(app), *args, "--port", str(port), "--host", "127.0.0.1"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=app.parent,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + timeout
     while time.time() < deadline:

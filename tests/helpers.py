@@ -47,8 +47,9 @@ class Ran:
         self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
 
 
-def run_in_process(module: str, argv: list, env: dict, monkeypatch: pytest.MonkeyPatch,
-                   capsys: pytest.CaptureFixture[str]) -> Ran:
+def run_in_process(
+    module: str, argv: list, env: dict, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Ran:
     """`python MODULE.py ARGV` with `env` set, run in this process (no interpreter start, no imports again): the
     same `main`, the same one-line errors and exit codes. Each CLI keeps a test through a real subprocess too."""
     import importlib

@@ -16,13 +16,54 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-SHOPIFY_HEADER = ["Handle", "Title", "Body (HTML)", "Vendor", "Product Category", "Type", "Tags", "Published",
-                  "Option1 Name", "Option1 Value", "Variant SKU", "Variant Price", "Variant Compare At Price",
-                  "Image Src", "Image Position", "Image Alt Text", "Gift Card", "Status"]
-SHOPIFY_SHORT_HEADER = ["Handle", "Title", "Body (HTML)", "Vendor", "Type", "Variant Price", "Image Src",
-                        "Image Position", "Status"]  # the columns a Shopify export needs, and a few more
-WOO_HEADER = ["ID", "Type", "SKU", "Name", "Published", "Is featured?", "Short description", "Description",
-              "Sale price", "Regular price", "Categories", "Tags", "Images", "Parent", "External URL"]
+SHOPIFY_HEADER = [
+    "Handle",
+    "Title",
+    "Body (HTML)",
+    "Vendor",
+    "Product Category",
+    "Type",
+    "Tags",
+    "Published",
+    "Option1 Name",
+    "Option1 Value",
+    "Variant SKU",
+    "Variant Price",
+    "Variant Compare At Price",
+    "Image Src",
+    "Image Position",
+    "Image Alt Text",
+    "Gift Card",
+    "Status",
+]
+SHOPIFY_SHORT_HEADER = [
+    "Handle",
+    "Title",
+    "Body (HTML)",
+    "Vendor",
+    "Type",
+    "Variant Price",
+    "Image Src",
+    "Image Position",
+    "Status",
+]  # the columns a Shopify export needs, and a few more
+WOO_HEADER = [
+    "ID",
+    "Type",
+    "SKU",
+    "Name",
+    "Published",
+    "Is featured?",
+    "Short description",
+    "Description",
+    "Sale price",
+    "Regular price",
+    "Categories",
+    "Tags",
+    "Images",
+    "Parent",
+    "External URL",
+]
 
 
 def photo(seed: int, size: int = 40) -> bytes:
@@ -30,7 +71,7 @@ def photo(seed: int, size: int = 40) -> bytes:
     rng = np.random.default_rng(seed)
     arr = np.full((size, size, 3), 255, np.uint8)
     y0, x0 = rng.integers(0, size // 2, 2)
-    arr[y0: y0 + size // 2, x0: x0 + size // 2] = rng.integers(0, 200, 3)
+    arr[y0 : y0 + size // 2, x0 : x0 + size // 2] = rng.integers(0, 200, 3)
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, "PNG")
     return buf.getvalue()
@@ -134,19 +175,56 @@ def write_csv(path: Path, header: list[str], rows: list[dict]) -> Path:
 def shopify_export(path: Path, server: PhotoServer) -> Path:
     """Three products as Shopify exports them (variants and extra images on rows of their own), one draft."""
     rows = [
-        {"Handle": "red-dress", "Title": "Red <b>summer</b> dress", "Body (HTML)": "<p>Light &amp; airy.</p><ul><li>"
-         "Cotton</li></ul><script>alert(1)</script>", "Vendor": "Acme", "Type": "Dresses", "Tags": "red, summer",
-         "Published": "true", "Option1 Name": "Size", "Option1 Value": "S", "Variant Price": "49.90",
-         "Image Src": server.url("/p/1.png"), "Image Position": "2", "Status": "active"},
-        {"Handle": "red-dress", "Option1 Value": "M", "Variant Price": "52.00", "Image Src": server.url("/p/0.png"),
-         "Image Position": "1"},
+        {
+            "Handle": "red-dress",
+            "Title": "Red <b>summer</b> dress",
+            "Body (HTML)": "<p>Light &amp; airy.</p><ul><li>Cotton</li></ul><script>alert(1)</script>",
+            "Vendor": "Acme",
+            "Type": "Dresses",
+            "Tags": "red, summer",
+            "Published": "true",
+            "Option1 Name": "Size",
+            "Option1 Value": "S",
+            "Variant Price": "49.90",
+            "Image Src": server.url("/p/1.png"),
+            "Image Position": "2",
+            "Status": "active",
+        },
+        {
+            "Handle": "red-dress",
+            "Option1 Value": "M",
+            "Variant Price": "52.00",
+            "Image Src": server.url("/p/0.png"),
+            "Image Position": "1",
+        },
         {"Handle": "red-dress", "Image Src": server.url("/p/2.png"), "Image Position": "3"},
-        {"Handle": "blue-shirt", "Title": "Blue shirt", "Body (HTML)": "Plain.", "Vendor": "Acme", "Type": "Shirts",
-         "Variant Price": "19", "Image Src": server.url("/p/3.png"), "Image Position": "1", "Status": "active"},
-        {"Handle": "old-hat", "Title": "Old hat", "Variant Price": "5", "Image Src": server.url("/p/4.png"),
-         "Image Position": "1", "Status": "draft"},
-        {"Handle": "gone-shoe", "Title": "Gone shoe", "Variant Price": "80", "Image Src": server.url("/missing.png"),
-         "Image Position": "1", "Status": "active"},
+        {
+            "Handle": "blue-shirt",
+            "Title": "Blue shirt",
+            "Body (HTML)": "Plain.",
+            "Vendor": "Acme",
+            "Type": "Shirts",
+            "Variant Price": "19",
+            "Image Src": server.url("/p/3.png"),
+            "Image Position": "1",
+            "Status": "active",
+        },
+        {
+            "Handle": "old-hat",
+            "Title": "Old hat",
+            "Variant Price": "5",
+            "Image Src": server.url("/p/4.png"),
+            "Image Position": "1",
+            "Status": "draft",
+        },
+        {
+            "Handle": "gone-shoe",
+            "Title": "Gone shoe",
+            "Variant Price": "80",
+            "Image Src": server.url("/missing.png"),
+            "Image Position": "1",
+            "Status": "active",
+        },
     ]
     return write_csv(path, SHOPIFY_HEADER, rows)
 
@@ -154,14 +232,46 @@ def shopify_export(path: Path, server: PhotoServer) -> Path:
 def woocommerce_export(path: Path, server: PhotoServer) -> Path:
     """A simple product, a variable one (price on its variation), and a draft, as WooCommerce exports them."""
     rows = [
-        {"ID": "11", "Type": "simple", "SKU": "MUG-1", "Name": "Mug", "Published": "1", "Short description":
-         "<p>A <em>big</em> mug</p>", "Regular price": "12.50", "Sale price": "9.99", "Categories":
-         "Kitchen > Mugs, Gifts", "Tags": "mug", "Images": f"{server.url('/p/5.png')}, {server.url('/p/6.png')}"},
-        {"ID": "12", "Type": "variable", "SKU": "TEE", "Name": "Tee", "Published": "1", "Description": "Soft tee",
-         "Categories": "Shirts", "Images": server.url("/p/7.png")},
-        {"ID": "13", "Type": "variation", "SKU": "TEE-S", "Name": "Tee - S", "Published": "1",
-         "Regular price": "15", "Parent": "id:12"},
-        {"ID": "14", "Type": "simple", "SKU": "", "Name": "Secret", "Published": "0", "Regular price": "1",
-         "Images": server.url("/p/1.png")},
+        {
+            "ID": "11",
+            "Type": "simple",
+            "SKU": "MUG-1",
+            "Name": "Mug",
+            "Published": "1",
+            "Short description": "<p>A <em>big</em> mug</p>",
+            "Regular price": "12.50",
+            "Sale price": "9.99",
+            "Categories": "Kitchen > Mugs, Gifts",
+            "Tags": "mug",
+            "Images": f"{server.url('/p/5.png')}, {server.url('/p/6.png')}",
+        },
+        {
+            "ID": "12",
+            "Type": "variable",
+            "SKU": "TEE",
+            "Name": "Tee",
+            "Published": "1",
+            "Description": "Soft tee",
+            "Categories": "Shirts",
+            "Images": server.url("/p/7.png"),
+        },
+        {
+            "ID": "13",
+            "Type": "variation",
+            "SKU": "TEE-S",
+            "Name": "Tee - S",
+            "Published": "1",
+            "Regular price": "15",
+            "Parent": "id:12",
+        },
+        {
+            "ID": "14",
+            "Type": "simple",
+            "SKU": "",
+            "Name": "Secret",
+            "Published": "0",
+            "Regular price": "1",
+            "Images": server.url("/p/1.png"),
+        },
     ]
     return write_csv(path, WOO_HEADER, rows)

@@ -142,8 +142,14 @@ def test_concurrent_shoppers_stay_isolated(server):
 
 def run_app(*args, timeout=60):
     t = time.perf_counter()
-    res = subprocess.run([sys.executable, str(ROOT / "app.py"), *map(str, args)], capture_output=True, text=True,
-                         timeout=timeout, cwd=ROOT, env={**os.environ})
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "app.py"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ},
+    )
     return res, time.perf_counter() - t
 
 
@@ -341,8 +347,9 @@ def test_a_pick_sends_plain_values_in_the_pages_format(server):
     assert [v for v in raw if isinstance(v, dict) and "__type__" in v] == []
     for gallery in (raw[1], raw[2]):  # the products and the picks
         assert isinstance(gallery, list) and gallery
-        assert all(item["image"]["path"].startswith(url) and "/gradio_api/file=" in item["image"]["path"]
-                   for item in gallery)
+        assert all(
+            item["image"]["path"].startswith(url) and "/gradio_api/file=" in item["image"]["path"] for item in gallery
+        )
     assert len(gallery_rows(out[1])) == 10 and "Round 3" in out[3]
 
 
@@ -368,8 +375,9 @@ def test_a_handler_settles_the_visit_and_render_only_reads_it(tmp_path):
     assert len(visit.session.shown) == 10 and not bad & set(visit.session.shown) and bad & set(catalog.hidden)
 
     def snapshot() -> str:
-        return json.dumps([visit.session.to_dict(), visit.page, visit.pictures, visit.note, sorted(catalog.hidden)],
-                          default=str)
+        return json.dumps(
+            [visit.session.to_dict(), visit.page, visit.pictures, visit.note, sorted(catalog.hidden)], default=str
+        )
 
     before = snapshot()
     view = shop.render(visit)

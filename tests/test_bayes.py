@@ -111,4 +111,3 @@ def recommender_hypotheses(session) -> int:
     from engine.bayes import bayes_hypotheses
 
     return len(bayes_hypotheses(session.rec, session.params))
-

@@ -11,8 +11,15 @@ from catalogs import XSS_TITLE, make_catalog
 from gradio_http import start_app
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +65,7 @@ def gallery_srcs(page, elem_id: str) -> list[str]:
 def test_shopper_clicks_through_rounds(browser, shop, tmp_path):
     page = browser.new_page(viewport={"width": 1280, "height": 1100})
     page.goto(shop)
-    page.wait_for_function("document.querySelectorAll('#products .thumbnail-item img').length === 10",
-                           timeout=30_000)
+    page.wait_for_function("document.querySelectorAll('#products .thumbnail-item img').length === 10", timeout=30_000)
     assert "Round 1" in page.inner_text("#status")
     seen = set(gallery_srcs(page, "products"))
     for r in range(1, 5):
@@ -67,9 +73,9 @@ def test_shopper_clicks_through_rounds(browser, shop, tmp_path):
         index = 0 if r == 2 else r % 10  # rounds 2 and 3 click the same position twice in a row
         page.locator("#products .thumbnail-item").nth(index if r != 3 else 0).click()
         page.wait_for_function(
-            f"document.querySelectorAll('#picks .thumbnail-item img').length === {r}", timeout=15_000)
-        page.wait_for_function(f"document.querySelector('#status').innerText.includes('Round {r + 1}')",
-                               timeout=15_000)
+            f"document.querySelectorAll('#picks .thumbnail-item img').length === {r}", timeout=15_000
+        )
+        page.wait_for_function(f"document.querySelector('#status').innerText.includes('Round {r + 1}')", timeout=15_000)
         after = gallery_srcs(page, "products")
         assert len(after) == 10 and after != before
         assert not seen & set(after), "the gallery showed a product again"
@@ -93,12 +99,12 @@ def test_reload_keeps_the_shoppers_place(browser, shop):
     context = browser.new_context(viewport={"width": 1280, "height": 1100})
     page = context.new_page()
     page.goto(shop)
-    page.wait_for_function("document.querySelectorAll('#products .thumbnail-item img').length === 10",
-                           timeout=30_000)
+    page.wait_for_function("document.querySelectorAll('#products .thumbnail-item img').length === 10", timeout=30_000)
     for r in range(1, 3):
         page.locator("#products .thumbnail-item").nth(r).click()
-        page.wait_for_function(f"document.querySelectorAll('#picks .thumbnail-item img').length === {r}",
-                               timeout=15_000)
+        page.wait_for_function(
+            f"document.querySelectorAll('#picks .thumbnail-item img').length === {r}", timeout=15_000
+        )
     page.wait_for_function("document.querySelector('#status').innerText.includes('Round 3')", timeout=15_000)
     gallery, picks = gallery_srcs(page, "products"), gallery_srcs(page, "picks")
     page.reload()
@@ -115,22 +121,23 @@ def test_reload_keeps_the_shoppers_place(browser, shop):
 def test_shopper_types_what_they_want(browser, shop):
     page = browser.new_page(viewport={"width": 1280, "height": 1100})
     page.goto(shop)
-    page.wait_for_function("document.querySelectorAll('#products .thumbnail-item img').length === 10",
-                           timeout=30_000)
+    page.wait_for_function("document.querySelectorAll('#products .thumbnail-item img').length === 10", timeout=30_000)
     before = gallery_srcs(page, "products")
     box = page.locator("#search textarea, #search input").first
     box.fill("round")
     box.press("Enter")
-    page.wait_for_function("document.querySelector('#status').innerText.includes(\"Searching 'round' by names\")",
-                           timeout=15_000)
+    page.wait_for_function(
+        "document.querySelector('#status').innerText.includes(\"Searching 'round' by names\")", timeout=15_000
+    )
     after = gallery_srcs(page, "products")
     assert len(after) == 10 and not set(after) & set(before)
     captions = page.eval_on_selector_all("#products .caption-label", "els => els.map(e => e.innerText)")
     assert all(c.startswith("★ Round lamp") or c.startswith("★ A remarkably") for c in captions[:5]), captions
     box.fill("xyz")
     page.get_by_role("button", name="Search").click()
-    page.wait_for_function("document.querySelector('#status').innerText.includes(\"No product matches 'xyz'\")",
-                           timeout=15_000)
+    page.wait_for_function(
+        "document.querySelector('#status').innerText.includes(\"No product matches 'xyz'\")", timeout=15_000
+    )
     assert gallery_srcs(page, "products") == after
     page.get_by_role("button", name="Start over").click()
     page.wait_for_function("document.querySelector('#status').innerText.includes('Round 1')", timeout=15_000)
@@ -152,8 +159,7 @@ def opened(browser, shop, viewport=(1366, 900)):
     dialogs = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     page.goto(shop)
-    page.wait_for_function("document.querySelectorAll('#products .thumbnail-item img').length === 10",
-                           timeout=30_000)
+    page.wait_for_function("document.querySelectorAll('#products .thumbnail-item img').length === 10", timeout=30_000)
     return context, page, dialogs
 
 
@@ -176,8 +182,7 @@ def test_product_page_this_is_it_and_titles_as_text(browser, shop):
         assert captions[0] == f"★ {XSS_TITLE} · 12.25 EUR", captions  # the literal characters, marked as a match
     page.locator("#products .thumbnail-item").nth(captions.index(f"{'★ ' * searched}{XSS_TITLE} · 12.25 EUR")).click()
     page.wait_for_function("document.querySelectorAll('#picks .thumbnail-item img').length === 1", timeout=15_000)
-    page.wait_for_function(f"document.querySelector('#product-page h3')?.innerText === {XSS_TITLE!r}",
-                           timeout=15_000)
+    page.wait_for_function(f"document.querySelector('#product-page h3')?.innerText === {XSS_TITLE!r}", timeout=15_000)
     details = page.inner_text("#product-page")
     assert "12.25 EUR" in details and "Acme" in details and "<b>Not bold</b> & plain text." in details
     assert page.locator("#product-page img[src='x']").count() == 0
@@ -200,8 +205,7 @@ def test_product_page_this_is_it_and_titles_as_text(browser, shop):
     page.wait_for_function(f"document.querySelector('#results')?.innerText.includes({XSS_TITLE!r})", timeout=15_000)
     page.get_by_role("button", name="Start a new search").click()
     wait_status(page, "Round 1")
-    page.wait_for_function("document.querySelectorAll('#products .thumbnail-item img').length === 10",
-                           timeout=15_000)
+    page.wait_for_function("document.querySelectorAll('#products .thumbnail-item img').length === 10", timeout=15_000)
     assert "Pick a product to see it here" in page.inner_text("#product-page")
     assert XSS_TITLE in page.inner_text("#results")  # the result is kept
     found = hunt_records()[before:]
@@ -217,16 +221,18 @@ def wait_product_page(page, caption: str) -> None:
     characters is cut there with an ellipsis, the product page shows it whole)."""
     title = caption.rsplit(" · ", 1)[0]
     check = "h => h.startsWith(t.slice(0, -1))" if title.endswith("…") else "h => h === t"
-    page.wait_for_function(f"t => ({check})(document.querySelector('#product-page h3')?.innerText ?? '')", arg=title,
-                           timeout=15_000)
+    page.wait_for_function(
+        f"t => ({check})(document.querySelector('#product-page h3')?.innerText ?? '')", arg=title, timeout=15_000
+    )
 
 
 def test_picks_open_the_product_page_without_a_round(browser, shop):
     context, page, _ = opened(browser, shop)
     for r in (1, 2):
         page.locator("#products .thumbnail-item").nth(3).click()
-        page.wait_for_function(f"document.querySelectorAll('#picks .thumbnail-item img').length === {r}",
-                               timeout=15_000)
+        page.wait_for_function(
+            f"document.querySelectorAll('#picks .thumbnail-item img').length === {r}", timeout=15_000
+        )
         wait_status(page, f"Round {r + 1}")
     picked = captions_of(page, "picks")  # what was picked, as the page says it (a products caption may be stale)
     assert len(picked) == 2
@@ -246,12 +252,12 @@ def test_strategy_control_shows_the_session_after_reload(browser, shop):
     context, page, _ = opened(browser, shop)
     page.get_by_text("Settings and your results").click()
     page.locator("#strategy label", has_text="bayes:").click()
-    page.wait_for_function("document.querySelectorAll('#products .thumbnail-item img').length === 10",
-                           timeout=15_000)
+    page.wait_for_function("document.querySelectorAll('#products .thumbnail-item img').length === 10", timeout=15_000)
     page.locator("#products .thumbnail-item").nth(0).click()
     wait_status(page, "Round 2")
-    page.wait_for_function("document.querySelector('#strategy-note').innerText.includes('Following:')",
-                           timeout=15_000)  # the catalog has no appearance column: it was computed at load
+    page.wait_for_function(
+        "document.querySelector('#strategy-note').innerText.includes('Following:')", timeout=15_000
+    )  # the catalog has no appearance column: it was computed at load
     assert "Following" not in page.inner_text("#status") and "bayes" not in page.inner_text("#status")
     page.reload()
     wait_status(page, "Round 2")
@@ -264,8 +270,9 @@ def test_strategy_control_shows_the_session_after_reload(browser, shop):
     assert [(r["ended"], r["strategy"], r["strategy_from"]) for r in over] == [("started_over", "bayes", "shopper")]
     page.locator("#products .thumbnail-item").nth(0).click()
     wait_status(page, "Round 2")
-    page.wait_for_function("document.querySelector('#strategy-note').innerText.includes('Following:')",
-                           timeout=15_000)  # Start over kept bayes
+    page.wait_for_function(
+        "document.querySelector('#strategy-note').innerText.includes('Following:')", timeout=15_000
+    )  # Start over kept bayes
     assert checked_strategy(page) == "bayes"
     context.close()
 
@@ -289,8 +296,7 @@ def test_phone_and_desktop_layout(browser, shop):
     assert page.evaluate(SIDEWAYS) == []
     tiles = page.evaluate(TILES)
     assert len({round(t[1]) for t in tiles}) == 5  # 10 tiles in rows of 2
-    inside = [t for t in tiles if t[2] >= 120 and t[0] >= 0 and t[0] + t[2] <= 390 and t[1] >= 0 and
-              t[1] + t[3] <= 844]
+    inside = [t for t in tiles if t[2] >= 120 and t[0] >= 0 and t[0] + t[2] <= 390 and t[1] >= 0 and t[1] + t[3] <= 844]
     assert len(inside) >= 2, tiles
     for caption in page.eval_on_selector_all("#products .caption-label", "els => els.map(e => e.clientHeight)"):
         assert caption >= 14  # a readable line, under the picture

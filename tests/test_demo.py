@@ -107,8 +107,13 @@ def test_pretrained_weights_beat_random_weights(catalog500):
 
 
 def test_app_with_no_arguments_serves_the_demo(catalog500, cache, tmp_path):
-    env = {**os.environ, "CACHE_DIR": str(cache), "DEMO_SIZE": "500", "APP_LOG": str(tmp_path / "app.log"),
-           "FASHION_MNIST_DIR": str(tmp_path / "no-debian")}  # force the shipped subset, cached above
+    env = {
+        **os.environ,
+        "CACHE_DIR": str(cache),
+        "DEMO_SIZE": "500",
+        "APP_LOG": str(tmp_path / "app.log"),
+        "FASHION_MNIST_DIR": str(tmp_path / "no-debian"),
+    }  # force the shipped subset, cached above
     t = time.perf_counter()
     proc, url = start_app([], env)
     try:

@@ -169,10 +169,10 @@ def test_interrupted_run_resumes_without_redoing_batches(tiny_model, tmp_path):
     resumed = CountingEncoder(tiny_model)
     out = embed_dataset(ds, resumed, batch_size=4, shard_size=4, checkpoint_dir=tmp_path / "ck", progress=False)
     assert resumed.images == 8  # only the two shards not done yet
-    fresh = embed_dataset(ds, ImageEncoder(tiny_model), batch_size=4, shard_size=4, progress=False,
-                          checkpoint_dir=tmp_path / "fresh")
-    np.testing.assert_allclose(embedding_matrix(out), embedding_matrix(fresh),
-                               atol=1e-6)
+    fresh = embed_dataset(
+        ds, ImageEncoder(tiny_model), batch_size=4, shard_size=4, progress=False, checkpoint_dir=tmp_path / "fresh"
+    )
+    np.testing.assert_allclose(embedding_matrix(out), embedding_matrix(fresh), atol=1e-6)
 
 
 def test_resume_is_automatic_for_cached_datasets(tiny_model):
@@ -187,8 +187,9 @@ def test_resume_is_automatic_for_cached_datasets(tiny_model):
 
 def test_checkpoint_of_another_model_is_not_reused(tiny_model, tmp_path):
     ds = _image_ds(8)
-    embed_dataset(ds, ImageEncoder(tiny_model), batch_size=4, shard_size=4, checkpoint_dir=tmp_path / "ck",
-                  progress=False)
+    embed_dataset(
+        ds, ImageEncoder(tiny_model), batch_size=4, shard_size=4, checkpoint_dir=tmp_path / "ck", progress=False
+    )
     other = CountingEncoder(tiny_model, pooling="mean")
     with pytest.warns(UserWarning, match="another run"):
         embed_dataset(ds, other, batch_size=4, shard_size=4, checkpoint_dir=tmp_path / "ck", progress=False)

@@ -102,9 +102,27 @@ def test_rocchio_moves_away_from_passed_over(clustered):
 
 def test_cli_synthetic_sweep_and_plot(tmp_path):
     out = tmp_path / "rounds.png"
-    res = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--synthetic", "200,16,8", "--strategy",
-                          "mean,random,bayes", "--targets", "40", "--sweep", "--plot", str(out), "--user", "noisy"],
-                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "evaluate.py"),
+            "--synthetic",
+            "200,16,8",
+            "--strategy",
+            "mean,random,bayes",
+            "--targets",
+            "40",
+            "--sweep",
+            "--plot",
+            str(out),
+            "--user",
+            "noisy",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert res.returncode == 0, res.stderr
     for word in ("mean", "random", "bayes", "N/(2k) = 10.00", "exact 10.50", "ceil(log_k N) = 3", "sweep"):
         assert word in res.stdout
@@ -115,12 +133,31 @@ def test_cli_synthetic_sweep_and_plot(tmp_path):
 
 def test_cli_on_a_dataset_reports_category_precision(tmp_path):
     cat = make_catalog(tmp_path / "cat", n=90)
-    res = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--dataset", str(cat), "--strategy",
-                          "mean,bayes", "--targets", "20"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "evaluate.py"),
+            "--dataset",
+            str(cat),
+            "--strategy",
+            "mean,bayes",
+            "--targets",
+            "20",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert res.returncode == 0, res.stderr
     assert "category precision@5" in res.stdout
-    bad = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--synthetic", "50,4,2", "--strategy", "nope"],
-                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    bad = subprocess.run(
+        [sys.executable, str(ROOT / "evaluate.py"), "--synthetic", "50,4,2", "--strategy", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert bad.returncode == 2 and "unknown strategy" in bad.stderr
 
 
@@ -135,8 +172,12 @@ def test_perceptions_differ_from_the_embedding_and_are_fixed():
     cos = (noisy * rec.unit).sum(axis=1)
     assert 0.4 < cos.mean() < 0.9  # scale 1 / sqrt(d) a component: as long as the embedding row itself
     np.testing.assert_allclose(ev.perception("noise:0", rec.unit), rec.unit, atol=1e-6)
-    for bad, word in (("noise:x", "number"), ("noise:-1", "0 or more"), ("smell", "choose"),
-                      ("pixels", "no product pictures")):
+    for bad, word in (
+        ("noise:x", "number"),
+        ("noise:-1", "0 or more"),
+        ("smell", "choose"),
+        ("pixels", "no product pictures"),
+    ):
         with pytest.raises(ValueError, match=word):
             ev.perception(bad, rec.unit)
     # a shopper who sees differently needs more rounds than one who sees through the strategy's embedding
@@ -164,17 +205,37 @@ def test_pixels_and_model_perceptions_on_a_real_catalog(tmp_path, tiny_model):
 
 def test_cli_reports_a_table_per_perception(tmp_path):
     cat = make_catalog(tmp_path / "cat", n=60)
-    res = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--dataset", str(cat), "--strategy",
-                          "mean,bayes", "--targets", "12", "--perceive", "embedding,pixels,noise:1.0",
-                          "--click-fit"],
-                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "evaluate.py"),
+            "--dataset",
+            str(cat),
+            "--strategy",
+            "mean,bayes",
+            "--targets",
+            "12",
+            "--perceive",
+            "embedding,pixels,noise:1.0",
+            "--click-fit",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert res.returncode == 0, res.stderr
     assert sum(line.split()[:2] == ["strategy", "mean"] for line in res.stdout.splitlines()) == 3
     assert "perceives: pixels (not the embedding" in res.stdout and "perceives: embedding\n" in res.stdout
     fits = [line for line in res.stdout.splitlines() if "user model gives the clicks" in line]
     assert len(fits) == 6 and fits[0].startswith("mean: ") and "a random click -2.30" in fits[0]
-    bad = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--synthetic", "50,4,2", "--perceive",
-                          "pixels"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    bad = subprocess.run(
+        [sys.executable, str(ROOT / "evaluate.py"), "--synthetic", "50,4,2", "--perceive", "pixels"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert bad.returncode == 2 and "no product pictures" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 
@@ -195,5 +256,3 @@ def test_click_fit_tells_the_model_s_own_eyes_from_other_eyes(clustered):
     one = ev.click_fit(rec.unit, [(1, [0, 1], 0, 0)], temperature=1.0, epsilon=0.0)  # target 0: picks itself
     p0 = 1 / (1 + math.exp(float(rec.unit[1] @ rec.unit[0]) - 1.0))
     assert one["early"]["loglik"] == pytest.approx(math.log(p0), rel=1e-5) and math.isnan(one["later"]["loglik"])
-
-

@@ -87,8 +87,9 @@ def test_galleries_do_not_depend_on_the_cpu():
     if not extra:
         pytest.skip("this CPU runs numpy's baseline kernels only: nothing to turn off")
     env = {**os.environ, "NPY_DISABLE_CPU_FEATURES": " ".join(extra)}
-    res = subprocess.run([sys.executable, __file__, "--print"], capture_output=True, text=True, env=env,
-                         timeout=120, check=True)
+    res = subprocess.run(
+        [sys.executable, __file__, "--print"], capture_output=True, text=True, env=env, timeout=120, check=True
+    )
     held, here = json.loads(res.stdout), play_all()
     assert held == here, [k for k in held if held[k] != here[k]][:5]
 

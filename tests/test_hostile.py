@@ -34,8 +34,14 @@ def value(gallery):
 
 
 def run(script: str, *args, env=None, timeout=300):
-    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def one_error(res) -> str:
@@ -128,11 +134,24 @@ def test_rewriting_the_dataset_under_a_running_app(tmp_path, tiny_model, compres
     With sq8 the app reads float32 rows from the dataset's Arrow file at every round: still the old file's.
     """
     out = tmp_path / "out"
-    res = run("upload_ds.py", make_folder(tmp_path / "v1", 12), "--repo", "me/shop", "--model", tiny_model,
-              "--no-push", "--out", out)
+    res = run(
+        "upload_ds.py",
+        make_folder(tmp_path / "v1", 12),
+        "--repo",
+        "me/shop",
+        "--model",
+        tiny_model,
+        "--no-push",
+        "--out",
+        out,
+    )
     assert res.returncode == 0, res.stderr
-    env = {**os.environ, "APP_LOG": str(tmp_path / "app.log"), "CACHE_DIR": str(tmp_path / "cache"),
-           "COMPRESSION": compression}
+    env = {
+        **os.environ,
+        "APP_LOG": str(tmp_path / "app.log"),
+        "CACHE_DIR": str(tmp_path / "cache"),
+        "COMPRESSION": compression,
+    }
     proc, url = start_app(["--dataset", str(out / "shop-embeddings")], env)
     assert ("8-bit codes" in (tmp_path / "app.log").read_text()) == (compression == "sq8")
     try:
@@ -142,8 +161,9 @@ def test_rewriting_the_dataset_under_a_running_app(tmp_path, tiny_model, compres
         refused = run("upload_ds.py", v2, "--repo", "me/shop", "--model", tiny_model, "--no-push", "--out", out)
         assert "--overwrite" in one_error(refused) and "embedding:" not in refused.stderr
         assert len(datasets.load_from_disk(str(out / "shop-embeddings"))) == 12  # untouched
-        res = run("upload_ds.py", v2, "--repo", "me/shop", "--model", tiny_model, "--no-push", "--out", out,
-                  "--overwrite")
+        res = run(
+            "upload_ds.py", v2, "--repo", "me/shop", "--model", tiny_model, "--no-push", "--out", out, "--overwrite"
+        )
         assert res.returncode == 0, res.stderr
         # the running app still reads the old (now unlinked) files: thumbnails made again come from them
         for thumb in (tmp_path / "cache" / "thumbs").glob("*/r*.jpg"):
@@ -161,13 +181,29 @@ def test_rewriting_the_dataset_under_a_running_app(tmp_path, tiny_model, compres
     assert sorted(p.name for p in out.iterdir()) == ["shop", "shop-embeddings"]  # nothing left beside them
 
 
-@pytest.mark.parametrize("repo", ["me/..", "me/.", "me/.hidden", "me/shop-", "me/a--b", "me/a..b", "a/b/c",
-                                  "me/sh op", "me/" + "x" * 90, "me/x.git", "../me/shop", "me/ünï"])
+@pytest.mark.parametrize(
+    "repo",
+    [
+        "me/..",
+        "me/.",
+        "me/.hidden",
+        "me/shop-",
+        "me/a--b",
+        "me/a..b",
+        "a/b/c",
+        "me/sh op",
+        "me/" + "x" * 90,
+        "me/x.git",
+        "../me/shop",
+        "me/ünï",
+    ],
+)
 def test_repo_names_that_would_write_elsewhere_are_refused(repo, tmp_path):
     folder = make_folder(tmp_path / "imgs", 2)
     out = tmp_path / "deep" / "out"
-    line = one_error(run("upload_ds.py", folder, "--repo", repo, "--no-push", "--out", out,
-                         "--model", tmp_path / "no-model"))
+    line = one_error(
+        run("upload_ds.py", folder, "--repo", repo, "--no-push", "--out", out, "--model", tmp_path / "no-model")
+    )
     assert "--repo" in line and "no-model" not in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs"]  # nothing written anywhere
 
@@ -221,11 +257,13 @@ def test_closed_tabs_free_their_sessions(tmp_path):
     """A tab that closes (its heartbeat stream ends) has its state and Gradio's record dropped at once."""
     import app
     from shop.visit import Visit
+
     catalog, rec, _ = in_process_shop(tmp_path, n=40)
     demo = app.build_app(catalog, rec)
     port = free_port()
-    demo.queue(default_concurrency_limit=None).launch(server_name="127.0.0.1", server_port=port,
-                                                      prevent_thread_lock=True, state_session_capacity=50)
+    demo.queue(default_concurrency_limit=None).launch(
+        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, state_session_capacity=50
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         holder = demo.state_holder
@@ -292,8 +330,13 @@ def test_the_app_s_malloc_reuses_freed_arrays_instead_of_faulting_them_in_again(
     env = {**os.environ, "PYTHONMALLOC": "malloc", "GRADIO_ANALYTICS_ENABLED": "False"}
 
     def faults(setting: str) -> int:
-        res = subprocess.run([sys.executable, "-c", FAULTS_SCRIPT, str(ROOT), setting], capture_output=True,
-                             text=True, env=env, timeout=120)
+        res = subprocess.run(
+            [sys.executable, "-c", FAULTS_SCRIPT, str(ROOT), setting],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
         assert res.returncode == 0, res.stderr
         return int(res.stdout.split()[-1])
 
@@ -325,17 +368,31 @@ def test_session_state_is_compact():
 
 
 # ------------------------------------------------------------------------------------ 6. clear errors
-@pytest.mark.parametrize("case", ["file", "zero_rows", "per_round_0", "similar_11", "port_99999", "PORT=abc",
-                                  "PORT=abc --help", "PER_ROUND=x", "STRATEGY=fast", "COMPRESSION=zip",
-                                  "port_in_use"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "file",
+        "zero_rows",
+        "per_round_0",
+        "similar_11",
+        "port_99999",
+        "PORT=abc",
+        "PORT=abc --help",
+        "PER_ROUND=x",
+        "STRATEGY=fast",
+        "COMPRESSION=zip",
+        "port_in_use",
+    ],
+)
 def test_app_settings_errors_are_one_line(case, tmp_path, monkeypatch, capsys):
     env, args = {"CACHE_DIR": str(tmp_path / "cache")}, []
     if case == "file":
         (tmp_path / "data.arrow").write_text("x")
         args, word = ["--dataset", tmp_path / "data.arrow"], "is a file"
     elif case == "zero_rows":
-        features = datasets.Features({"image": datasets.Image(),
-                                      "embeddings": datasets.List(datasets.Value("float32"))})
+        features = datasets.Features(
+            {"image": datasets.Image(), "embeddings": datasets.List(datasets.Value("float32"))}
+        )
         datasets.Dataset.from_dict({"image": [], "embeddings": []}, features=features).save_to_disk(str(tmp_path / "z"))
         args, word = ["--dataset", tmp_path / "z"], "has no rows"
     elif case == "per_round_0":
@@ -397,11 +454,27 @@ sys.exit(run(upload_ds.main, interrupted=upload_ds.RESUME_HINT))
 @pytest.mark.slow
 def test_ctrl_c_during_upload_is_one_line_and_resumes(tmp_path, tiny_model):
     folder = make_folder(tmp_path / "imgs", 2000)
-    flags = [str(folder), "--repo", "me/shop", "--model", tiny_model, "--no-push", "--out", str(tmp_path / "out"),
-             "--batch-size", "1"]
+    flags = [
+        str(folder),
+        "--repo",
+        "me/shop",
+        "--model",
+        tiny_model,
+        "--no-push",
+        "--out",
+        str(tmp_path / "out"),
+        "--batch-size",
+        "1",
+    ]
     env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "cache")}
-    proc = subprocess.Popen([sys.executable, "-c", PAUSED_UPLOAD, *flags], stderr=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PAUSED_UPLOAD, *flags],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
     err: list[str] = []
     paused = threading.Event()
 
@@ -420,8 +493,14 @@ def test_ctrl_c_during_upload_is_one_line_and_resumes(tmp_path, tiny_model):
     text = "".join(err)
     assert proc.returncode == 130, text[-2000:]
     assert "Traceback" not in text and "run the same command again to resume" in text.splitlines()[-1]
-    res = subprocess.run([sys.executable, str(ROOT / "upload_ds.py"), *flags], capture_output=True, text=True,
-                         env=env, cwd=ROOT, timeout=300)
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "upload_ds.py"), *flags],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert res.returncode == 0 and "2000 images kept" in res.stdout
 
 
@@ -451,8 +530,13 @@ def test_reload_resumes_picks_and_results(tmp_path):
         after = Shopper(url).call("pick", [None, saved], event_data={"index": j, "value": value(gallery)[j]})
         assert gallery_rows(after[2]) == picked + [gallery_rows(gallery)[j]] and "Round 4" in after[3]
         # tampered or foreign data starts afresh instead of failing
-        for junk in ({"catalog": saved["catalog"], "history": [[1, 1]], "picks": [], "pick_rounds": [],
-                      "strategy": "mean"}, {"catalog": "another-shop"}, "garbage", [1, 2], None):
+        for junk in (
+            {"catalog": saved["catalog"], "history": [[1, 1]], "picks": [], "pick_rounds": [], "strategy": "mean"},
+            {"catalog": "another-shop"},
+            "garbage",
+            [1, 2],
+            None,
+        ):
             fresh = Shopper(url).call("start", [junk])
             assert value(fresh[2]) == [] and "Round 1" in fresh[3]
     finally:
@@ -487,8 +571,14 @@ def test_symlinked_folders_are_followed_or_reported(tmp_path):
     (shop / "inner-link").symlink_to(shop / "inner", target_is_directory=True)
     Image.fromarray(pattern(20, 20, 5)).save(shop / "inner" / "x.png")
     scan = read_images(gather(shop, progress=False), progress=False)
-    assert [i for i, _ in scan.images] == ["inner/x", "item00", "item01", "shoes/item00", "shoes/item01",
-                                           "shoes/item02"]
+    assert [i for i, _ in scan.images] == [
+        "inner/x",
+        "item00",
+        "item01",
+        "shoes/item00",
+        "shoes/item01",
+        "shoes/item02",
+    ]
     reasons = dict(scan.skipped)
     assert len(reasons) == 3
     assert "loops back" in reasons["again"] and "loops back" in reasons["shoes/up"]

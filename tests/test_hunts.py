@@ -39,8 +39,13 @@ def shop(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("hunts")
     cat = make_catalog(tmp / "catalog", n=60, products=True)
     log = tmp / "log" / "hunts.jsonl"
-    env = {**os.environ, "APP_LOG": str(tmp / "app.log"), "CACHE_DIR": str(tmp / "cache"), "HUNT_LOG": str(log),
-           "HUNT_LOG_GRACE_S": "1"}
+    env = {
+        **os.environ,
+        "APP_LOG": str(tmp / "app.log"),
+        "CACHE_DIR": str(tmp / "cache"),
+        "HUNT_LOG": str(log),
+        "HUNT_LOG_GRACE_S": "1",
+    }
     proc, url = start_app(["--dataset", str(cat)], env)
     yield url, log
     proc.terminate()
@@ -128,8 +133,9 @@ def test_a_closed_tab_is_an_abandoned_hunt_and_a_reload_is_not(shop):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page()
         page.goto(url)
-        page.wait_for_function("document.querySelectorAll('#products .thumbnail-item img').length === 10",
-                               timeout=30_000)
+        page.wait_for_function(
+            "document.querySelectorAll('#products .thumbnail-item img').length === 10", timeout=30_000
+        )
         assert "Anonymous hunts" in page.inner_text("#hunt-log-note")
         page.locator("#products .thumbnail-item").nth(0).click()
         page.wait_for_function("document.querySelector('#status')?.innerText.includes('Round 2')", timeout=15_000)
@@ -173,8 +179,7 @@ def test_compare_draws_strategies_and_the_shopper_choice_wins(tmp_path):
 
 def test_hunt_log_none_writes_nothing(tmp_path):
     cat = make_catalog(tmp_path / "catalog", n=30)
-    env = {**os.environ, "APP_LOG": str(tmp_path / "app.log"), "CACHE_DIR": str(tmp_path / "cache"),
-           "HUNT_LOG": "none"}
+    env = {**os.environ, "APP_LOG": str(tmp_path / "app.log"), "CACHE_DIR": str(tmp_path / "cache"), "HUNT_LOG": "none"}
     proc, url = start_app(["--dataset", str(cat)], env)
     try:
         shopper = Shopper(url)
@@ -191,10 +196,17 @@ def test_hunt_log_none_writes_nothing(tmp_path):
 
 # ------------------------------------------------------------------------------------------ the log itself
 def a_record(i: int, strategy: str = "mean", found: bool = True) -> dict:
-    return {"hunt": f"{i:016x}", "time": "2026-12-01T10:00Z", "catalog": {"name": "t", "rows": 9, "model": None},
-            "strategy": strategy, "strategy_from": "default", "target": None,
-            "rounds": [{"shown": ["a", "b"], "pick": "a" if found else None, "words": None, "matches": None}],
-            "found": "a" if found else None, "ended": "found" if found else "abandoned"}
+    return {
+        "hunt": f"{i:016x}",
+        "time": "2026-12-01T10:00Z",
+        "catalog": {"name": "t", "rows": 9, "model": None},
+        "strategy": strategy,
+        "strategy_from": "default",
+        "target": None,
+        "rounds": [{"shown": ["a", "b"], "pick": "a" if found else None, "words": None, "matches": None}],
+        "found": "a" if found else None,
+        "ended": "found" if found else "abandoned",
+    }
 
 
 def test_torn_lines_rotation_and_an_unwritable_path(tmp_path, caplog):
@@ -203,8 +215,11 @@ def test_torn_lines_rotation_and_an_unwritable_path(tmp_path, caplog):
     for i in range(30):
         log.write(a_record(i))
     files = sorted(p.name for p in tmp_path.iterdir())
-    assert "hunts.1.jsonl" in files and "hunts.2.jsonl" in files and all(p.stat().st_size <= 2_000
-                                                                          for p in tmp_path.iterdir())
+    assert (
+        "hunts.1.jsonl" in files
+        and "hunts.2.jsonl" in files
+        and all(p.stat().st_size <= 2_000 for p in tmp_path.iterdir())
+    )
     with path.open("ab") as f:
         f.write(json.dumps(a_record(99)).encode()[:50])  # a crash mid-record
     torn = huntlog.Torn()
@@ -234,31 +249,57 @@ def test_insights_on_a_hand_made_log(tmp_path):
             entries.append({"shown": ["hat", "cap"], "pick": "hat", "words": None, "matches": None})
             recs.append({**a_record(len(recs), strategy), "rounds": entries, "found": "hat"})
     lost = a_record(50, "bayes", found=False)
-    lost["rounds"] = [{"shown": ["cap", "boot"], "pick": None, "words": "red hat", "matches": 3},
-                      {"shown": [], "pick": None, "words": "Tiara", "matches": 0},
-                      {"shown": [], "pick": None, "words": "tiara", "matches": 0},
-                      {"shown": [], "pick": None, "words": "crown", "matches": 0}]
+    lost["rounds"] = [
+        {"shown": ["cap", "boot"], "pick": None, "words": "red hat", "matches": 3},
+        {"shown": [], "pick": None, "words": "Tiara", "matches": 0},
+        {"shown": [], "pick": None, "words": "tiara", "matches": 0},
+        {"shown": [], "pick": None, "words": "crown", "matches": 0},
+    ]
     recs.append(lost)
     path.write_text("".join(json.dumps(r) + "\n" for r in recs) + '{"hunt": "torn')
-    res = subprocess.run([sys.executable, os.path.join(ROOT, "insights.py"), str(path), "--json"],
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "insights.py"), str(path), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 0, res.stderr
     s = json.loads(res.stdout)
     assert (s["hunts"], s["found"], s["torn_lines"]) == (9, 8, 1)
-    assert s["strategies"]["mean"] == {**s["strategies"]["mean"], "hunts": 5, "found": 5, "mean_rounds": 3.0,
-                                       "median_rounds": 2.0}
+    assert s["strategies"]["mean"] == {
+        **s["strategies"]["mean"],
+        "hunts": 5,
+        "found": 5,
+        "mean_rounds": 3.0,
+        "median_rounds": 2.0,
+    }
     assert s["strategies"]["bayes"]["hunts"] == 4 and s["strategies"]["bayes"]["found"] == 3
     assert s["strategies"]["bayes"]["mean_rounds"] == pytest.approx(4 / 3)
     assert s["no_match_searches"] == [["tiara", 2], ["crown", 1]]
     assert s["most_found"] == [["hat", 8]]
     assert s["never_picked"][0] == ["cap", 9] and ["boot", 1] in s["never_picked"]
     assert s["searches_per_hunt"] == pytest.approx(4 / 9)
-    text = subprocess.run([sys.executable, os.path.join(ROOT, "insights.py"), str(path), "--plot",
-                           str(tmp_path / "p.png"), "--since", "2026-12-01"], capture_output=True, text=True,
-                          timeout=60).stdout
+    text = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "insights.py"),
+            str(path),
+            "--plot",
+            str(tmp_path / "p.png"),
+            "--since",
+            "2026-12-01",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
     assert "9 hunts, 8 found" in text and (tmp_path / "p.png").stat().st_size > 5_000
-    later = subprocess.run([sys.executable, os.path.join(ROOT, "insights.py"), str(path), "--json", "--since",
-                            "2026-12-02"], capture_output=True, text=True, timeout=60).stdout
+    later = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "insights.py"), str(path), "--json", "--since", "2026-12-02"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
     assert json.loads(later)["hunts"] == 0
 
 
@@ -289,8 +330,12 @@ def test_evaluate_log_round_trip(tmp_path, capsys):
     import evaluate
 
     path = tmp_path / "sim.jsonl"
-    assert evaluate.main(["--synthetic", "300,16,10", "--strategy", "mean,bayes", "--targets", "40", "--log-to",
-                          str(path)]) == 0
+    assert (
+        evaluate.main(
+            ["--synthetic", "300,16,10", "--strategy", "mean,bayes", "--targets", "40", "--log-to", str(path)]
+        )
+        == 0
+    )
     table = capsys.readouterr().out
     s = insights.gather([str(path)], progress=False).summary()
     for name in ("mean", "bayes"):
@@ -298,8 +343,11 @@ def test_evaluate_log_round_trip(tmp_path, capsys):
         mean, median, p90 = map(float, row.groups())
         st = s["strategies"][name]
         assert st["hunts"] == st["found"] == 40
-        assert (round(st["mean_rounds"], 2), round(st["median_rounds"], 1), round(st["p90_rounds"], 1)) == \
-            (mean, median, p90)
+        assert (round(st["mean_rounds"], 2), round(st["median_rounds"], 1), round(st["p90_rounds"], 1)) == (
+            mean,
+            median,
+            p90,
+        )
 
 
 @pytest.mark.slow
@@ -310,17 +358,25 @@ def test_a_million_records_in_bounded_memory(tmp_path):
         for i in range(1_000_000):
             k = i % 5
             found = "null" if i % 7 == 0 else f'"p{i % 997}"'
-            f.write(f'{{"hunt":"{i:016x}","time":"2026-12-01T10:00Z","catalog":{{"name":"t","rows":1000,'
-                    f'"model":null}},"strategy":"{"mean" if i % 2 else "bayes"}","strategy_from":"compare",'
-                    f'"target":null,"rounds":[{{"shown":["p{i % 1000}","p{(i * 7) % 1000}"],"pick":"p{i % 1000}",'
-                    f'"words":"{words[k % 3]}","matches":{k % 2}}}' + ',{"shown":["p1"],"pick":null,"words":null,'
-                    '"matches":null}' * k + f'],"found":{found},"ended":"found"}}\n')
-    code = ("import resource, subprocess, sys; subprocess.run([sys.executable, sys.argv[1], sys.argv[2], '--json'], "
-            "stdout=open(sys.argv[3], 'w'), check=True); "
-            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+            f.write(
+                f'{{"hunt":"{i:016x}","time":"2026-12-01T10:00Z","catalog":{{"name":"t","rows":1000,'
+                f'"model":null}},"strategy":"{"mean" if i % 2 else "bayes"}","strategy_from":"compare",'
+                f'"target":null,"rounds":[{{"shown":["p{i % 1000}","p{(i * 7) % 1000}"],"pick":"p{i % 1000}",'
+                f'"words":"{words[k % 3]}","matches":{k % 2}}}' + ',{"shown":["p1"],"pick":null,"words":null,'
+                '"matches":null}' * k + f'],"found":{found},"ended":"found"}}\n'
+            )
+    code = (
+        "import resource, subprocess, sys; subprocess.run([sys.executable, sys.argv[1], sys.argv[2], '--json'], "
+        "stdout=open(sys.argv[3], 'w'), check=True); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
     out = tmp_path / "out.json"
-    res = subprocess.run([sys.executable, "-c", code, os.path.join(ROOT, "insights.py"), str(path), str(out)],
-                         capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        [sys.executable, "-c", code, os.path.join(ROOT, "insights.py"), str(path), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr
     peak_mb = int(res.stdout.strip()) / 1024
     s = json.loads(out.read_text())

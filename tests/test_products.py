@@ -53,8 +53,12 @@ def test_woocommerce_export(server, tmp_path):
     assert [p.id for p in table.products] == ["MUG-1", "TEE"]  # variations fold into their product; draft out
     assert table.products[0].image == server.url("/p/5.png")  # the first of its Images
     mug, tee = table.columns.to_pylist()
-    assert (mug["title"], mug["price"], mug["category"], mug["description"]) == ("Mug", 9.99, "Kitchen > Mugs",
-                                                                                 "A big mug")
+    assert (mug["title"], mug["price"], mug["category"], mug["description"]) == (
+        "Mug",
+        9.99,
+        "Kitchen > Mugs",
+        "A big mug",
+    )
     assert mug["url"] == "https://w.example/?post_type=product&p=11"
     assert tee["price"] == 15.0  # a variable product: its first variation's price
     assert table.skipped == [("14", "not published in the shop (Published: 0)")]
@@ -64,20 +68,54 @@ def test_plain_tables_keep_their_types(tmp_path):
     (tmp_path / "img").mkdir()
     for i in range(3):
         (tmp_path / "img" / f"{i}.png").write_bytes(photo(i))
-    rows = [{"id": "007", "image": "img/0.png", "title": "Boot", "price": "19.5", "stock": "3", "weight": "0.4",
-             "url": "https://s.example/007"},
-            {"id": "008", "image": "img/1.png", "title": "Bag", "price": "5", "stock": "0", "weight": "1.25",
-             "url": "javascript:alert(1)"},
-            {"id": "009", "image": "img/2.png", "title": "Cap", "price": "", "stock": "7", "weight": "2",
-             "url": "/relative/page"}]
+    rows = [
+        {
+            "id": "007",
+            "image": "img/0.png",
+            "title": "Boot",
+            "price": "19.5",
+            "stock": "3",
+            "weight": "0.4",
+            "url": "https://s.example/007",
+        },
+        {
+            "id": "008",
+            "image": "img/1.png",
+            "title": "Bag",
+            "price": "5",
+            "stock": "0",
+            "weight": "1.25",
+            "url": "javascript:alert(1)",
+        },
+        {
+            "id": "009",
+            "image": "img/2.png",
+            "title": "Cap",
+            "price": "",
+            "stock": "7",
+            "weight": "2",
+            "url": "/relative/page",
+        },
+    ]
     header = list(rows[0])
     write_csv(tmp_path / "t.csv", header, rows)
     with (tmp_path / "t.jsonl").open("w") as f:
         for r in rows:
-            f.write(json.dumps({**r, "price": float(r["price"]) if r["price"] else None, "stock": int(r["stock"]),
-                                "weight": float(r["weight"])}) + "\n")
-    pq.write_table(pa.Table.from_pylist([json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]),
-                   tmp_path / "t.parquet")
+            f.write(
+                json.dumps(
+                    {
+                        **r,
+                        "price": float(r["price"]) if r["price"] else None,
+                        "stock": int(r["stock"]),
+                        "weight": float(r["weight"]),
+                    }
+                )
+                + "\n"
+            )
+    pq.write_table(
+        pa.Table.from_pylist([json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]),
+        tmp_path / "t.parquet",
+    )
     for name in ("t.csv", "t.jsonl", "t.parquet"):
         table = read_products(tmp_path / name)
         assert table.kind == "table"
@@ -93,11 +131,26 @@ def test_plain_tables_keep_their_types(tmp_path):
 
 def test_values_are_checked():
     assert safe_url("https://a.example/x?y=1") and safe_url("HTTP://a.example")
-    for bad in ("javascript:alert(1)", "data:text/html,<script>", "/p/1", "//evil.example/x", "https://",
-                "ftp://a.example/f", "https://a.example/\nx", None, 3):
+    for bad in (
+        "javascript:alert(1)",
+        "data:text/html,<script>",
+        "/p/1",
+        "//evil.example/x",
+        "https://",
+        "ftp://a.example/f",
+        "https://a.example/\nx",
+        None,
+        3,
+    ):
         assert safe_url(bad) is None, bad
-    assert [price_value(v) for v in ("19.90", "$1,299.00", "19,90 €", 7, "", None)] == [19.9, 1299.0, 19.9, 7.0,
-                                                                                          None, None]
+    assert [price_value(v) for v in ("19.90", "$1,299.00", "19,90 €", 7, "", None)] == [
+        19.9,
+        1299.0,
+        19.9,
+        7.0,
+        None,
+        None,
+    ]
     for bad in ("abc", "-5", "nan", "inf", True):
         with pytest.raises(ValueError):
             price_value(bad)
@@ -141,9 +194,15 @@ def test_table_joined_with_a_folder_reports_both_sides(tmp_path):
     folder.mkdir()
     for name in ("a", "b", "c"):
         (folder / f"{name}.png").write_bytes(photo(ord(name)))
-    write_csv(tmp_path / "t.csv", ["id", "title", "price"], [{"id": "a", "title": "A", "price": "1"},
-                                                              {"id": "b", "title": "B", "price": "2"},
-                                                              {"id": "z", "title": "Z", "price": "3"}])
+    write_csv(
+        tmp_path / "t.csv",
+        ["id", "title", "price"],
+        [
+            {"id": "a", "title": "A", "price": "1"},
+            {"id": "b", "title": "B", "price": "2"},
+            {"id": "z", "title": "Z", "price": "3"},
+        ],
+    )
     shop = gather(folder, tmp_path / "t.csv", progress=False)
     assert [(i, p.name) for i, p, _ in shop.items] == [("a", "a.png"), ("b", "b.png"), ("c", "c.png")]
     assert shop.skipped == [("z", "a row of the table without an image (no file with this id in the image folder)")]
@@ -151,17 +210,38 @@ def test_table_joined_with_a_folder_reports_both_sides(tmp_path):
 
 
 def upload(*args, timeout=300):
-    return subprocess.run([sys.executable, str(ROOT / "upload_ds.py"), *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "upload_ds.py"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
 
 
 def test_upload_a_shopify_export_over_http(server, tiny_model, tmp_path, capsys):
     """The whole command on a Shopify export whose images are URLs: both datasets carry the product columns with
     their types; the failed download and the draft are in the report."""
     table = shopify_export(tmp_path / "products_export_1.csv", server)
-    code = upload_ds.main([
-        "--products", str(table), "--shop-url", "https://shop.example", "--currency", "EUR", "--repo", "me/shop",
-        "--model", tiny_model, "--no-push", "--out", str(tmp_path / "out"), "--download-timeout", "5"])
+    code = upload_ds.main(
+        [
+            "--products",
+            str(table),
+            "--shop-url",
+            "https://shop.example",
+            "--currency",
+            "EUR",
+            "--repo",
+            "me/shop",
+            "--model",
+            tiny_model,
+            "--no-push",
+            "--out",
+            str(tmp_path / "out"),
+            "--download-timeout",
+            "5",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     for name in ("shop", "shop-embeddings"):
@@ -181,8 +261,17 @@ def test_upload_a_shopify_export_over_http(server, tiny_model, tmp_path, capsys)
 def test_cli_needs_a_folder_or_a_table(tmp_path):
     res = upload("--repo", "me/shop", "--no-push", "--out", tmp_path)
     assert res.returncode == 2 and "IMG_DIR, --products FILE, or both" in res.stderr
-    res = upload("--products", tmp_path / "t.csv", "--shop-url", "javascript:alert(1)", "--repo", "me/shop",
-                 "--no-push", "--out", tmp_path)
+    res = upload(
+        "--products",
+        tmp_path / "t.csv",
+        "--shop-url",
+        "javascript:alert(1)",
+        "--repo",
+        "me/shop",
+        "--no-push",
+        "--out",
+        tmp_path,
+    )
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "--shop-url" in res.stderr
 
 
@@ -196,8 +285,9 @@ def test_catalog_reads_product_facts_as_checked_text(tmp_path):
     ds = datasets.load_from_disk(str(make_catalog(tmp_path / "cat", n=6)))
     ds = ds.add_column("title", ["Lamp", "x" * 80, None, "  Two\nlines ", "Cap", "Hat"])
     ds = ds.add_column("price", ["12.5", "abc", "", "$1,299.00", None, "-3"])
-    ds = ds.add_column("url", ["https://s.example/a", "javascript:alert(1)", "data:text/html,x", "/rel", None,
-                               "http://s.example/f"])
+    ds = ds.add_column(
+        "url", ["https://s.example/a", "javascript:alert(1)", "data:text/html,x", "/rel", None, "http://s.example/f"]
+    )
     catalog = Catalog(ds, "t", tmp_path / "cache")
     facts = [catalog.product(r) for r in range(6)]
     assert [f["price"] for f in facts] == [12.5, None, None, 1299.0, None, None]

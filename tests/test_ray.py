@@ -20,9 +20,14 @@ pytest.importorskip("ray", reason="ray is not installed (pip install -r requirem
 
 
 def upload(*args, env=None, timeout=600):
-    return subprocess.run([sys.executable, str(ROOT / "upload_ds.py"), *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT, env={**os.environ, "RAY_AUTH_MODE": "disabled",
-                                                                     **(env or {})})
+    return subprocess.run(
+        [sys.executable, str(ROOT / "upload_ds.py"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, "RAY_AUTH_MODE": "disabled", **(env or {})},
+    )
 
 
 def skipped_lines(stdout: str) -> list[str]:
@@ -41,8 +46,19 @@ def reference(tmp_path_factory, tiny_model):
     from PIL import Image
 
     Image.new("RGB", (20, 16), "orange").save(folder / os.fsdecode(b"caf\xe9.png"))  # a name that is not UTF-8
-    res = upload(folder, "--repo", "me/shop", "--model", tiny_model, "--batch-size", "2", "--no-push",
-                 "--out", tmp / "out", env={"HF_DATASETS_CACHE": str(tmp / "cache")})
+    res = upload(
+        folder,
+        "--repo",
+        "me/shop",
+        "--model",
+        tiny_model,
+        "--batch-size",
+        "2",
+        "--no-push",
+        "--out",
+        tmp / "out",
+        env={"HF_DATASETS_CACHE": str(tmp / "cache")},
+    )
     assert res.returncode == 0, res.stderr
     return folder, datasets.load_from_disk(str(tmp / "out" / "shop-embeddings")), skipped_lines(res.stdout)
 
@@ -59,8 +75,24 @@ def assert_same(ds, ref):
 @pytest.mark.slow
 def test_ray_engine_equals_default_engine(reference, tiny_model, tmp_path):
     folder, ref, ref_skips = reference
-    res = upload(folder, "--repo", "me/shop", "--model", tiny_model, "--batch-size", "2", "--no-push", "--out",
-                 tmp_path / "out", "--engine", "ray", "--num-workers", "2", "--work-dir", tmp_path / "work")
+    res = upload(
+        folder,
+        "--repo",
+        "me/shop",
+        "--model",
+        tiny_model,
+        "--batch-size",
+        "2",
+        "--no-push",
+        "--out",
+        tmp_path / "out",
+        "--engine",
+        "ray",
+        "--num-workers",
+        "2",
+        "--work-dir",
+        tmp_path / "work",
+    )
     assert res.returncode == 0, res.stderr
     assert skipped_lines(res.stdout) == ref_skips and len(ref_skips) == 4
     assert "caf\\xe9" in ref["id"]
@@ -75,9 +107,26 @@ def test_ray_engine_equals_default_engine(reference, tiny_model, tmp_path):
 @pytest.mark.slow
 def test_restart_after_failure_does_not_redo_finished_shards(reference, tiny_model, tmp_path):
     folder, ref, _ = reference
-    args = [folder, "--repo", "me/shop", "--model", tiny_model, "--batch-size", "2", "--no-push", "--out",
-            tmp_path / "out", "--engine", "ray", "--num-workers", "1", "--shard-size", "2", "--work-dir",
-            tmp_path / "work"]
+    args = [
+        folder,
+        "--repo",
+        "me/shop",
+        "--model",
+        tiny_model,
+        "--batch-size",
+        "2",
+        "--no-push",
+        "--out",
+        tmp_path / "out",
+        "--engine",
+        "ray",
+        "--num-workers",
+        "1",
+        "--shard-size",
+        "2",
+        "--work-dir",
+        tmp_path / "work",
+    ]
     failed = upload(*args, env={"RAY_EMBED_FAIL_AFTER": "3"})
     assert failed.returncode != 0
     written = list((tmp_path / "work").glob("*.parquet"))
@@ -94,9 +143,27 @@ def test_restart_after_failure_does_not_redo_finished_shards(reference, tiny_mod
 def test_worker_crash_still_yields_a_complete_dataset(reference, tiny_model, tmp_path):
     folder, ref, ref_skips = reference
     marker = tmp_path / "crashed"
-    res = upload(folder, "--repo", "me/shop", "--model", tiny_model, "--batch-size", "2", "--no-push", "--out",
-                 tmp_path / "out", "--engine", "ray", "--num-workers", "2", "--shard-size", "2", "--work-dir",
-                 tmp_path / "work", env={"RAY_EMBED_CRASH_AFTER": "1", "RAY_EMBED_CRASH_MARKER": str(marker)})
+    res = upload(
+        folder,
+        "--repo",
+        "me/shop",
+        "--model",
+        tiny_model,
+        "--batch-size",
+        "2",
+        "--no-push",
+        "--out",
+        tmp_path / "out",
+        "--engine",
+        "ray",
+        "--num-workers",
+        "2",
+        "--shard-size",
+        "2",
+        "--work-dir",
+        tmp_path / "work",
+        env={"RAY_EMBED_CRASH_AFTER": "1", "RAY_EMBED_CRASH_MARKER": str(marker)},
+    )
     assert res.returncode == 0, res.stderr
     assert marker.exists(), "the injected worker crash did not happen"
     assert skipped_lines(res.stdout) == ref_skips
@@ -114,19 +181,34 @@ def test_product_table_with_files_and_urls(reference, tiny_model, tmp_path):
     try:
         port = server.server_address[1]
         table = tmp_path / "products.csv"
-        table.write_text("id,path,title,price\n"
-                         f"a,{folder / 'rgb.jpg'},Apple,1.5\n"
-                         f"b,http://127.0.0.1:{port}/sub/gray.png,Berry,2\n"
-                         f"c,{folder / 'missing.jpg'},Cherry,3\n"
-                         f"d,http://127.0.0.1:{port}/notes.jpg,Date,4\n")
+        table.write_text(
+            "id,path,title,price\n"
+            f"a,{folder / 'rgb.jpg'},Apple,1.5\n"
+            f"b,http://127.0.0.1:{port}/sub/gray.png,Berry,2\n"
+            f"c,{folder / 'missing.jpg'},Cherry,3\n"
+            f"d,http://127.0.0.1:{port}/notes.jpg,Date,4\n"
+        )
         for engine in ("local", "ray"):
             extra = ["--num-workers", "1", "--work-dir", tmp_path / "work"] if engine == "ray" else []
-            res = upload("--manifest" if engine == "ray" else "--products", table, "--repo", "me/shop", "--model",
-                         tiny_model, "--no-push", "--out", tmp_path / engine, "--engine", engine, *extra)
+            res = upload(
+                "--manifest" if engine == "ray" else "--products",
+                table,
+                "--repo",
+                "me/shop",
+                "--model",
+                tiny_model,
+                "--no-push",
+                "--out",
+                tmp_path / engine,
+                "--engine",
+                engine,
+                *extra,
+            )
             assert res.returncode == 0, res.stderr
             assert "unreadable" in res.stdout and "missing.jpg" in res.stdout and "not an image" in res.stdout
-            outs[engine] = [datasets.load_from_disk(str(tmp_path / engine / name)) for name in ("shop",
-                                                                                               "shop-embeddings")]
+            outs[engine] = [
+                datasets.load_from_disk(str(tmp_path / engine / name)) for name in ("shop", "shop-embeddings")
+            ]
     finally:
         server.shutdown()
     for (images, embs), (ref_images, ref_embs) in [(outs["ray"], outs["local"])]:
@@ -135,15 +217,26 @@ def test_product_table_with_files_and_urls(reference, tiny_model, tmp_path):
         assert list(embs["id"]) == ["a", "b"] and embs["title"] == ["Apple", "Berry"] and embs["price"] == [1.5, 2.0]
         np.testing.assert_allclose(embedding_matrix(embs), embedding_matrix(ref_embs), atol=1e-5)
     ref_ids = list(ref["id"])
-    np.testing.assert_allclose(embedding_matrix(outs["ray"][1]), embedding_matrix(ref)[[ref_ids.index("rgb"),
-                                                                                       ref_ids.index("sub/gray")]],
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        embedding_matrix(outs["ray"][1]),
+        embedding_matrix(ref)[[ref_ids.index("rgb"), ref_ids.index("sub/gray")]],
+        atol=1e-5,
+    )
 
 
 def test_work_dir_needs_ray_engine(tmp_path):
     (tmp_path / "m.csv").write_text("path\nx.jpg\n")
-    res = upload("--manifest", tmp_path / "m.csv", "--repo", "me/shop", "--no-push", "--out", tmp_path, "--work-dir",
-                 tmp_path / "w")
+    res = upload(
+        "--manifest",
+        tmp_path / "m.csv",
+        "--repo",
+        "me/shop",
+        "--no-push",
+        "--out",
+        tmp_path,
+        "--work-dir",
+        tmp_path / "w",
+    )
     assert res.returncode == 2 and "--engine ray" in res.stderr
 
 
@@ -160,8 +253,22 @@ def test_ray_engine_with_a_clip_model_writes_image_features_and_the_text_flag(ti
     colours = ["red", "green", "blue", "yellow", "white"]
     for c in colours:
         Image.new("RGB", (30, 20), c).save(folder / f"{c}.png")
-    res = upload(folder, "--repo", "me/clip", "--model", tiny_clip, "--no-push", "--out", tmp_path / "out",
-                 "--engine", "ray", "--num-workers", "1", "--work-dir", tmp_path / "work")
+    res = upload(
+        folder,
+        "--repo",
+        "me/clip",
+        "--model",
+        tiny_clip,
+        "--no-push",
+        "--out",
+        tmp_path / "out",
+        "--engine",
+        "ray",
+        "--num-workers",
+        "1",
+        "--work-dir",
+        tmp_path / "work",
+    )
     assert res.returncode == 0, res.stderr
     embs = datasets.load_from_disk(str(tmp_path / "out" / "clip-embeddings"))
     meta = json.loads(embs.info.description)

@@ -45,7 +45,7 @@ def test_sessions_to_exhaustion_match_brute_force(n, per_round, similar):
                 break
             expected_k = min(similar, n - len(before))
             top, scores = brute_top(x, session.picks, before, expected_k)
-            got = shown[:session.n_similar]
+            got = shown[: session.n_similar]
             assert session.n_similar == expected_k
             # same rows as brute force; near-ties (float32 vs float64) may swap, so compare scores
             np.testing.assert_allclose(scores[got], scores[top], atol=1e-5)
@@ -280,15 +280,25 @@ def test_saved_session_resumes_and_tampering_is_refused():
     rows = session.next_round(pick=rows[2])
     saved = json.loads(json.dumps(session.to_dict()))  # what a browser keeps
     again = rec.restore_session(saved)
-    assert (again.shown, again.picks, again.history, again.n_seen, again.n_similar) == \
-        (session.shown, session.picks, session.history, session.n_seen, session.n_similar)
+    assert (again.shown, again.picks, again.history, again.n_seen, again.n_similar) == (
+        session.shown,
+        session.picks,
+        session.history,
+        session.n_seen,
+        session.n_similar,
+    )
     nxt = again.next_round(pick=again.shown[0])
     assert not set(nxt) & {r for h in session.history for r in h}
-    for bad, word in [({**saved, "strategy": "x"}, "strategy"), ({**saved, "history": [[1, 1]]}, "two rounds"),
-                      ({**saved, "history": [[1, 200]]}, "outside"), ({**saved, "history": [[True]]}, "whole"),
-                      ({**saved, "history": [list(range(11))]}, "1 to 10"),
-                      ({**saved, "picks": [saved["history"][1][0]]}, "not a product of the round"),
-                      ({**saved, "pick_rounds": [3]}, "outside"), ("junk", "dict")]:
+    for bad, word in [
+        ({**saved, "strategy": "x"}, "strategy"),
+        ({**saved, "history": [[1, 1]]}, "two rounds"),
+        ({**saved, "history": [[1, 200]]}, "outside"),
+        ({**saved, "history": [[True]]}, "whole"),
+        ({**saved, "history": [list(range(11))]}, "1 to 10"),
+        ({**saved, "picks": [saved["history"][1][0]]}, "not a product of the round"),
+        ({**saved, "pick_rounds": [3]}, "outside"),
+        ("junk", "dict"),
+    ]:
         with pytest.raises(ValueError, match=word):
             rec.restore_session(bad)
 
@@ -304,8 +314,12 @@ def test_views_are_centred_unit_rows_and_checked():
     assert Recommender(x).views == {}
     bad_rows = colour.copy()
     bad_rows[7, 3] = np.inf
-    for views, word in (({"appearance": colour[:49]}, "appearance.*shape"), ({"appearance": bad_rows}, "row 7"),
-                        ({"shape": np.zeros((50, 0))}, "shape"), ({"embedding": colour}, "taken"),
-                        ({"appearance": [["a"] * 12] * 50}, "numbers")):
+    for views, word in (
+        ({"appearance": colour[:49]}, "appearance.*shape"),
+        ({"appearance": bad_rows}, "row 7"),
+        ({"shape": np.zeros((50, 0))}, "shape"),
+        ({"embedding": colour}, "taken"),
+        ({"appearance": [["a"] * 12] * 50}, "numbers"),
+    ):
         with pytest.raises(ValueError, match=word):
             Recommender(x, views=views)

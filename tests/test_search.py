@@ -61,9 +61,26 @@ def clip_shop(tmp_path_factory, tiny_clip):
         (folder / kind).mkdir(parents=True)
         for i in range(12):
             Image.fromarray(pattern(40 + i, 36, i + (0 if kind == "dress" else 50))).save(folder / kind / f"{i}.png")
-    res = subprocess.run([sys.executable, str(ROOT / "upload_ds.py"), str(folder), "--repo", "me/clipshop", "--model",
-                          tiny_clip, "--no-push", "--out", str(tmp / "out"), "--batch-size", "8"],
-                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "upload_ds.py"),
+            str(folder),
+            "--repo",
+            "me/clipshop",
+            "--model",
+            tiny_clip,
+            "--no-push",
+            "--out",
+            str(tmp / "out"),
+            "--batch-size",
+            "8",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert res.returncode == 0, res.stderr
     return tmp / "out" / "clipshop-embeddings", res.stdout
 
@@ -124,8 +141,9 @@ def test_app_loads_the_text_tower_of_a_clip_catalog(clip_shop, tmp_path, monkeyp
 
 # ------------------------------------------------------------------------------------------ word search
 def test_word_index_prefixes_case_plurals_and_separators():
-    index = WordIndex([["shoes/red-42", "Sneaker"], ["T-shirt/top"], ["Ankle boot", "boots_blue"], ["Dress"],
-                       ["Straße"], []])
+    index = WordIndex(
+        [["shoes/red-42", "Sneaker"], ["T-shirt/top"], ["Ankle boot", "boots_blue"], ["Dress"], ["Straße"], []]
+    )
     assert words_of("shoes/red-42.JPG") == ["shoes", "red", "42", "jpg"]
     assert index.match("sneak")[0].tolist() == [0] and index.match("SNEAKERS")[0].tolist() == [0]
     assert index.match("42")[0].tolist() == [0] and index.match("red shoes")[0].tolist() == [0]
@@ -255,8 +273,17 @@ def test_a_bad_query_leaves_the_session_unchanged(demo):
         rec = Recommender(embedding_matrix(ds), seed=0)
         session, twin = rec.new_session(seed=9, strategy=strategy), rec.new_session(seed=9, strategy=strategy)
         first, _ = session.next_round(query=[1, 2, 3]), twin.next_round(query=[1, 2, 3])
-        bad = [np.zeros(rec.dim + 1), np.full(rec.dim, np.nan), np.zeros(rec.dim), [rec.n], [-1], [], "red",
-               np.zeros((2, rec.dim)), [0.5, "x"]]
+        bad = [
+            np.zeros(rec.dim + 1),
+            np.full(rec.dim, np.nan),
+            np.zeros(rec.dim),
+            [rec.n],
+            [-1],
+            [],
+            "red",
+            np.zeros((2, rec.dim)),
+            [0.5, "x"],
+        ]
         for query in bad:
             before = (session.to_dict(), session.query_serial, session.query_rows.tolist())
             with pytest.raises(ValueError):
@@ -275,18 +302,40 @@ def test_random_strategy_ignores_a_query(demo):
 # ------------------------------------------------------------------------------------------ evaluate.py
 def test_cli_typed_category_reports_with_and_without(tmp_path):
     cat = make_catalog(tmp_path / "cat", n=90)
-    res = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--dataset", str(cat), "--strategy",
-                          "mean,bayes", "--targets", "15", "--typed", "category"],
-                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "evaluate.py"),
+            "--dataset",
+            str(cat),
+            "--strategy",
+            "mean,bayes",
+            "--targets",
+            "15",
+            "--typed",
+            "category",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert res.returncode == 0, res.stderr
     assert "types its target's category (search by names)" in res.stdout
-    lines = {line.split()[0] + (" +typed" if "+typed" in line else ""): float(line.split()[2 if "+typed" in line
-                                                                                           else 1])
-             for line in res.stdout.splitlines() if line.startswith(("mean", "bayes"))}
+    lines = {
+        line.split()[0] + (" +typed" if "+typed" in line else ""): float(line.split()[2 if "+typed" in line else 1])
+        for line in res.stdout.splitlines()
+        if line.startswith(("mean", "bayes"))
+    }
     assert set(lines) == {"mean", "mean +typed", "bayes", "bayes +typed"}
     assert lines["mean +typed"] < lines["mean"]
-    bad = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--synthetic", "50,4,2", "--typed", "category"],
-                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    bad = subprocess.run(
+        [sys.executable, str(ROOT / "evaluate.py"), "--synthetic", "50,4,2", "--typed", "category"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert bad.returncode == 2 and "no 'category' column" in bad.stderr
 
 

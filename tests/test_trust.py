@@ -37,8 +37,14 @@ def hostile_catalog(tmp: Path) -> tuple[Path, Path]:
     Returns (dataset folder, the outside picture)."""
     secret = tmp / "secret.png"
     Image.fromarray(pattern(40, 40, 99)).save(secret)
-    paths = {0: "../secret.png", 1: str(secret), 2: "files/link.png", 3: "files/fifo.png", 4: "files/dev.png",
-             5: "files/../../secret.png"}
+    paths = {
+        0: "../secret.png",
+        1: str(secret),
+        2: "files/link.png",
+        3: "files/fifo.png",
+        4: "files/dev.png",
+        5: "files/../../secret.png",
+    }
     folder = make_catalog(tmp / "shop", n=N, as_paths=True, paths=paths)
     (folder / "files" / "link.png").symlink_to(secret)
     os.mkfifo(folder / "files" / "fifo.png")
@@ -89,8 +95,18 @@ def test_a_changed_picture_gets_a_new_thumbnail(tmp_path):
 # ------------------------------------------------------------------------------ 2. forged saved state
 def forged_states(key: str, n: int) -> list:
     """Saved visits a client can send: each must be refused whole, changing nothing."""
-    base = {"catalog": key, "strategy": "mean", "history": [[3, 4]], "picks": [], "pick_rounds": [],
-            "n_similar": 0, "target": None, "found_in": None, "results": [], "search": None}
+    base = {
+        "catalog": key,
+        "strategy": "mean",
+        "history": [[3, 4]],
+        "picks": [],
+        "pick_rounds": [],
+        "n_similar": 0,
+        "target": None,
+        "found_in": None,
+        "results": [],
+        "search": None,
+    }
     return [
         {**base, "target": True},  # a bool is an int to Python: it hid row 1 from every shopper
         {**base, "target": 5, "found_in": True},
@@ -135,8 +151,9 @@ def test_overwrite_replaces_only_datasets_this_project_wrote(tmp_path, tiny_mode
     datasets.Dataset.from_dict({"x": [1, 2]}).save_to_disk(str(other))  # a dataset, but not one of ours
     folder = make_folder(tmp_path / "img", 3)
     for repo in ("me/Documents", "me/other"):
-        res = run("upload_ds.py", folder, "--repo", repo, "--model", tiny_model, "--no-push", "--out", out,
-                  "--overwrite")
+        res = run(
+            "upload_ds.py", folder, "--repo", repo, "--model", tiny_model, "--no-push", "--out", out, "--overwrite"
+        )
         assert "not a dataset that upload_ds.py wrote" in one_error(res) and "embedding:" not in res.stderr
     assert (out / "Documents" / "taxes.txt").read_text() == "keep me"
     assert list(datasets.load_from_disk(str(other))["x"]) == [1, 2]
@@ -149,8 +166,17 @@ def test_a_second_run_into_the_same_out_says_who_holds_it(tmp_path, tiny_model):
     out = tmp_path / "out"
     out.mkdir()
     with out_lock(out, "shop"):
-        res = run("upload_ds.py", make_folder(tmp_path / "img", 3), "--repo", "me/shop", "--model", tiny_model,
-                  "--no-push", "--out", out)
+        res = run(
+            "upload_ds.py",
+            make_folder(tmp_path / "img", 3),
+            "--repo",
+            "me/shop",
+            "--model",
+            tiny_model,
+            "--no-push",
+            "--out",
+            out,
+        )
     line = one_error(res)
     assert f"pid {os.getpid()}" in line and "embedding:" not in res.stderr
     assert sorted(p.name for p in out.iterdir()) == []  # the lock file goes with the lock
@@ -243,8 +269,13 @@ def test_a_forged_long_history_is_refused_or_replays_only_the_latest_picks(tmp_p
     rec = recommender.Recommender(x, seed=0, strategy="bayes")
     rows = np.random.default_rng(1).permutation(3000)
     history = [rows[i * 3 : i * 3 + 3].tolist() for i in range(recommender.MAX_SAVED_ROUNDS)]
-    saved = {"strategy": "bayes", "history": history, "picks": [r[0] for r in history],
-             "pick_rounds": list(range(1, len(history) + 1)), "n_similar": 0}
+    saved = {
+        "strategy": "bayes",
+        "history": history,
+        "picks": [r[0] for r in history],
+        "pick_rounds": list(range(1, len(history) + 1)),
+        "n_similar": 0,
+    }
     with pytest.raises(ValueError, match="at most"):
         rec.restore_session({**saved, "history": history + [[rows[-1]]]})
     session = rec.restore_session(saved)
@@ -275,8 +306,9 @@ def test_pixels_perception_reads_pictures_inside_the_dataset_folder(tmp_path, mo
     monkeypatch.chdir(decoy)
     ds = datasets.load_from_disk(str(folder))
     seen = evaluate.perception("pixels", None, ds)
-    truth = evaluate.unit_rows(appearance_vectors([folder / f"files/p{i}.png" for i in range(8)],
-                                                  evaluate.PIXELS_SIZE), centre=True)
+    truth = evaluate.unit_rows(
+        appearance_vectors([folder / f"files/p{i}.png" for i in range(8)], evaluate.PIXELS_SIZE), centre=True
+    )
     np.testing.assert_allclose(seen, truth, atol=1e-6)
     escaped = make_catalog(tmp_path / "bad", n=4, as_paths=True, paths={1: "../elsewhere/files/p1.png"})
     with pytest.raises(ValueError, match="row 1.*outside"):
@@ -294,9 +326,16 @@ def nan_catalog(tmp: Path) -> Path:
     return out
 
 
-@pytest.mark.parametrize("args", [["--cache-dir", "{tmp}/f"], ["--cache-dir", "{tmp}/f/c"], ["--dataset", ""],
-                                  ["--cache-dir", "/proc/no-such/cache"]],
-                         ids=["cache-file", "cache-under-file", "empty-dataset", "cache-unwritable"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--cache-dir", "{tmp}/f"],
+        ["--cache-dir", "{tmp}/f/c"],
+        ["--dataset", ""],
+        ["--cache-dir", "/proc/no-such/cache"],
+    ],
+    ids=["cache-file", "cache-under-file", "empty-dataset", "cache-unwritable"],
+)
 def test_bad_app_settings_are_one_error_line(args, tmp_path, capsys):
     """Checked when the flags are read, before any catalog loads (in-process: the same parser app.py runs)."""
     import app
@@ -309,19 +348,38 @@ def test_bad_app_settings_are_one_error_line(args, tmp_path, capsys):
     assert ("is a file" in err) + ("under a file" in err) + ("--dataset is empty" in err) + ("not writable" in err)
 
 
-@pytest.mark.parametrize("case", ["cache-unwritable", "model-not-a-model", "nan-row", "unknown-model", "temperature-0",
-                                  "temperature-nan", "temperature-negative", "epsilon-2", "noise-inf", "no-strategy",
-                                  "plot-nowhere"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "cache-unwritable",
+        "model-not-a-model",
+        "nan-row",
+        "unknown-model",
+        "temperature-0",
+        "temperature-nan",
+        "temperature-negative",
+        "epsilon-2",
+        "noise-inf",
+        "no-strategy",
+        "plot-nowhere",
+    ],
+)
 def test_bad_settings_are_one_error_line_before_the_work(case, tmp_path, monkeypatch, capsys):
     (tmp_path / "f").write_text("x")
     synthetic = ["--synthetic", "200,8,4", "--targets", "5"]
     script, args, word = {
         "cache-unwritable": ("evaluate.py", [*synthetic, "--cache-dir", "/proc/no-such/cache"], "not writable"),
-        "model-not-a-model": ("upload_ds.py", [make_folder(tmp_path / "i", 2), "--repo", "me/s", "--no-push",
-                                               "--out", tmp_path / "o", "--model", "/etc"], "no config.json"),
+        "model-not-a-model": (
+            "upload_ds.py",
+            [make_folder(tmp_path / "i", 2), "--repo", "me/s", "--no-push", "--out", tmp_path / "o", "--model", "/etc"],
+            "no config.json",
+        ),
         "nan-row": ("evaluate.py", ["--dataset", nan_catalog(tmp_path), "--targets", "3"], "row 4"),
-        "unknown-model": ("evaluate.py", ["--dataset", make_catalog(tmp_path / "c", n=10), "--targets", "2",
-                                          "--perceive", "model:does-not-exist"], "cannot load the model"),
+        "unknown-model": (
+            "evaluate.py",
+            ["--dataset", make_catalog(tmp_path / "c", n=10), "--targets", "2", "--perceive", "model:does-not-exist"],
+            "cannot load the model",
+        ),
         "temperature-0": ("evaluate.py", [*synthetic, "--temperature", "0"], "--temperature"),
         "temperature-nan": ("evaluate.py", [*synthetic, "--temperature", "nan"], "--temperature"),
         "temperature-negative": ("evaluate.py", [*synthetic, "--temperature", "-1"], "--temperature"),
@@ -348,8 +406,9 @@ def test_a_full_datasets_cache_is_one_error_line(tmp_path, monkeypatch, capsys):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "cache" / "shard.arrow"))
 
     monkeypatch.setattr(upload_ds, "embed_all", full)
-    code = upload_ds.main([str(make_folder(tmp_path / "i", 2)), "--repo", "me/s", "--no-push", "--out",
-                           str(tmp_path / "o")])
+    code = upload_ds.main(
+        [str(make_folder(tmp_path / "i", 2)), "--repo", "me/s", "--no-push", "--out", str(tmp_path / "o")]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.count("error:") == 1 and "No space left" in err and "resume" in err
 
@@ -387,7 +446,8 @@ def forge_from_chromium(url: str) -> None:
         config = page.evaluate("fetch('/config').then(r => r.json())")
         key = next(c["props"].get("storage_key") for c in config["components"] if c["props"].get("storage_key"))
         dep = next(d for d in config["dependencies"] if d["api_name"] == "start")
-        statuses = page.evaluate("""async ([dep, states]) => {
+        statuses = page.evaluate(
+            """async ([dep, states]) => {
             const out = [];
             for (const s of states) {
                 const r = await fetch('/gradio_api/queue/join', {method: 'POST', headers: {'content-type':
@@ -396,9 +456,11 @@ def forge_from_chromium(url: str) -> None:
                 out.push(r.status);
             }
             return out;
-        }""", [dep["id"], [{"catalog": "x", "target": True}, {"search": "\udcff"}, "junk"]])
+        }""",
+            [dep["id"], [{"catalog": "x", "target": True}, {"search": "\udcff"}, "junk"]],
+        )
         assert all(s == 200 for s in statuses)
-        page.evaluate("([k]) => { localStorage.setItem(k, '{\"target\": true, \"history\": [[1e30]]}'); }", [key])
+        page.evaluate('([k]) => { localStorage.setItem(k, \'{"target": true, "history": [[1e30]]}\'); }', [key])
         page.reload()
         page.wait_for_function(full, timeout=30_000)
         page.locator("#products .thumbnail-item").nth(0).click()
@@ -418,8 +480,11 @@ def test_forging_clients_leave_every_shopper_s_gallery_complete(hostile_shop):
     for forged in forged_states(key, N):
         for api in ("start", "pick"):
             tab = Shopper(url)
-            out = tab.call(api, [forged] if api == "start" else [None, forged],
-                           event_data={"index": 1, "value": None} if api == "pick" else None)
+            out = tab.call(
+                api,
+                [forged] if api == "start" else [None, forged],
+                event_data={"index": 1, "value": None} if api == "pick" else None,
+            )
             assert len(gallery_rows(out[1])) == 10 and "Round 1" in out[3]
     forge_from_chromium(url)
     # a fresh shopper plays to the end and sees every product that can be shown, once

@@ -22,8 +22,14 @@ def run_cli(*args, env=None, timeout=300):
     import os
 
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, str(ROOT / "upload_ds.py"), *map(str, args)], capture_output=True,
-                          text=True, env=full_env, timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "upload_ds.py"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=ROOT,
+    )
 
 
 def test_help():
@@ -36,8 +42,7 @@ def test_help():
 def test_end_to_end_saved_datasets(image_folder, tiny_model, tmp_path):
     folder, good, bad = image_folder
     out = tmp_path / "out"
-    res = run_cli(folder, "--repo", "me/shop", "--model", tiny_model, "--batch-size", "3", "--no-push",
-                  "--out", out)
+    res = run_cli(folder, "--repo", "me/shop", "--model", tiny_model, "--batch-size", "3", "--no-push", "--out", out)
     assert res.returncode == 0, res.stderr
     assert f"{len(good)} images kept, {len(bad)} skipped" in res.stdout
     for name, word in bad.items():
@@ -55,8 +60,11 @@ def test_end_to_end_saved_datasets(image_folder, tiny_model, tmp_path):
     assert list(images["id"]) == list(embs["id"])
     assert sorted(images["id"]) == sorted(good)
     paths = [p for p in sorted(folder.rglob("*"), key=lambda p: p.relative_to(folder).as_posix())]
-    order = [p.relative_to(folder).with_suffix("").as_posix() for p in paths if
-             p.relative_to(folder).with_suffix("").as_posix() in good]
+    order = [
+        p.relative_to(folder).with_suffix("").as_posix()
+        for p in paths
+        if p.relative_to(folder).with_suffix("").as_posix() in good
+    ]
     assert list(images["id"]) == order and set(order) == set(expected_ids)
 
     raw = embs.cast_column("image", datasets.Image(decode=False))
@@ -111,8 +119,12 @@ def test_bad_folders_fail_before_model_loads(case, tmp_path):
     res = run_cli(folder, "--repo", "me/shop", "--model", tmp_path / "no-model", "--no-push", "--out", tmp_path)
     assert res.returncode == 2
     assert "error:" in res.stderr and "no-model" not in res.stderr
-    assert {"empty": "no image files", "missing": "does not exist", "only_bad": "could be read",
-            "not_images": "no image files"}[case] in res.stderr
+    assert {
+        "empty": "no image files",
+        "missing": "does not exist",
+        "only_bad": "could be read",
+        "not_images": "no image files",
+    }[case] in res.stderr
     if case == "only_bad":
         assert "zero-byte" in res.stderr and "not an image" in res.stderr
     assert time.perf_counter() - t < 30
@@ -162,8 +174,10 @@ def test_push_path_up_to_the_hub_call(image_folder, tiny_model, tmp_path, monkey
 
     monkeypatch.setattr(huggingface_hub, "DatasetCard", FakeCard)
     assert upload_ds.main([str(folder), "--repo", "me/shop", "--model", tiny_model, "--private"]) == 0
-    assert pushed == [("me/shop", ["image", "id"], True, secret, len(good)),
-                      ("me/shop-embeddings", ["image", "id", "embeddings", "appearance"], True, secret, len(good))]
+    assert pushed == [
+        ("me/shop", ["image", "id"], True, secret, len(good)),
+        ("me/shop-embeddings", ["image", "id", "embeddings", "appearance"], True, secret, len(good)),
+    ]
     assert cards[0][0] == "me/shop-embeddings" and tiny_model in cards[0][1]
     out = capsys.readouterr()
     assert "pushed me/shop and me/shop-embeddings" in out.out

@@ -28,8 +28,10 @@ def pinned_gradio() -> str:
 
 def test_gradio_is_the_version_wire_py_is_written_for():
     pinned = pinned_gradio()
-    assert gr.__version__ == pinned, (f"wire.py is written for gradio {pinned}; check every payload before upgrading "
-                                      f"(installed: gradio {gr.__version__})")
+    assert gr.__version__ == pinned, (
+        f"wire.py is written for gradio {pinned}; check every payload before upgrading "
+        f"(installed: gradio {gr.__version__})"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +50,11 @@ def pictures(tmp_path_factory) -> list[str]:
 
 def test_gallery_data_is_what_gallery_postprocess_makes(pictures):
     root = "http://127.0.0.1:7860"
-    for items in ([(wire.picture_url(root, p), f"caption {i}") for i, p in enumerate(pictures)],  # URLs
-                  [(wire.picture_url(None, p), f"caption {i}") for i, p in enumerate(pictures)],  # files
-                  []):
+    for items in (
+        [(wire.picture_url(root, p), f"caption {i}") for i, p in enumerate(pictures)],  # URLs
+        [(wire.picture_url(None, p), f"caption {i}") for i, p in enumerate(pictures)],  # files
+        [],
+    ):
         assert wire.gallery_data(items) == gr.Gallery().postprocess(items).model_dump()
 
 
@@ -58,7 +62,8 @@ def test_file_data_is_gradios_file_data_with_gradios_own_url(pictures):
     path, root = pictures[0], "https://shop.example/sub"
     image = gr.Image()
     gradios = processing_utils.add_root_url(  # what Gradio sends for an Image output of this file
-        processing_utils.move_files_to_cache(image.postprocess(path), image, postprocess=True), root, None)
+        processing_utils.move_files_to_cache(image.postprocess(path), image, postprocess=True), root, None
+    )
     for made in (wire.file_data(root, path), wire.file_data(None, path)):
         assert list(made) == list(FileData.model_fields) and FileData(**made).model_dump() == made
     made = wire.file_data(root, path)
@@ -76,8 +81,10 @@ def test_file_route_is_gradios():
 
 def test_table_data_is_what_dataframe_postprocess_makes():
     headers = ["product", "found with", "rounds", "strategy"]
-    for rows in ([["Round lamp no. 3", "This is it", 2, "mean"], ["", "gave up", "", "bayes"],
-                  ["", "mean of 1", 2.5, "mean"]], []):
+    for rows in (
+        [["Round lamp no. 3", "This is it", 2, "mean"], ["", "gave up", "", "bayes"], ["", "mean of 1", 2.5, "mean"]],
+        [],
+    ):
         assert wire.table_data(headers, rows) == gr.Dataframe(headers=headers, value=[]).postprocess(rows).model_dump()
 
 
@@ -117,8 +124,11 @@ def served(pictures):
     demo.close()
 
 
-@pytest.mark.parametrize("proxy", [None, {"X-Forwarded-Host": "shop.example", "X-Forwarded-Proto": "https"}],
-                         ids=["direct", "behind-a-proxy"])
+@pytest.mark.parametrize(
+    "proxy",
+    [None, {"X-Forwarded-Host": "shop.example", "X-Forwarded-Proto": "https"}],
+    ids=["direct", "behind-a-proxy"],
+)
 def test_page_root_and_picture_url_are_gradios_own(served, pictures, proxy):
     """The root the shop works out is the one Gradio puts before its own files' URLs, proxies included; the
     picture's URL is the one Gradio gives that file, and it serves the file."""
