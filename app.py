@@ -23,6 +23,7 @@ if __name__ == "__main__" and "PYTHONMALLOC" not in os.environ:
     os.execv(sys.executable, sys.orig_argv)
 
 import argparse
+import functools
 import logging
 import secrets
 import socket
@@ -36,7 +37,7 @@ from starlette.middleware import Middleware
 from catalog.catalog import DEFAULT_CACHE, Catalog, catalog_title
 from catalog.dataset import CatalogError, load_dataset_source
 from catalog.demo import load_demo_catalog
-from common.cli import ArgumentParser, env, env_flag, folder_problem, whole_number
+from common.cli import ArgumentParser, env, env_option, folder_problem
 from common.cli import run as run_cli
 from common.huntlog import HuntLog
 from engine.bayes import belief_rows
@@ -109,18 +110,30 @@ def build_app(
 
 def lay_out(shop: Shop, session_idle_s: float, secret: str | None) -> dict[str, gr.components.Component]:
     """The page's components, laid out in the Blocks being built, by name: each output's is its field of View."""
-    catalog, rec = shop.catalog, shop.rec
-    ui = {}
+    catalog = shop.catalog
     gr.Markdown(
         "## Find your product\nClick the product you like best; each round shows products that look "
         "like your picks, plus a few new ones."
     )
-    ui["header"] = gr.Markdown(catalog.summary(), elem_id="catalog")
-    ui["state"] = gr.State(None, time_to_live=session_idle_s, delete_callback=shop.forget)
-    ui["saved"] = gr.BrowserState(None, storage_key=f"product-recommender-{catalog.key}", secret=secret)
-    ui["info"] = gr.Markdown(elem_id="status")
+    ui = {
+        "header": gr.Markdown(catalog.summary(), elem_id="catalog"),
+        "state": gr.State(None, time_to_live=session_idle_s, delete_callback=shop.forget),
+        "saved": gr.BrowserState(None, storage_key=f"product-recommender-{catalog.key}", secret=secret),
+        "info": gr.Markdown(elem_id="status"),
+    }
+    ui |= lay_out_search(catalog)
+    ui |= lay_out_shelf(catalog)
+    ui |= lay_out_picks()
+    ui |= lay_out_settings(shop.rec)
+    if shop.hunt_log.enabled:
+        gr.Markdown(HUNT_LOG_NOTE, elem_id="hunt-log-note")
+    return ui
+
+
+def lay_out_search(catalog: Catalog) -> dict[str, gr.components.Component]:
+    """The search box and its button, in one row."""
     with gr.Row(equal_height=True):
-        ui["box"] = gr.Textbox(
+        box = gr.Textbox(
             label="Describe what you want",
             placeholder=search_hint(catalog),
             scale=4,
@@ -128,7 +141,13 @@ def lay_out(shop: Shop, session_idle_s: float, secret: str | None) -> dict[str, 
             elem_id="search",
             submit_btn=False,
         )
-        ui["search_button"] = gr.Button("Search", elem_id="search-button", scale=1, min_width=90)
+        button = gr.Button("Search", elem_id="search-button", scale=1, min_width=90)
+    return {"box": box, "search_button": button}
+
+
+def lay_out_shelf(catalog: Catalog) -> dict[str, gr.components.Component]:
+    """The round's products, and beside them the target of a hunt and the page of the product last picked."""
+    ui = {}
     with gr.Row(elem_id="shop-row"):
         ui["products"] = gr.Gallery(
             label="Products",
@@ -151,10 +170,15 @@ def lay_out(shop: Shop, session_idle_s: float, secret: str | None) -> dict[str, 
                 ui["new_search"] = gr.Button(
                     "Start a new search", variant="primary", visible=False, elem_id="new-search"
                 )
+    return ui
+
+
+def lay_out_picks() -> dict[str, gr.components.Component]:
+    """The start-over and find-a-product buttons, then the shopper's picks so far."""
     with gr.Row():
-        ui["restart"] = gr.Button("Start over", elem_id="start-over")
-        ui["hunt"] = gr.Button("Find a product", elem_id="find-product")
-    ui["picks"] = gr.Gallery(
+        restart = gr.Button("Start over", elem_id="start-over")
+        hunt = gr.Button("Find a product", elem_id="find-product")
+    picks = gr.Gallery(
         label="Your picks (click one to see it again)",
         columns=10,
         height="auto",
@@ -164,106 +188,61 @@ def lay_out(shop: Shop, session_idle_s: float, secret: str | None) -> dict[str, 
         interactive=False,
         buttons=[],
     )
+    return {"restart": restart, "hunt": hunt, "picks": picks}
+
+
+def lay_out_settings(rec: Recommender) -> dict[str, gr.components.Component]:
+    """The folded panel: the strategy chooser, a note on the strategy followed, and the shopper's results."""
     with gr.Accordion("Settings and your results", open=False):
-        ui["strategy"] = gr.Radio(
+        strategy = gr.Radio(
             page.strategy_choices(sorted(STRATEGIES)),
             value=rec.strategy,
             elem_id="strategy",
             label="How the next products are chosen (changing it starts over)",
         )
-        ui["following"] = gr.Markdown(elem_id="strategy-note")
-        ui["results"] = gr.Dataframe(
+        following = gr.Markdown(elem_id="strategy-note")
+        results = gr.Dataframe(
             headers=page.RESULT_HEADERS, value=[], interactive=False, label="Your results", elem_id="results"
         )
-    if shop.hunt_log.enabled:
-        gr.Markdown(HUNT_LOG_NOTE, elem_id="hunt-log-note")
-    return ui
+    return {"strategy": strategy, "following": following, "results": results}
 
 
 # ---------------------------------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Flags, each defaulting to its environment variable; a bad value of either is one `error:` line, exit 2."""
     ap = ArgumentParser(prog="app.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument(
-        "--dataset",
-        default=env("DATASET"),
-        metavar="SRC",
-        help="Hub dataset id or directory saved by upload_ds.py --out (env DATASET); "
-        "default: the built-in demo catalog",
-    )
-    ap.add_argument("--host", default=env("HOST", env("GRADIO_SERVER_NAME")), help="address to listen on (env HOST)")
-    ap.add_argument(
-        "--port",
-        type=whole_number(1, 65535, "PORT"),
-        default=env("PORT", env("GRADIO_SERVER_PORT", "7860")),
-        help="port (env PORT, default 7860)",
-    )
-    ap.add_argument(
-        "--share", action="store_true", default=env_flag("SHARE"), help="create a public share link (env SHARE)"
-    )
-    ap.add_argument(
-        "--per-round",
-        type=whole_number(1, 100, "PER_ROUND"),
-        default=env("PER_ROUND", "10"),
-        help="products per round (env PER_ROUND, default 10)",
-    )
-    ap.add_argument(
-        "--similar",
-        type=whole_number(0, 100, "SIMILAR"),
-        default=env("SIMILAR", "5"),
-        help="similar products per round, at most --per-round (env SIMILAR, default 5)",
-    )
-    ap.add_argument(
-        "--strategy",
-        default=env("STRATEGY", "mean"),
-        choices=sorted(STRATEGIES),
-        help="recommendation strategy (env STRATEGY, default mean)",
-    )
-    ap.add_argument(
-        "--demo-size",
-        type=whole_number(1, 70_000, "DEMO_SIZE"),
-        default=env("DEMO_SIZE", "2000"),
-        help="products in the built-in demo catalog (env DEMO_SIZE, default 2000)",
-    )
+    flag = functools.partial(env_option, ap)
+    dataset = "Hub dataset id or directory saved by upload_ds.py --out"
+    flag("--dataset", dataset, metavar="SRC", shown="the built-in demo catalog")
+    flag("--host", "address to listen on", env("GRADIO_SERVER_NAME"))
+    flag("--port", "port", env("GRADIO_SERVER_PORT", "7860"), span=(1, 65535))
+    flag("--share", "create a public share link", action="store_true")
+    flag("--per-round", "products per round", "10", span=(1, 100))
+    flag("--similar", "similar products per round, at most --per-round", "5", span=(0, 100))
+    flag("--strategy", "recommendation strategy", "mean", choices=sorted(STRATEGIES))
+    flag("--demo-size", "products in the built-in demo catalog", "2000", span=(1, 70_000))
     ap.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="thumbnails and demo cache (env CACHE_DIR)")
-    ap.add_argument(
-        "--max-sessions",
-        type=whole_number(1, None, "MAX_SESSIONS"),
-        default=env("MAX_SESSIONS", "1000"),
-        help="browser sessions kept in memory at once; the least recently used beyond it is dropped and "
-        "resumes from the browser's copy (env MAX_SESSIONS, default 1000)",
+    sessions = (
+        "browser sessions kept in memory at once; the least recently used beyond it is dropped and resumes from the "
+        "browser's copy"
     )
-    ap.add_argument(
-        "--threads",
-        type=whole_number(1, 1000, "THREADS"),
-        default=env("THREADS", str(DEFAULT_THREADS)),
-        help="worker threads for shoppers' events; rounds are CPU work, so more threads than cores only "
-        f"add memory (env THREADS, default {DEFAULT_THREADS} here: twice the cores, at least 4)",
+    flag("--max-sessions", sessions, "1000", span=(1, None))
+    threads = "worker threads for shoppers' events; rounds are CPU work, so more threads than cores only add memory"
+    shown = f"{DEFAULT_THREADS} here: twice the cores, at least 4"
+    flag("--threads", threads, str(DEFAULT_THREADS), span=(1, 1000), shown=shown)
+    hunts = "where ended hunts are recorded for insights.py, a JSON line each, nothing that identifies a person"
+    flag("--hunt-log", hunts, "", metavar="PATH", shown="CACHE_DIR/hunts/hunts.jsonl; 'none' turns it off")
+    compare = (
+        "give each new hunt one of these strategies at random (e.g. mean,bayes), recorded in the hunt log so "
+        "insights.py can compare them on real shoppers; a shopper's own choice in Settings wins"
     )
-    ap.add_argument(
-        "--hunt-log",
-        default=env("HUNT_LOG", ""),
-        metavar="PATH",
-        help="where ended hunts are recorded for insights.py, one JSON line each, nothing that identifies "
-        "a person (env HUNT_LOG; default CACHE_DIR/hunts/hunts.jsonl; 'none' turns it off)",
+    flag("--compare", compare, metavar="A,B")
+    scan = (
+        "how rounds scan the catalog: none (float32 rows in memory), sq8 (8-bit codes in memory, float32 rows left "
+        "on disk; the same galleries, ~0.3x the time and a quarter of the memory), auto: sq8 from "
+        f"{AUTO_SQ8_BYTES >> 20} MB of float32 rows, e.g. {AUTO_SQ8_BYTES // (4 * 768):,} products of 768-d"
     )
-    ap.add_argument(
-        "--compare",
-        default=env("COMPARE"),
-        metavar="A,B",
-        help="give each new hunt one of these strategies at random (e.g. mean,bayes), recorded in the "
-        "hunt log so insights.py can compare them on real shoppers; a shopper's own choice in "
-        "Settings wins (env COMPARE)",
-    )
-    ap.add_argument(
-        "--compression",
-        default=env("COMPRESSION", "auto"),
-        choices=["auto", *COMPRESSIONS],
-        help="how rounds scan the catalog: none (float32 rows in memory), sq8 (8-bit codes in memory, "
-        "float32 rows left on disk; the same galleries, ~0.3x the time and a quarter of the memory), "
-        f"auto: sq8 from {AUTO_SQ8_BYTES >> 20} MB of float32 rows, e.g. "
-        f"{AUTO_SQ8_BYTES // (4 * 768):,} products of 768-d (env COMPRESSION, default auto)",
-    )
+    flag("--compression", scan, "auto", choices=["auto", *COMPRESSIONS])
     args = ap.parse_args(argv)
     if args.dataset is not None and not args.dataset.strip():
         ap.error("--dataset is empty: give a Hub dataset id or a folder from upload_ds.py, or omit it for the demo")

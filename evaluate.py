@@ -452,24 +452,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     src.add_argument("--synthetic", metavar="N,d,clusters", help="a clustered synthetic catalog, e.g. 500,64,20")
     ap.add_argument("--strategy", default="mean,random", help=f"comma-separated, from {sorted(STRATEGIES)}")
     ap.add_argument("--user", choices=("noiseless", "noisy"), default="noiseless")
-    ap.add_argument(
-        "--perceive",
-        default="embedding",
-        metavar="KINDS",
-        help="what the shopper compares, comma separated, a table each: embedding, pixels, model:NAME, "
-        "noise:S (default embedding)",
-    )
-    ap.add_argument(
-        "--typed",
-        choices=("category",),
-        default=None,
-        help="the shopper also types its target's category first; reports rounds with and without",
-    )
-    ap.add_argument(
-        "--click-fit",
-        action="store_true",
-        help="also say how well bayes' user model (the embedding, temperature 0.05) predicts the clicks",
-    )
+    kinds = "what the shopper compares, comma separated, a table each: embedding, pixels, model:NAME, noise:S"
+    ap.add_argument("--perceive", default="embedding", metavar="KINDS", help=f"{kinds} (default embedding)")
+    typed = "the shopper also types its target's category first; reports rounds with and without"
+    ap.add_argument("--typed", choices=("category",), default=None, help=typed)
+    fit = "also say how well bayes' user model (the embedding, temperature 0.05) predicts the clicks"
+    ap.add_argument("--click-fit", action="store_true", help=fit)
     ap.add_argument("--temperature", type=float, default=0.05, help="noisy shopper's softmax temperature")
     ap.add_argument("--epsilon", type=float, default=0.05, help="noisy shopper's chance of a random click")
     ap.add_argument("--targets", type=whole_number(1), default=500, help="number of targets (all products if more)")
@@ -478,12 +466,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--max-rounds", type=whole_number(1), default=None, help="cap on rounds (default N / per-round)")
     ap.add_argument("--sweep", action="store_true", help="also sweep mean's similar/random split 0..per-round")
     ap.add_argument("--plot", metavar="PNG", help="write cumulative %% found vs rounds (of the last --perceive)")
-    ap.add_argument(
-        "--log-to",
-        metavar="PATH",
-        help="also write every simulated hunt to this hunt log, in the app's format, for insights.py "
-        "(appended; several perceptions are told apart by the strategy's name)",
-    )
+    log_to = "also write every simulated hunt to this hunt log, in the app's format, for insights.py"
+    ap.add_argument("--log-to", metavar="PATH", help=f"{log_to} (appended; perceptions told apart by strategy name)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--demo-size", type=whole_number(1, 70_000), default=2000)
     ap.add_argument("--cache-dir", default=None)

@@ -183,104 +183,63 @@ def build_ray(shop: ShopInput, options: RayOptions, work_dir: str | None) -> Bui
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line, checked: every mistake is one `error:` line and exit code 2, before any work."""
     ap = ArgumentParser(prog="upload_ds.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument(
-        "img_dir",
-        metavar="IMG_DIR",
-        nargs="?",
-        help="folder of product images, searched recursively; id = the path without extension "
-        "(or give --products, or both: the table is joined on id)",
+    folder = (
+        "folder of product images, searched recursively; id = the path without extension (or give --products, or "
+        "both: the table is joined on id)"
     )
-    ap.add_argument(
-        "--repo",
-        required=True,
-        metavar="USER/NAME",
-        help="dataset name; pushed as USER/NAME and USER/NAME-embeddings, saved as NAME under --out",
+    ap.add_argument("img_dir", metavar="IMG_DIR", nargs="?", help=folder)
+    repo = "dataset name; pushed as USER/NAME and USER/NAME-embeddings, saved as NAME under --out"
+    ap.add_argument("--repo", required=True, metavar="USER/NAME", help=repo)
+    model = (
+        "Hub id or local dir of a vision model; a CLIP-family model (e.g. openai/clip-vit-base-patch32, SigLIP) "
+        "gives image features that typed words can be compared with; or efficientnet-lite0, -lite1, -lite2 "
+        f"(default {DEFAULT_MODEL})"
     )
-    ap.add_argument(
-        "--model",
-        default=DEFAULT_MODEL,
-        help="Hub id or local dir of a vision model; a CLIP-family model (e.g. "
-        "openai/clip-vit-base-patch32, SigLIP) gives image features that typed words can be compared "
-        f"with; or efficientnet-lite0, -lite1, -lite2 (default {DEFAULT_MODEL})",
-    )
-    ap.add_argument(
-        "--pooling",
-        choices=("cls", "mean"),
-        default="cls",
-        help="token pooling of a vision model (default cls; CLIP-family models give their image features)",
-    )
+    ap.add_argument("--model", default=DEFAULT_MODEL, help=model)
+    pooling = "token pooling of a vision model (default cls; CLIP-family models give their image features)"
+    ap.add_argument("--pooling", choices=("cls", "mean"), default="cls", help=pooling)
     ap.add_argument("--batch-size", type=whole_number(1), default=32, help="images per model batch (default 32)")
     ap.add_argument("--private", action="store_true", help="create the Hub repos as private")
     ap.add_argument("--out", metavar="DIR", help="also save both datasets with save_to_disk under DIR")
-    ap.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace datasets of the same name under --out that upload_ds.py wrote (both together, "
-        "atomically: a running app keeps serving); anything else there is never touched",
+    overwrite = (
+        "replace datasets of the same name under --out that upload_ds.py wrote (both together, atomically: a "
+        "running app keeps serving); anything else there is never touched"
     )
+    ap.add_argument("--overwrite", action="store_true", help=overwrite)
     ap.add_argument("--no-push", action="store_true", help="do not push to the Hub (then --out is required)")
-    ap.add_argument(
-        "--max-pixels",
-        type=whole_number(1),
-        default=DEFAULT_MAX_PIXELS,
-        help="skip images larger than this many pixels (decompression-bomb guard)",
-    )
+    bomb = "skip images larger than this many pixels (decompression-bomb guard)"
+    ap.add_argument("--max-pixels", type=whole_number(1), default=DEFAULT_MAX_PIXELS, help=bomb)
+
     table = ap.add_argument_group("product table")
-    table.add_argument(
-        "--products",
-        "--manifest",
-        dest="products",
-        metavar="FILE",
-        help="the shop's product table: Shopify's or WooCommerce's product export CSV as it is, or a "
-        "CSV, JSON Lines or Parquet table with an image column (image, image_url, path: a file "
-        "relative to the table, or an http(s) URL) and optional id, title, description, brand, "
-        "category, tags, price, currency, url and any other columns (kept with their types)",
+    products = (
+        "the shop's product table: Shopify's or WooCommerce's product export CSV as it is, or a CSV, JSON Lines or "
+        "Parquet table with an image column (image, image_url, path: a file relative to the table, or an http(s) "
+        "URL) and optional id, title, description, brand, category, tags, price, currency, url and any other "
+        "columns (kept with their types)"
     )
-    table.add_argument(
-        "--shop-url",
-        metavar="URL",
-        help="the shop's address, for the product links of a Shopify or WooCommerce export "
-        "(e.g. https://myshop.example)",
-    )
+    table.add_argument("--products", "--manifest", dest="products", metavar="FILE", help=products)
+    shop_url = "the shop's address, for product links of a Shopify or WooCommerce export (e.g. https://myshop.example)"
+    table.add_argument("--shop-url", metavar="URL", help=shop_url)
     table.add_argument("--currency", metavar="CODE", help="currency of prices given without one (e.g. EUR)")
-    table.add_argument(
-        "--download-timeout", type=float, default=30.0, metavar="S", help="seconds allowed per image URL (default 30)"
-    )
-    table.add_argument(
-        "--download-retries",
-        type=whole_number(0, 10),
-        default=2,
-        help="retries of a download that timed out or met a server error (default 2)",
-    )
-    table.add_argument(
-        "--download-workers", type=whole_number(1, 64), default=8, help="downloads at a time (default 8)"
-    )
-    table.add_argument(
-        "--max-download-mb",
-        type=float,
-        default=32.0,
-        metavar="MB",
-        help="largest image accepted from a URL, in MB (default 32)",
-    )
-    table.add_argument(
-        "--download-cache",
-        metavar="DIR",
-        help="where downloaded images are kept, so a rerun fetches nothing twice (default: under the datasets cache)",
-    )
+    timeout = "seconds allowed per image URL (default 30)"
+    table.add_argument("--download-timeout", type=float, default=30.0, metavar="S", help=timeout)
+    retries = "retries of a download that timed out or met a server error (default 2)"
+    table.add_argument("--download-retries", type=whole_number(0, 10), default=2, help=retries)
+    table.add_argument("--download-workers", type=whole_number(1, 64), default=8, help="downloads at once (default 8)")
+    largest = "largest image accepted from a URL, in MB (default 32)"
+    table.add_argument("--max-download-mb", type=float, default=32.0, metavar="MB", help=largest)
+    cache = "where downloaded images are kept, so a rerun fetches nothing twice (default: under the datasets cache)"
+    table.add_argument("--download-cache", metavar="DIR", help=cache)
+
     ray = ap.add_argument_group("distributed engine (pip install -r requirements-ray.txt)")
-    ray.add_argument(
-        "--engine",
-        choices=("local", "ray"),
-        default="local",
-        help="local: this process; ray: Ray Data stages on a local or existing Ray cluster",
-    )
+    engine = "local: this process; ray: Ray Data stages on a local or existing Ray cluster"
+    ray.add_argument("--engine", choices=("local", "ray"), default="local", help=engine)
     ray.add_argument("--ray-address", metavar="ADDR", help="join this Ray cluster (default: start a local one)")
     ray.add_argument("--num-workers", type=whole_number(1), default=2, help="embedding actors (default 2)")
     ray.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per embedding actor (default 0)")
     ray.add_argument("--work-dir", metavar="DIR", help="where the ray engine keeps its Parquet shards")
-    ray.add_argument(
-        "--shard-size", type=whole_number(1), default=64, help="images per read task and Parquet shard (64)"
-    )
+    shard = "images per read task and Parquet shard (64)"
+    ray.add_argument("--shard-size", type=whole_number(1), default=64, help=shard)
     args = ap.parse_args(argv)
     if args.img_dir is None and args.products is None:
         ap.error("give IMG_DIR, --products FILE, or both")

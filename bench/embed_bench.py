@@ -58,13 +58,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32, help="batch size of our pipeline (a)")
     ap.add_argument("--batch-sizes", default="1,8,16,32,64", help="batch sizes tried for the pure forward (b)")
     ap.add_argument("--size", default="800x600", help="pixel size of the test JPEGs, WxH")
-    ap.add_argument(
-        "--engine",
-        choices=("local", "ray"),
-        default="local",
-        help="ray: also time the Ray engine with 1 and 2 workers (needs requirements-ray.txt)",
-    )
-    ap.add_argument("--workers", default="1,2", help="worker counts for --engine ray")
+    ray = "ray: also time the Ray engine with each of --workers (needs requirements-ray.txt)"
+    ap.add_argument("--engine", choices=("local", "ray"), default="local", help=ray)
+    ap.add_argument("--workers", default="1,2", help="worker counts for --engine ray (default 1,2)")
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
     print(

@@ -57,6 +57,30 @@ def whole_number(low: int, high: int | None = None, env_name: str | None = None)
     return convert
 
 
+def env_option(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    flag: str,
+    about: str,
+    default: str | None = None,
+    *,
+    span: tuple[int, int | None] | None = None,
+    shown: str | None = None,
+    **kwargs: object,
+) -> argparse.Action:
+    """Declare `flag` backed by its environment variable (--per-round: PER_ROUND), else `default`.
+
+    The help is `about` plus "(env NAME, default X)", X being `shown` or else `default`; `span` (low, high) makes
+    it a whole number in that range whose error names the variable too; a `store_true` flag reads 1/true/yes/on.
+    """
+    name = flag.lstrip("-").replace("-", "_").upper()
+    value = env_flag(name) if kwargs.get("action") == "store_true" else env(name, default)
+    if span is not None:
+        kwargs["type"] = whole_number(*span, name)
+    shown = default if shown is None else shown
+    note = f"env {name}, default {shown}" if shown else f"env {name}"
+    return parser.add_argument(flag, default=value, help=f"{about} ({note})", **kwargs)
+
+
 def folder_problem(path: str | os.PathLike, what: str) -> str | None:
     """Why `path` cannot be a folder to write in (a file, under a file, not writable), or None; made when missing."""
     folder = Path(path).expanduser()

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 from gradio_http import start_app  # noqa: E402
-from shop_files import SHOPIFY_SHORT_HEADER, serve_files, write_csv  # noqa: E402
+from shop_files import SHOPIFY_SHORT_HEADER, serve_files, shop_upload_flags, write_csv  # noqa: E402
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 COLOURS = ["Black", "Grey", "Navy", "Olive", "Sand", "White"]
@@ -80,27 +80,8 @@ def main() -> None:
             for k, (handle, title, price) in enumerate(products)
         ]
         table = write_csv(Path(tmp) / "products_export_1.csv", SHOPIFY_SHORT_HEADER, rows)
-        subprocess.run(
-            [
-                sys.executable,
-                str(ROOT / "upload_ds.py"),
-                "--products",
-                str(table),
-                "--shop-url",
-                "https://shop.example",
-                "--currency",
-                "EUR",
-                "--repo",
-                "test-shop",
-                "--model",
-                "efficientnet-lite0",
-                "--no-push",
-                "--out",
-                f"{tmp}/out",
-            ],
-            check=True,
-            env=env,
-        )
+        flags = shop_upload_flags(table, "test-shop", "efficientnet-lite0", f"{tmp}/out")
+        subprocess.run([sys.executable, str(ROOT / "upload_ds.py"), *flags], check=True, env=env)
         app, url = start_app(["--dataset", f"{tmp}/out/test-shop-embeddings", "--cache-dir", f"{tmp}/cache"], env)
         try:
             with sync_playwright() as p:

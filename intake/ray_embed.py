@@ -136,14 +136,6 @@ def run(
     """Embed `rows` (id, source) on Ray; returns (embeddings dataset in row order, [(source, reason)] skipped)."""
     import ray
 
-    o = options
-    model, pooling, batch_size, num_workers = o.model, o.pooling, o.batch_size, o.num_workers
-    gpus_per_worker, ray_address, shard_size, cpus_per_worker = (
-        o.gpus_per_worker,
-        o.ray_address,
-        o.shard_size,
-        o.cpus_per_worker,
-    )
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     done = finished_orders(work)
@@ -151,57 +143,78 @@ def run(
     todo = [{"order": i, "id": ident, "path": os.fsencode(src)} for i, (ident, src) in enumerate(rows) if i not in done]
     log(f"ray engine: {len(rows)} images, {len(done)} already in {work}, {len(todo)} to do")
     if todo:
+        cpus_per_worker = worker_cpus(options)
         started_here = not ray.is_initialized()
-        if cpus_per_worker is None:  # on the local machine, share its cores among the workers
-            cpus_per_worker = 1.0 if ray_address else max(1.0, (os.cpu_count() or 1) // num_workers)
         if started_here:
-            # Local cluster: one logical CPU more than the actors take, for the light read and write tasks.
-            local_cpus = None if ray_address else int(max(os.cpu_count() or 1, num_workers * cpus_per_worker)) + 1
-            ray.init(
-                address=ray_address,
-                num_cpus=local_cpus,
-                include_dashboard=False,
-                log_to_driver=False,
-                runtime_env={
-                    "working_dir": str(Path(__file__).resolve().parent.parent),
-                    "excludes": [".venv", ".git", "tests", "bench", "data", "*.png"],
-                }
-                if ray_address
-                else None,
-            )
+            start_ray(options, cpus_per_worker)
         try:
             t = time.perf_counter()
-            ds = ray.data.from_items(todo, override_num_blocks=max(1, -(-len(todo) // shard_size)))
-            ds = ds.map_batches(
-                read_and_check,
-                batch_format="pyarrow",
-                batch_size=shard_size,
-                fn_kwargs={"max_pixels": o.max_pixels},
-                num_cpus=0.25,
-            )
-            ds = ds.map_batches(
-                Embedder,
-                batch_format="pyarrow",
-                batch_size=batch_size,
-                fn_constructor_kwargs={
-                    "model": model,
-                    "pooling": pooling,
-                    "batch_size": batch_size,
-                    "use_gpu": gpus_per_worker > 0,
-                    "threads": max(1, int(cpus_per_worker)),
-                },
-                compute=ray.data.ActorPoolStrategy(size=num_workers),
-                num_cpus=cpus_per_worker,
-                num_gpus=gpus_per_worker or None,
-                max_restarts=-1,
-                max_task_retries=-1,
-            )
-            ds.write_parquet(str(work), min_rows_per_file=shard_size, ray_remote_args={"num_cpus": 0.25})
-            log(f"ray engine: {len(todo)} images in {time.perf_counter() - t:.1f} s with {num_workers} workers")
+            embed_rows(todo, work, options, cpus_per_worker)
+            log(f"ray engine: {len(todo)} images in {time.perf_counter() - t:.1f} s with {options.num_workers} workers")
         finally:
             if started_here:
                 ray.shutdown()
     return assemble(work, len(rows))
+
+
+def worker_cpus(options: RayOptions) -> float:
+    """The CPUs an embedding actor takes: as the options say, else 1 on a cluster, else the local cores shared."""
+    if options.cpus_per_worker is not None:
+        return options.cpus_per_worker
+    return 1.0 if options.ray_address else max(1.0, (os.cpu_count() or 1) // options.num_workers)
+
+
+def start_ray(options: RayOptions, cpus_per_worker: float) -> None:
+    """Join the Ray cluster at `options.ray_address`, sending it this project's code, or start a local one."""
+    import ray
+
+    address = options.ray_address
+    # Local cluster: one logical CPU more than the actors take, for the light read and write tasks.
+    local_cpus = None if address else int(max(os.cpu_count() or 1, options.num_workers * cpus_per_worker)) + 1
+    code = {
+        "working_dir": str(Path(__file__).resolve().parent.parent),
+        "excludes": [".venv", ".git", "tests", "bench", "data", "*.png"],
+    }
+    ray.init(
+        address=address,
+        num_cpus=local_cpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env=code if address else None,
+    )
+
+
+def embed_rows(todo: list[dict], work: Path, options: RayOptions, cpus_per_worker: float) -> None:
+    """The stages over `todo`: read and check (tasks), embed (an actor pool), written as Parquet shards in `work`."""
+    import ray
+
+    o = options
+    ds = ray.data.from_items(todo, override_num_blocks=max(1, -(-len(todo) // o.shard_size)))
+    ds = ds.map_batches(
+        read_and_check,
+        batch_format="pyarrow",
+        batch_size=o.shard_size,
+        fn_kwargs={"max_pixels": o.max_pixels},
+        num_cpus=0.25,
+    )
+    ds = ds.map_batches(
+        Embedder,
+        batch_format="pyarrow",
+        batch_size=o.batch_size,
+        fn_constructor_kwargs={
+            "model": o.model,
+            "pooling": o.pooling,
+            "batch_size": o.batch_size,
+            "use_gpu": o.gpus_per_worker > 0,
+            "threads": max(1, int(cpus_per_worker)),
+        },
+        compute=ray.data.ActorPoolStrategy(size=o.num_workers),
+        num_cpus=cpus_per_worker,
+        num_gpus=o.gpus_per_worker or None,
+        max_restarts=-1,
+        max_task_retries=-1,
+    )
+    ds.write_parquet(str(work), min_rows_per_file=o.shard_size, ray_remote_args={"num_cpus": 0.25})
 
 
 def assemble(work: Path, n_rows: int) -> tuple[datasets.Dataset, list[tuple[str, str]]]:

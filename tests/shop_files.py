@@ -1,6 +1,7 @@
 """A small test shop: product photos served over local HTTP (with a 404, a slow, an oversized and a non-image
 URL), and the same products as a Shopify export, a WooCommerce export and plain tables. The benches and
-docs/screenshot.py build their shops with `serve_files` and `write_csv` too."""
+docs/screenshot.py build their shops with `serve_files` and `write_csv` too; docs/screenshot.py uploads its shop with
+`shop_upload_flags`, as the tests do."""
 
 from __future__ import annotations
 
@@ -170,6 +171,12 @@ def write_csv(path: Path, header: list[str], rows: list[dict]) -> Path:
         for row in rows:
             writer.writerow({h: row.get(h, "") for h in header})
     return path
+
+
+def shop_upload_flags(table: Path | str, repo: str, model: str, out: Path | str, *more: str) -> list[str]:
+    """upload_ds.py's flags for a Shopify export of https://shop.example in EUR: saved under `out`, not pushed."""
+    shop = ["--products", str(table), "--shop-url", "https://shop.example", "--currency", "EUR"]
+    return [*shop, "--repo", repo, "--model", model, "--no-push", "--out", str(out), *more]
 
 
 def shopify_export(path: Path, server: PhotoServer) -> Path:

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import ROOT
-from shop_files import PhotoServer, photo, shopify_export, woocommerce_export, write_csv
+from shop_files import PhotoServer, photo, shop_upload_flags, shopify_export, woocommerce_export, write_csv
 
 import upload_ds
 from common.untrusted import price_value, safe_url
@@ -223,25 +223,7 @@ def test_upload_a_shopify_export_over_http(server, tiny_model, tmp_path, capsys)
     """The whole command on a Shopify export whose images are URLs: both datasets carry the product columns with
     their types; the failed download and the draft are in the report."""
     table = shopify_export(tmp_path / "products_export_1.csv", server)
-    code = upload_ds.main(
-        [
-            "--products",
-            str(table),
-            "--shop-url",
-            "https://shop.example",
-            "--currency",
-            "EUR",
-            "--repo",
-            "me/shop",
-            "--model",
-            tiny_model,
-            "--no-push",
-            "--out",
-            str(tmp_path / "out"),
-            "--download-timeout",
-            "5",
-        ]
-    )
+    code = upload_ds.main(shop_upload_flags(table, "me/shop", tiny_model, tmp_path / "out", "--download-timeout", "5"))
     out = capsys.readouterr().out
     assert code == 0, out
     for name in ("shop", "shop-embeddings"):
