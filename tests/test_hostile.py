@@ -434,8 +434,9 @@ def test_app_settings_errors_are_one_line(case, tmp_path, monkeypatch, capsys):
 # upload_ds.py as its __main__ runs it, but the model's 50th batch says so on stderr and then waits: Ctrl-C lands
 # at that point on any machine, however fast (the batches before it are real work kept on disk).
 PAUSED_UPLOAD = """
-import sys, time
-sys.argv = ["upload_ds.py", *sys.argv[1:]]
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as a terminal's Ctrl-C finds it, though a runner in the
+sys.argv = ["upload_ds.py", *sys.argv[1:]]  # background (`cmd &` in a script) starts every child with SIGINT ignored
 sys.path.insert(0, ".")
 import embed, upload_ds
 from common.cli import run
