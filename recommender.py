@@ -310,9 +310,8 @@ class Recommender:
         if any(not isinstance(r, list) or not 1 <= len(r) <= self.per_round for r in history):
             raise ValueError(f"every round must show 1 to {self.per_round} products")
         history = [whole_list(r, 0, self.n - 1, f"round {i + 1}", self.per_round) for i, r in enumerate(history)]
-        flat = [row for r in history for row in r]
-        if len(set(flat)) != len(flat):
-            raise ValueError("a product appears in two rounds")
+        pass_start, passes = self._passes(history)
+        flat = [row for r in history[pass_start:] for row in r]
         picks = whole_list(saved.get("picks"), 0, self.n - 1, "picks", len(history))
         pick_rounds = whole_list(saved.get("pick_rounds"), 1, len(history), "pick_rounds", len(history))
         if len(picks) != len(pick_rounds) or pick_rounds != sorted(set(pick_rounds)):
@@ -324,6 +323,7 @@ class Recommender:
             raise ValueError("n_similar must be a whole number")
         picked_last = bool(pick_rounds) and pick_rounds[-1] == len(history)  # that pick found nothing more to show
         session = self.new_session(seed=seed, strategy=strategy, **params)
+        session.pass_start, session.passes = pass_start, passes
         session.n_hidden -= sum(1 for row in flat if session.is_seen(row))  # hidden since, but shown then
         session._mark_seen(flat)
         session.history, session.picks, session.pick_rounds = history, picks, pick_rounds
@@ -332,6 +332,22 @@ class Recommender:
         if len(picks) > MAX_REPLAYED_PICKS:  # a restore weighs only the latest picks again: its cost stays a round's
             session.weigh_picks_from = pick_rounds[-MAX_REPLAYED_PICKS]
         return session
+
+    def _passes(self, history: list[list[int]]) -> tuple[int, int]:
+        """The round (0-based) a saved history's current pass began, and how many passes ended before it: a
+        product may come again only once every product that can be shown has been shown (a ValueError otherwise,
+        as for any forged history)."""
+        start, passes, seen = 0, 0, set()
+        for i, rows in enumerate(history):
+            if len(set(rows)) != len(rows):
+                raise ValueError(f"round {i + 1} shows a product twice")
+            if seen.isdisjoint(rows):
+                seen.update(rows)
+                continue
+            if sum(1 for row in seen if not self.is_hidden(row)) < self.n - self.n_hidden:
+                raise ValueError("a product appears in two rounds before every product was shown")
+            start, passes, seen = i, passes + 1, set(rows)
+        return start, passes
 
 
 class Session:
@@ -353,6 +369,9 @@ class Session:
         self.query_rows: np.ndarray | None = None  # or the rows whose names matched (sorted, unique)
         self.query_serial = 0  # bumped by every new query, so strategies know when to redo their query work
         self.weigh_picks_from = 0  # picks of rounds before this one are not weighed again (a restore sets it)
+        self.pass_start = 0  # the round (0-based) the current pass began: every product was shown before it
+        self.passes = 0  # how many times every product has been shown
+        self.hidden_here: set[int] = set()  # rows hidden from this session alone (out of every later pass too)
         with rec._lock:
             self.unseen = rec.available.copy()  # the rows that may still be shown (the FAISS selector reads its bits)
             self.n_hidden = rec.n_hidden  # rows never to be shown: hidden from every session, or from this one
@@ -493,6 +512,30 @@ class Session:
             unseen = unseen[~np.isin(unseen, np.fromiter(taken, dtype=np.int64))]
         return [int(r) for r in self.rng.choice(unseen, size=k, replace=False)]
 
+    def shown_before(self) -> list[bool]:
+        """For each product of the current round: whether an earlier round showed it too (a later pass)."""
+        earlier = {row for rows in self.history[:-1] for row in rows} if self.pass_start else set()
+        return [row in earlier for row in self.shown]
+
+    def _new_pass(self) -> None:
+        """Every product has been shown: they may all be shown again, once each, the strategy's closest first.
+
+        The seed's rule (no product twice) then holds within each pass. `bayes` starts a new belief from the
+        picks (its old one had ruled out every product shown), weighing the latest MAX_REPLAYED_PICKS of them."""
+        rec = self.rec
+        with rec._lock:
+            self.unseen = rec.available.copy()
+            self.n_hidden = rec.n_hidden
+        gone = [row for row in self.hidden_here if self.unseen.has(row)]
+        self.unseen.remove(gone)
+        self.n_hidden += len(gone)
+        self.n_seen = 0
+        self.pass_start = len(self.history)
+        self.passes += 1
+        self.bayes = None
+        recent = self.pick_rounds[-MAX_REPLAYED_PICKS:]
+        self.weigh_picks_from = recent[0] if len(self.pick_rounds) > MAX_REPLAYED_PICKS else 0
+
     def _mark_seen(self, rows: list[int]) -> None:
         self.unseen.remove(rows)
         self.n_seen += len(rows)
@@ -504,6 +547,7 @@ class Session:
         so the gallery stays full; the current round's history entry is updated to what the shopper will see.
         """
         rows = {int(r) for r in rows}
+        self.hidden_here.update(r for r in rows if 0 <= r < self.rec.n)
         gone = [r for r in self.shown if r in rows]
         unseen = [r for r in rows - set(gone) if 0 <= r < self.rec.n and not self.is_seen(r)]
         self.unseen.remove(unseen)
@@ -553,6 +597,8 @@ class Session:
             self.pick_rounds.append(self.round)
         if checked is not None:
             self._activate(*checked)
+        if self.remaining <= 0 and self.history:
+            self._new_pass()
         rec, strategy = self.rec, STRATEGIES[self.strategy]
         n_slots = min(strategy.n_slots(rec.per_round, rec.similar), self.remaining)
         choice = strategy.choose(self, n_slots)

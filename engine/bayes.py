@@ -54,6 +54,7 @@ class Session(Protocol):
     query_vector: np.ndarray | None
     query_rows: np.ndarray | None
     query_serial: int
+    pass_start: int  # the round the current pass began: rows shown before it may be shown again
     weigh_picks_from: int  # picks of earlier rounds are not weighed (a restore's, ruled out as seen rows only)
     bayes: BayesState | None
 
@@ -294,7 +295,8 @@ def _fold_in_rounds(session: Session, st: BayesState) -> None:
         shown = session.history[st.rounds_used]
         st.rounds_used += 1
         pick = session.pick_in_round(st.rounds_used)
-        hyp_logp[:, shown] = -np.inf
+        if st.rounds_used > session.pass_start:  # shown in this pass: not the target (rows of earlier passes may be)
+            hyp_logp[:, shown] = -np.inf
         if pick is None or st.rounds_used < session.weigh_picks_from:
             continue
         i_pick = shown.index(pick)

@@ -14,7 +14,7 @@ from recommender import STRATEGIES
 if TYPE_CHECKING:
     from shop.visit import Visit
 
-MARK_LIKE, MARK_NEW = "★", "✦"
+MARK_LIKE, MARK_NEW, MARK_AGAIN = "★", "✦", "↺"
 MARKS_SENTENCE = f"{MARK_LIKE} looks like what you picked; {MARK_NEW} is something different, to learn what you like."
 WORDS_SENTENCE = f"{MARK_LIKE} matches your words; {MARK_NEW} is something different."
 
@@ -25,11 +25,15 @@ def strategy_choices(names: list[str]) -> list[tuple[str, str]]:
     return [(f"{name}: {STRATEGIES[name].sentence}" if name in STRATEGIES else name, name) for name in names]
 
 
-def captions(catalog: Catalog, rows: list[int], n_like: int, marked: bool) -> list[str]:
-    """Tile captions: title and price; once the shopper has picked or typed, a mark saying why each is shown."""
-    if not marked:
-        return [catalog.caption(row) for row in rows]
-    return [f"{MARK_LIKE if i < n_like else MARK_NEW} {catalog.caption(row)}" for i, row in enumerate(rows)]
+def captions(catalog: Catalog, rows: list[int], n_like: int, marked: bool, again: set[int] = frozenset()) -> list[str]:
+    """Tile captions: title and price; once the shopper has picked or typed, a mark saying why each is shown; a
+    product shown in an earlier pass (every product has been shown) says so ("↺ seen before")."""
+    out = []
+    for i, row in enumerate(rows):
+        mark = (MARK_LIKE if i < n_like else MARK_NEW) if marked else ""
+        seen = f"{MARK_AGAIN} seen before · " if row in again else ""
+        out.append(f"{mark} {seen}{catalog.caption(row)}".lstrip())
+    return out
 
 
 def status_line(catalog: Catalog, visit: Visit) -> str:
@@ -47,8 +51,13 @@ def status_line(catalog: Catalog, visit: Visit) -> str:
             f"**Found it in {rounds_text(visit.found_in)}.** Press *Find a product* for another, or *Start "
             "over* to shop."
         )
-    if session.exhausted and not session.shown:
-        return f"**You have seen all {session.n_seen:,} products.** Press *Start over* to browse again."
+    if not session.shown:  # no product can be shown at all (every picture failed)
+        return "**No product can be shown.** Press *Start over* to try again."
+    if session.passes:
+        seen = (
+            f"you have seen all {catalog.n - session.n_hidden:,} products; they come round again "
+            f"({MARK_AGAIN} seen before), closest to what you want first"
+        )
     if visit.target is not None:
         return (
             f"**Round {session.round}** · {seen} · Find the product shown in *Find this product*, by clicking "

@@ -159,7 +159,9 @@ class Shop:
         rows = [row for row in session.shown if row in pictures]
         n_like = sum(row in pictures for row in session.shown[: session.n_similar])
         marked = bool(session.picks) or (bool(visit.words) and session.strategy != "random")
-        gallery = zip([picture_url(root, pictures[row]) for row in rows], page.captions(catalog, rows, n_like, marked))
+        again = {row for row, before in zip(session.shown, session.shown_before()) if before}
+        captions = page.captions(catalog, rows, n_like, marked, again)
+        gallery = zip([picture_url(root, pictures[row]) for row in rows], captions)
         picks = [(picture_url(root, pictures[row]), catalog.caption(row)) for row in session.picks if row in pictures]
         line = page.status_line(catalog, visit)
         shows = self.visibility(visit)

@@ -31,10 +31,11 @@ def in_threads(fn: Callable[[int], object], n: int) -> list[BaseException]:
 
 
 def play_to_end(session: Session, pick: Callable[[list[int]], int] = lambda shown: shown[0]) -> list[int]:
-    """Every product a recommender session shows, round after round, clicking `pick(shown)`, until none is left."""
+    """Every product a recommender session shows, round after round, clicking `pick(shown)`, until every product
+    has been shown once (the next round would show them again)."""
     shown = session.next_round()
     seen = list(shown)
-    while shown:
+    while not session.exhausted:
         shown = session.next_round(pick=pick(shown))
         seen += shown
     return seen

@@ -84,11 +84,11 @@ def test_bad_image_never_breaks_a_page_or_a_click(tmp_path, as_paths):
     # a shopper clicks to the end of the catalog: 29 products, never the bad one, every click answered
     visit = fns["start"](None)[0]
     shown = list(visit.session.shown)
-    while visit.session.shown:
+    for _ in range(4):  # two picks show all 29 products (3 rounds), two more show them again
         item = {"image": {"path": catalog.thumb(visit.session.shown[0])}}
         visit = fns["pick"](visit, None, gr.SelectData(None, {"index": 0, "value": item}))[0]
         shown += visit.session.shown
-    assert sorted(shown) == [r for r in range(30) if r != bad]
+    assert sorted(shown[:29]) == [r for r in range(30) if r != bad] and bad not in shown[29:]
     assert "29 products" in catalog.summary() and "1 left out" in catalog.summary()
     for _ in range(5):  # Start over and Find a product never draw it either
         visit = fns["find_product"]("mean", visit)[0]

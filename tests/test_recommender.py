@@ -37,12 +37,10 @@ def test_sessions_to_exhaustion_match_brute_force(n, per_round, similar):
         assert len(shown) == per_round and len(set(shown)) == per_round
         assert session.round == 1 and session.picks == []
         seen = set(shown)
-        while True:
+        while not session.exhausted:
             pick = int(rng.choice(shown))
             before = set(seen)
             shown = session.next_round(pick=pick)
-            if not shown:
-                break
             expected_k = min(similar, n - len(before))
             top, scores = brute_top(x, session.picks, before, expected_k)
             got = shown[: session.n_similar]
@@ -53,8 +51,10 @@ def test_sessions_to_exhaustion_match_brute_force(n, per_round, similar):
             assert len(shown) == min(per_round, n - len(before))
             seen |= set(shown)
             assert session.seen == seen and session.shown == shown
-        assert session.exhausted and len(seen) == n and session.next_round() == []
-        assert sum(len(r) for r in session.history) == n
+        assert session.exhausted and len(seen) == n and sum(len(r) for r in session.history) == n
+        again = session.next_round(pick=session.shown[0])  # never a dead end: every product may come again
+        assert session.passes == 1 and len(again) == min(per_round, n) and len(set(again)) == len(again)
+        assert session.shown_before() == [True] * len(again)
 
 
 def test_first_round_random_then_similar_first():
@@ -113,10 +113,10 @@ def test_random_rows_near_exhaustion_use_exact_listing():
     session = Recommender(x, per_round=7, similar=2, seed=0).new_session(seed=1)
     shown = session.next_round()
     rounds = [shown]
-    while shown:
+    while not session.exhausted:
         shown = session.next_round(pick=shown[-1])
         rounds.append(shown)
-    assert [len(r) for r in rounds] == [7, 7, 7, 7, 2, 0]
+    assert [len(r) for r in rounds] == [7, 7, 7, 7, 2]
     assert sorted(sum(rounds, [])) == list(range(30))
 
 
@@ -189,9 +189,9 @@ def test_small_catalog_and_single_row():
     session = Recommender(unit(3, 4), per_round=10, similar=5, seed=0).new_session()
     first = session.next_round()
     assert sorted(first) == [0, 1, 2] and session.exhausted
-    assert session.next_round(pick=first[0]) == [] and session.picks == [first[0]]
+    assert sorted(session.next_round(pick=first[0])) == [0, 1, 2] and session.picks == [first[0]]
     one = Recommender(unit(1, 4)).new_session()
-    assert one.next_round() == [0] and one.exhausted
+    assert one.next_round() == [0] and one.exhausted and one.next_round(pick=0) == [0]
 
 
 def test_catalog_held_once_and_session_memory_small():
@@ -256,18 +256,22 @@ def test_excluded_and_withdrawn_rows_are_never_shown(strategy):
     assert rec.hide([3, 5, 7, 99, 3]) == 4 and rec.hide([5]) == 0
     session = rec.new_session(seed=1)
     shown, rows = [], session.next_round()
-    while rows:
+    while True:
         if session.round in (2, 4):  # found unreadable while this round is on screen
             bad = [rows[0], next(r for r in range(100) if not session.is_seen(r))]  # one on screen, one not
             rec.hide(bad)
             rows = session.hide(bad)
             assert len(rows) == 10 and not set(bad) & set(rows) and session.history[-1] == rows
         shown += rows
+        if session.exhausted:
+            break
         rows = session.next_round(pick=rows[-1])
     excluded = {r for r in range(100) if rec.is_hidden(r)}
     assert len(shown) == len(set(shown)) and not excluded & set(shown)
-    assert set(shown) | excluded == set(range(100)) and session.exhausted
+    assert set(shown) | excluded == set(range(100))
     assert session.n_seen + session.n_hidden == 100
+    again = [row for _ in range(10) for row in session.next_round(pick=session.shown[0])]  # the next pass
+    assert session.passes == 1 and not excluded & set(again) and len(set(again)) == len(again)
 
 
 def test_saved_session_resumes_and_tampering_is_refused():
@@ -291,7 +295,8 @@ def test_saved_session_resumes_and_tampering_is_refused():
     assert not set(nxt) & {r for h in session.history for r in h}
     for bad, word in [
         ({**saved, "strategy": "x"}, "strategy"),
-        ({**saved, "history": [[1, 1]]}, "two rounds"),
+        ({**saved, "history": [[1, 1]]}, "twice"),
+        ({**saved, "history": [[1, 2], [2, 3]]}, "before every product was shown"),
         ({**saved, "history": [[1, 200]]}, "outside"),
         ({**saved, "history": [[True]]}, "whole"),
         ({**saved, "history": [list(range(11))]}, "1 to 10"),
@@ -301,6 +306,43 @@ def test_saved_session_resumes_and_tampering_is_refused():
     ]:
         with pytest.raises(ValueError, match=word):
             rec.restore_session(bad)
+
+
+@pytest.mark.parametrize("strategy", ["mean", "random", "rocchio", "bayes"])
+def test_never_a_dead_end_after_every_product_was_shown(strategy):
+    """A 20-product shop: no product twice until all 20 have been shown, then passes of all 20 again, each
+    product once a pass, 30 rounds without an empty gallery; a saved visit resumes mid-pass."""
+    import json
+
+    rec = Recommender(unit(20, 8, seed=3), per_round=10, similar=5, seed=0)
+    session = rec.new_session(seed=1, strategy=strategy)
+    shown = session.next_round()
+    for r in range(2, 31):
+        shown = session.next_round(pick=shown[0])
+        assert len(shown) == 10 and len(set(shown)) == 10, (r, shown)
+        in_pass = [row for rows in session.history[session.pass_start :] for row in rows]
+        assert len(set(in_pass)) == len(in_pass), "a product twice within a pass"
+        assert session.passes == (r - 1) // 2 and session.shown_before() == [r > 2] * 10
+        if r == 17:
+            saved = json.loads(json.dumps(session.to_dict()))
+            again = rec.restore_session(saved, seed=5)
+            assert (again.pass_start, again.passes, again.remaining) == (
+                session.pass_start,
+                session.passes,
+                session.remaining,
+            )
+            assert not set(again.next_round(pick=shown[1])) & set(shown), "a restored pass repeated a product"
+
+
+def test_after_exhaustion_mean_shows_the_nearest_to_the_picks_first():
+    x = unit(20, 8, seed=4)
+    rec = Recommender(x, per_round=10, similar=5, seed=0)
+    session = rec.new_session(seed=2)
+    shown = session.next_round()
+    shown = session.next_round(pick=shown[3])
+    again = session.next_round(pick=shown[4])
+    top, _ = brute_top(x, session.picks, set(), 5)
+    assert again[:5] == top and session.n_similar == 5
 
 
 def test_views_are_centred_unit_rows_and_checked():

@@ -46,10 +46,11 @@ def run_sessions(rec: Recommender, strategy: str, sessions: int = 2) -> list[lis
     for s in range(sessions):
         session = rec.new_session(seed=s, strategy=strategy)
         shown, pick_rng = session.next_round(), random.Random(s)
-        while shown:
+        while True:
             shown_all.append(shown)
+            if session.exhausted:
+                break
             shown = session.next_round(pick=pick_rng.choice(shown))
-        assert session.exhausted
     return shown_all
 
 
