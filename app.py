@@ -34,12 +34,13 @@ from pathlib import Path
 import gradio as gr
 from starlette.middleware import Middleware
 
-from catalog.catalog import DEFAULT_CACHE, Catalog, catalog_title
+from catalog.catalog import DEFAULT_CACHE, Catalog, catalog_title, markdown_text, shop_title
 from catalog.dataset import CatalogError, load_dataset_source
 from catalog.demo import load_demo_catalog
 from common.cli import ArgumentParser, env, env_option, folder_problem
 from common.cli import run as run_cli
 from common.huntlog import HuntLog
+from common.untrusted import clean_text
 from engine.bayes import belief_rows
 from recommender import AUTO_SQ8_BYTES, COMPRESSIONS, STRATEGIES, Recommender, choose_compression
 from shop import page
@@ -75,16 +76,19 @@ def build_app(
     secret: str | None = None,
     hunt_log: HuntLog | None = None,
     compare: list[str] | tuple[str, ...] = (),
+    shop_name: str | None = None,
 ) -> gr.Blocks:
     """The Gradio Blocks of the shop over one catalog and one recommender (shared, read-only).
 
+    `shop_name` heads the page and names the browser tab (default: the catalog's own name, see shop_title).
     `secret` encrypts what each browser keeps of its visit; the same secret across restarts lets a reload
     after a restart resume too (None: a new one per process). `hunt_log` records ended hunts (None: off);
     `compare` gives each new hunt one of these strategies at random, unless the shopper chose one.
     """
     shop = Shop(catalog, rec, hunt_log, compare)
-    with gr.Blocks(title="Visual product recommender") as demo:
-        ui = lay_out(shop, session_idle_s, secret)
+    shop_name = clean_text(shop_name or shop_title(catalog.name), 80).strip() or "Shop"
+    with gr.Blocks(title=shop_name) as demo:
+        ui = lay_out(shop, session_idle_s, secret, shop_name)
         # Every event sends its outputs in the page's own format (Shop.render), so Gradio postprocesses nothing.
         outputs = [ui[name] for name in OUTPUTS if name != "box"]
         with_box = [ui[name] for name in OUTPUTS]
@@ -108,12 +112,15 @@ def build_app(
     return demo
 
 
-def lay_out(shop: Shop, session_idle_s: float, secret: str | None) -> dict[str, gr.components.Component]:
+def lay_out(
+    shop: Shop, session_idle_s: float, secret: str | None, shop_name: str
+) -> dict[str, gr.components.Component]:
     """The page's components, laid out in the Blocks being built, by name: each output's is its field of View."""
     catalog = shop.catalog
     gr.Markdown(
-        "## Find your product\nClick the product you like best; each round shows products that look "
-        "like your picks, plus a few new ones."
+        f"## {markdown_text(shop_name)}\nClick the product you like best; each round shows products that look "
+        "like your picks, plus a few new ones.",
+        elem_id="shop-name",
     )
     ui = {
         "header": gr.Markdown(catalog.summary(), elem_id="catalog"),
@@ -193,7 +200,7 @@ def lay_out_picks() -> dict[str, gr.components.Component]:
 
 def lay_out_settings(rec: Recommender) -> dict[str, gr.components.Component]:
     """The folded panel: the strategy chooser, a note on the strategy followed, and the shopper's results."""
-    with gr.Accordion("Settings and your results", open=False):
+    with gr.Accordion("How products are chosen, and your results", open=False, elem_id="shop-settings"):
         strategy = gr.Radio(
             page.strategy_choices(sorted(STRATEGIES)),
             value=rec.strategy,
@@ -221,6 +228,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     flag("--similar", "similar products per round, at most --per-round", "5", span=(0, 100))
     flag("--strategy", "recommendation strategy", "mean", choices=sorted(STRATEGIES))
     flag("--demo-size", "products in the built-in demo catalog", "2000", span=(1, 70_000))
+    flag("--shop-name", "the shop's name, atop the page and on the browser tab", metavar="NAME", shown="the catalog's")
     ap.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="thumbnails and demo cache (env CACHE_DIR)")
     sessions = (
         "browser sessions kept in memory at once; the least recently used beyond it is dropped and resumes from the "
@@ -385,7 +393,14 @@ def main(argv: list[str] | None = None) -> int:
 
     hunt_log = HuntLog(args.hunt_log)
     log.info("hunt log: %s%s", args.hunt_log or "off", f"; comparing {', '.join(args.compare)}" if args.compare else "")
-    demo = build_app(catalog, rec, secret=browser_secret(Path(args.cache_dir)), hunt_log=hunt_log, compare=args.compare)
+    demo = build_app(
+        catalog,
+        rec,
+        secret=browser_secret(Path(args.cache_dir)),
+        hunt_log=hunt_log,
+        compare=args.compare,
+        shop_name=args.shop_name,
+    )
     log.info("start-up %.1f s; serving %d products", time.perf_counter() - t, catalog.n)
     try:
         demo.queue(default_concurrency_limit=None).launch(

@@ -63,6 +63,13 @@ def catalog_title(src: str) -> str:
     return (path.resolve().name or "catalog") if path.exists() else src
 
 
+def shop_title(name: str) -> str:
+    """The shop's own name for a catalog called `name` (see catalog_title): a Hub id's last part, without the
+    "-embeddings" suffix the upload gives the second dataset ("USER/my-shop-embeddings" -> "my-shop")."""
+    last = name.rstrip("/").rsplit("/", 1)[-1]
+    return last.removesuffix("-embeddings") or last or "Shop"
+
+
 def markdown_text(text: str) -> str:
     """`text` to show literally inside Markdown: its Markdown and HTML characters escaped."""
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

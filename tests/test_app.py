@@ -386,3 +386,21 @@ def test_a_handler_settles_the_visit_and_render_only_reads_it(tmp_path):
     assert view.outputs()[0] is visit and "a line shown once" in view.info
     out = shop.answer(visit, box="")
     assert len(out) == 14 and out[13] == "" and visit.note == ""  # the note is shown once
+
+
+def test_shop_name_heads_the_page_and_names_the_tab(tmp_path):
+    """--shop-name (SHOP_NAME) is the tab's title and the page's heading, as text; by default the catalog's own
+    name without the upload's "-embeddings" suffix, never a folder path."""
+    import app
+    from catalog.catalog import Catalog, shop_title
+    from recommender import Recommender
+
+    assert shop_title("USER/my-shop-embeddings") == "my-shop" and shop_title("my-shop") == "my-shop"
+    catalog = Catalog(datasets.load_from_disk(str(make_catalog(tmp_path / "cat", n=20))), "boots-embeddings", tmp_path)
+    rec = Recommender(catalog.embeddings, seed=0)
+    default = app.build_app(catalog, rec)
+    assert default.title == "boots"
+    named = app.build_app(catalog, rec, shop_name="Ada's *Shoes*")
+    heading = next(b.value for b in named.blocks.values() if getattr(b, "elem_id", None) == "shop-name")
+    assert named.title == "Ada's *Shoes*" and heading.startswith("## Ada's \\*Shoes\\*")
+    assert app.parse_args(["--shop-name", "Ada's Shoes"]).shop_name == "Ada's Shoes"

@@ -46,12 +46,15 @@ def hunt_records() -> list[dict]:
     return list(read_records([path])) if path.exists() else []
 
 
+SHOP_NAME = "Ada's <b>Shoes</b> & more"  # markup in a name is shown as text
+
+
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("browser")
     cat = make_catalog(tmp / "catalog", n=80, products=True)
     env = {**os.environ, "APP_LOG": str(tmp / "app.log"), "CACHE_DIR": str(tmp / "cache")}
-    proc, url = start_app(["--dataset", str(cat)], env)
+    proc, url = start_app(["--dataset", str(cat), "--shop-name", SHOP_NAME], env)
     HUNT_LOG["path"] = tmp / "cache" / "hunts" / "hunts.jsonl"  # the default place
     yield url
     proc.terminate()
@@ -66,6 +69,7 @@ def test_shopper_clicks_through_rounds(browser, shop, tmp_path):
     page = browser.new_page(viewport={"width": 1280, "height": 1100})
     page.goto(shop)
     page.wait_for_function("document.querySelectorAll('#products .thumbnail-item img').length === 10", timeout=30_000)
+    assert page.title() == SHOP_NAME and page.inner_text("#shop-name h2") == SHOP_NAME  # the owner's name, as text
     assert "Round 1" in page.inner_text("#status")
     seen = set(gallery_srcs(page, "products"))
     for r in range(1, 5):
@@ -201,7 +205,7 @@ def test_product_page_this_is_it_and_titles_as_text(browser, shop):
     assert f"found in {rounds} round" in page.inner_text("#product-page")
     assert page.locator("#new-search").is_visible() and not page.locator("#this-is-it").is_visible()
     assert not page.locator("#products").is_visible()  # the hunt is over: no more rounds to click
-    page.get_by_text("Settings and your results").click()
+    page.get_by_text("How products are chosen, and your results").click()
     page.wait_for_function(f"document.querySelector('#results')?.innerText.includes({XSS_TITLE!r})", timeout=15_000)
     page.get_by_role("button", name="Start a new search").click()
     wait_status(page, "Round 1")
@@ -250,7 +254,7 @@ def checked_strategy(page) -> str:
 
 def test_strategy_control_shows_the_session_after_reload(browser, shop):
     context, page, _ = opened(browser, shop)
-    page.get_by_text("Settings and your results").click()
+    page.get_by_text("How products are chosen, and your results").click()
     page.locator("#strategy label", has_text="bayes:").click()
     page.wait_for_function("document.querySelectorAll('#products .thumbnail-item img').length === 10", timeout=15_000)
     page.locator("#products .thumbnail-item").nth(0).click()
@@ -261,7 +265,7 @@ def test_strategy_control_shows_the_session_after_reload(browser, shop):
     assert "Following" not in page.inner_text("#status") and "bayes" not in page.inner_text("#status")
     page.reload()
     wait_status(page, "Round 2")
-    page.get_by_text("Settings and your results").click()
+    page.get_by_text("How products are chosen, and your results").click()
     page.wait_for_function("document.querySelector('#strategy input:checked')?.value === 'bayes'", timeout=15_000)
     before = len(hunt_records())
     page.get_by_role("button", name="Start over").click()
