@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from shop.visit import Visit
 
 MARK_LIKE, MARK_NEW, MARK_AGAIN = "★", "✦", "↺"
+DESCRIPTION_LEAD = 280  # characters of a description shown before its "more"
 MARKS_SENTENCE = f"{MARK_LIKE} looks like what you picked; {MARK_NEW} is something different, to learn what you like."
 WORDS_SENTENCE = f"{MARK_LIKE} matches your words; {MARK_NEW} is something different."
 
@@ -99,12 +100,26 @@ def product_page(catalog: Catalog, row: int | None, found_in: int | None = None,
     if meta:
         parts.append(f'<p class="pp-meta">{meta}</p>')
     if facts["description"]:
-        parts.append(f'<p class="pp-desc">{esc(facts["description"][:1500])}</p>')
+        parts.append(description_html(facts["description"]))
     if facts["url"]:
         parts.append(
             f'<a class="pp-shop" href="{esc(facts["url"])}" target="_blank" rel="noopener noreferrer">View in shop</a>'
         )
     return "".join(parts) + "</div>"
+
+
+def description_html(text: str, lead: int = DESCRIPTION_LEAD) -> str:
+    """A description that reads in full: its first `lead` characters (to a word's end), the rest folded under a
+    visible "more" (a <details>, opened by click or keyboard), not a silent scroll box; escaped."""
+    cut = text.rfind(" ", 0, lead) if len(text) > lead else len(text)
+    cut = cut if cut > lead // 2 else min(lead, len(text))
+    first, rest = html.escape(text[:cut].rstrip()), html.escape(text[cut:].lstrip())
+    if not rest:
+        return f'<p class="pp-desc">{first}</p>'
+    return (
+        f'<p class="pp-desc">{first}…</p><details class="pp-more"><summary>more</summary>'
+        f'<p class="pp-desc">{rest}</p></details>'
+    )
 
 
 def following_text(weights: dict[str, float]) -> str:
@@ -160,12 +175,12 @@ CSS = """
   border: 1px solid var(--border-color-primary); border-radius: 6px; }
 #product-page .pp-title { margin: 6px 0 0; overflow-wrap: anywhere; }
 #product-page .pp-price { font-size: 1.15em; font-weight: 600; margin: 0; }
-#product-page .pp-meta { color: var(--body-text-color-subdued); margin: 0; }
-#product-page .pp-desc { white-space: pre-line; overflow-wrap: anywhere; margin: 4px 0; max-height: 12em;
-  overflow-y: auto; }
+#product-page .pp-meta { color: var(--body-text-color); font-size: .95em; margin: 0; }
+#product-page .pp-desc { white-space: pre-line; overflow-wrap: anywhere; margin: 4px 0; }
+#product-page .pp-more summary { cursor: pointer; font-weight: 600; color: var(--body-text-color); }
 #product-page .pp-found { font-weight: 600; margin: 0; }
 #product-page .pp-shop { font-weight: 600; align-self: flex-start; }
-#product-page .pp-empty { color: var(--body-text-color-subdued); padding: 8px 0; }
+#product-page .pp-empty { color: var(--body-text-color); padding: 8px 0; }
 @media (max-width: 640px) {
   #products .grid-container { grid-template-columns: repeat(2, minmax(0, 1fr)); }
   #picks .grid-container { grid-template-columns: repeat(4, minmax(0, 1fr)); }

@@ -109,9 +109,14 @@ def product_columns(n: int) -> dict[str, list]:
         "price": [round(5 + 7.25 * i, 2) for i in range(n)],
         "currency": ["EUR"] * n,
         "brand": ["Acme" if i % 2 else "Lumen" for i in range(n)],
-        "description": [f"A {shapes[i % 3].lower()} lamp.\n<b>Not bold</b> & plain text." for i in range(n)],
+        "description": [
+            f"A {shapes[i % 3].lower()} lamp.\n<b>Not bold</b> & plain text.{LONG * (i % 5 == 4)}" for i in range(n)
+        ],
         "url": urls,
     }
+
+
+LONG = " Hand-finished in a small workshop." * 12 + " The last words of a long description."  # folds under "more"
 
 
 def save_clip(path: Path, words: list[str], full_size: bool = False) -> str:

@@ -404,3 +404,16 @@ def test_shop_name_heads_the_page_and_names_the_tab(tmp_path):
     heading = next(b.value for b in named.blocks.values() if getattr(b, "elem_id", None) == "shop-name")
     assert named.title == "Ada's *Shoes*" and heading.startswith("## Ada's \\*Shoes\\*")
     assert app.parse_args(["--shop-name", "Ada's Shoes"]).shop_name == "Ada's Shoes"
+
+
+def test_a_long_description_reads_in_full_under_more():
+    from shop.page import DESCRIPTION_LEAD, description_html
+
+    short = description_html("A lamp <b>.")
+    assert short == '<p class="pp-desc">A lamp &lt;b&gt;.</p>'
+    text = "word " * 200 + "the end"
+    folded = description_html(text)
+    first, rest = folded.split("<summary>more</summary>")
+    assert "<details" in first and len(first) < DESCRIPTION_LEAD + 80 and "the end" in rest
+    read = re.sub(r"<[^>]+>", " ", folded.replace("<summary>more</summary>", "")).replace("…", " ")
+    assert " ".join(read.split()) == " ".join(text.split())  # every word, once

@@ -4,6 +4,7 @@ product page, "This is it", script-bearing titles shown as text, the Settings af
 from __future__ import annotations
 
 import os
+import re
 import shutil
 
 import pytest
@@ -323,4 +324,43 @@ def test_phone_and_desktop_layout(browser, shop):
     target = page.eval_on_selector("#target img", "e => e.getBoundingClientRect().height")
     tile = page.eval_on_selector("#products .thumbnail-item img", "e => e.getBoundingClientRect().height")
     assert 0.8 <= target / tile <= 1.25, (target, tile)
+    context.close()
+
+
+CONTRAST = """els => els.filter(e => e.innerText.trim() && e.getClientRects().length).map(e => {
+  const rgb = c => (c.match(/[\\d.]+/g) || []).map(Number);
+  const lin = v => (v /= 255) <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+  const lum = ([r, g, b]) => 0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b);
+  let bg = e, back = null;
+  while (bg && !back) {  // the first background that is not transparent, up the tree
+    const c = rgb(getComputedStyle(bg).backgroundColor);
+    if (c.length === 3 || c[3] > 0) back = c.slice(0, 3);
+    bg = bg.parentElement;
+  }
+  const [a, b] = [lum(rgb(getComputedStyle(e).color)), lum(back || [255, 255, 255])];
+  return [e.className || e.tagName, (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05)];
+})"""
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_product_page_reads_in_full_and_every_text_has_contrast(browser, shop, theme):
+    """A long description folds under a visible "more" that opens it in full; every text of the product page has
+    a contrast of at least 4.5:1 against its background (WCAG AA), in the light and the dark theme."""
+    context, page, _ = opened(browser, f"{shop}/?__theme={theme}")
+    srcs = gallery_srcs(page, "products")
+    index = next((i for i, s in enumerate(srcs) if int(re.search(r"r(\d+)-", s).group(1)) % 5 == 4), None)
+    if index is None:  # no long description in this first gallery: the next one
+        page.locator("#products .thumbnail-item").nth(0).click()
+        wait_status(page, "Round 2")
+        srcs = gallery_srcs(page, "products")
+        index = next(i for i, s in enumerate(srcs) if int(re.search(r"r(\d+)-", s).group(1)) % 5 == 4)
+    page.locator("#products .thumbnail-item").nth(index).click()
+    page.wait_for_selector("#product-page details.pp-more summary", timeout=15_000)
+    assert not page.get_by_text("The last words of a long description.").is_visible()
+    page.locator("#product-page details.pp-more summary").click()
+    assert page.get_by_text("The last words of a long description.").is_visible()
+    ratios = page.eval_on_selector_all(
+        "#product-page p, #product-page h3, #product-page summary, #product-page a", CONTRAST
+    )
+    assert ratios and all(r >= 4.5 for _, r in ratios), ratios
     context.close()
