@@ -409,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
             share=args.share,
             state_session_capacity=args.max_sessions,
             css=page.CSS,
+            head=page.HEAD,
             max_threads=args.threads,
             app_kwargs={"middleware": [Middleware(BodyLimit)]},
             prevent_thread_lock=True,

@@ -188,3 +188,22 @@ CSS = """
   #side:has(#target img) { order: -1; }
 }
 """
+
+# Screen readers: Gradio names every tile "Thumbnail N of 10"; each tile is named by its caption (marks, title,
+# price) instead, and the status line is a polite live region, so what a round changed is read out.
+HEAD = """<script>
+(() => {
+  const name = () => {
+    for (const tile of document.querySelectorAll('#products .thumbnail-item, #picks .thumbnail-item')) {
+      const text = (tile.querySelector('.caption-label')?.innerText || '').trim();
+      if (text && tile.getAttribute('aria-label') !== text) tile.setAttribute('aria-label', text);
+    }
+    const status = document.getElementById('status');
+    if (status && status.getAttribute('aria-live') !== 'polite') {
+      status.setAttribute('role', 'status');
+      status.setAttribute('aria-live', 'polite');
+    }
+  };
+  new MutationObserver(name).observe(document.documentElement, {subtree: true, childList: true, characterData: true});
+})();
+</script>"""

@@ -364,3 +364,25 @@ def test_product_page_reads_in_full_and_every_text_has_contrast(browser, shop, t
     )
     assert ratios and all(r >= 4.5 for _, r in ratios), ratios
     context.close()
+
+
+def test_screen_readers_hear_titles_and_prices_and_tab_enter_picks(browser, shop):
+    """Each tile's accessible name is its caption (title and price, not "Thumbnail 1 of 10"); the status line is
+    a polite live region; Tab to a tile and Enter picks it."""
+    context, page, _ = opened(browser, shop)
+    captions = captions_of(page)
+    names = page.eval_on_selector_all("#products .thumbnail-item", "els => els.map(e => e.getAttribute('aria-label'))")
+    assert names == captions and all(" EUR" in n for n in names), names
+    assert page.get_by_role("button", name=captions[2], exact=True).count() == 1
+    status = page.locator("#status")
+    assert status.get_attribute("aria-live") == "polite" and status.get_attribute("role") == "status"
+    page.locator("#products .thumbnail-item").nth(2).focus()
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.querySelectorAll('#picks .thumbnail-item img').length === 1", timeout=15_000)
+    wait_status(page, "Round 2")
+    page.wait_for_function(
+        "[...document.querySelectorAll('#products .thumbnail-item')].every("
+        "e => e.getAttribute('aria-label') === e.querySelector('.caption-label')?.innerText.trim())",
+        timeout=15_000,
+    )
+    context.close()
