@@ -166,6 +166,10 @@ CSS = """
   display: -webkit-box; -webkit-line-clamp: 2; -webkit-box-orient: vertical; overflow: hidden; opacity: 1; }
 #products .thumbnail-item:hover, #picks .thumbnail-item:hover { --ring-color: transparent; filter: none;
   border-color: var(--border-color-primary); box-shadow: 0 3px 10px rgba(0, 0, 0, .18); }
+#products .thumbnail-item.selected, #picks .thumbnail-item.selected { --ring-color: transparent;
+  border-color: var(--border-color-primary); }
+#products .thumbnail-item:focus-visible, #picks .thumbnail-item:focus-visible { outline: 2px solid
+  var(--color-accent); outline-offset: 2px; }
 #products .thumbnail-lg:hover .caption-label, #picks .thumbnail-lg:hover .caption-label { opacity: 1; }
 #shop-row { container-type: inline-size; }
 #target { --tile: calc(15cqw - 14px); }

@@ -386,3 +386,18 @@ def test_screen_readers_hear_titles_and_prices_and_tab_enter_picks(browser, shop
         timeout=15_000,
     )
     context.close()
+
+
+def test_after_a_round_no_tile_looks_selected(browser, shop):
+    """Gradio keeps the clicked position "selected": the new product there must not wear its ring."""
+    context, page, _ = opened(browser, shop)
+    page.locator("#products .thumbnail-item").nth(3).click()
+    page.wait_for_function("document.querySelectorAll('#picks .thumbnail-item img').length === 1", timeout=15_000)
+    wait_status(page, "Round 2")
+    page.mouse.move(2, 2)  # no hover look either
+    looks = page.eval_on_selector_all(
+        "#products .thumbnail-item",
+        "els => els.map(e => [getComputedStyle(e).borderColor, getComputedStyle(e).boxShadow])",
+    )
+    assert len(looks) == 10 and len({tuple(x) for x in looks}) == 1, looks
+    context.close()
