@@ -194,7 +194,8 @@ CSS = """
 """
 
 # Screen readers: Gradio names every tile "Thumbnail N of 10"; each tile is named by its caption (marks, title,
-# price) instead, and the status line is a polite live region, so what a round changed is read out.
+# price) instead, and the status line is a polite live region, so what a round changed is read out. On a phone,
+# a tap on a product brings the product page (below the gallery there) into view.
 HEAD = """<script>
 (() => {
   const name = () => {
@@ -208,6 +209,21 @@ HEAD = """<script>
       status.setAttribute('aria-live', 'polite');
     }
   };
-  new MutationObserver(name).observe(document.documentElement, {subtree: true, childList: true, characterData: true});
+  // On a phone the product page sits below all ten tiles: after a tap it is brought into view.
+  let tapped = false, shownTitle = null;
+  const tap = e => { if (e.target.closest?.('#products, #picks')) tapped = true; };
+  document.addEventListener('pointerdown', tap, true);
+  document.addEventListener('keydown', e => { if (e.key === 'Enter' || e.key === ' ') tap(e); }, true);
+  const bring = () => {
+    const title = document.querySelector('#product-page h3')?.innerText ?? null;
+    if (title === shownTitle) return;
+    shownTitle = title;
+    if (tapped && title !== null && matchMedia('(max-width: 640px)').matches) {
+      tapped = false;
+      document.getElementById('product-page')?.scrollIntoView({block: 'start'});
+    }
+  };
+  new MutationObserver(() => { name(); bring(); })
+    .observe(document.documentElement, {subtree: true, childList: true, characterData: true});
 })();
 </script>"""

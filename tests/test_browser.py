@@ -297,6 +297,7 @@ def test_phone_and_desktop_layout(browser, shop):
     page.locator("#products .thumbnail-item").nth(0).click()
     wait_status(page, "Round 2")
     page.wait_for_function("document.querySelector('#product-page h3') !== null", timeout=15_000)
+    page.evaluate("window.scrollTo(0, 0)")  # the tap brought the product page into view; the tiles are above
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     assert page.evaluate(SIDEWAYS) == []
     tiles = page.evaluate(TILES)
@@ -400,4 +401,21 @@ def test_after_a_round_no_tile_looks_selected(browser, shop):
         "els => els.map(e => [getComputedStyle(e).borderColor, getComputedStyle(e).boxShadow])",
     )
     assert len(looks) == 10 and len({tuple(x) for x in looks}) == 1, looks
+    context.close()
+
+
+def test_on_a_phone_a_tap_brings_the_product_page_into_view(browser, shop):
+    """390 x 844: the product page sits below the ten tiles; after a tap its top is inside the viewport."""
+    context, page, _ = opened(browser, shop, viewport=(390, 844))
+    for r in (1, 2):
+        page.evaluate("window.scrollTo(0, 0)")
+        page.locator("#products .thumbnail-item").nth(1).click()
+        page.wait_for_function(
+            f"document.querySelectorAll('#picks .thumbnail-item img').length === {r}", timeout=15_000
+        )
+        page.wait_for_function(
+            "(() => { const t = document.getElementById('product-page').getBoundingClientRect().top;"
+            " return t > -2 && t < window.innerHeight; })()",
+            timeout=15_000,
+        )
     context.close()
