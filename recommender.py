@@ -372,9 +372,9 @@ class Session:
         self.pass_start = 0  # the round (0-based) the current pass began: every product was shown before it
         self.passes = 0  # how many times every product has been shown
         self.hidden_here: set[int] = set()  # rows hidden from this session alone (out of every later pass too)
-        with rec._lock:
-            self.unseen = rec.available.copy()  # the rows that may still be shown (the FAISS selector reads its bits)
-            self.n_hidden = rec.n_hidden  # rows never to be shown: hidden from every session, or from this one
+        self.unseen: Bitmap  # the rows that may still be shown (the FAISS selector reads its bits)
+        self.n_hidden: int  # rows never to be shown: hidden from every session, or from this one
+        self._all_unseen()
 
     @property
     def round(self) -> int:
@@ -517,15 +517,18 @@ class Session:
         earlier = {row for rows in self.history[:-1] for row in rows} if self.pass_start else set()
         return [row in earlier for row in self.shown]
 
+    def _all_unseen(self) -> None:
+        """Every row the recommender may show is unseen again (a new session, or a new pass)."""
+        with self.rec._lock:
+            self.unseen = self.rec.available.copy()
+            self.n_hidden = self.rec.n_hidden
+
     def _new_pass(self) -> None:
         """Every product has been shown: they may all be shown again, once each, the strategy's closest first.
 
         The seed's rule (no product twice) then holds within each pass. `bayes` starts a new belief from the
         picks (its old one had ruled out every product shown), weighing the latest MAX_REPLAYED_PICKS of them."""
-        rec = self.rec
-        with rec._lock:
-            self.unseen = rec.available.copy()
-            self.n_hidden = rec.n_hidden
+        self._all_unseen()
         gone = [row for row in self.hidden_here if self.unseen.has(row)]
         self.unseen.remove(gone)
         self.n_hidden += len(gone)
