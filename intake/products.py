@@ -16,6 +16,7 @@ import csv
 import html
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -23,7 +24,8 @@ from urllib.parse import quote, urlsplit
 
 import pyarrow as pa
 
-from common.untrusted import price_value, safe_url
+from common.untrusted import safe_url
+from intake.prices import read_price
 
 STANDARD = ("id", "title", "description", "brand", "category", "tags", "price", "currency", "url")
 TEXT_COLUMNS = ("id", "title", "description", "brand", "category", "tags", "currency", "url")
@@ -32,6 +34,8 @@ RESERVED = ("image", "embeddings", "appearance")  # written by upload_ds.py itse
 SHOPIFY_HEADER = {"Handle", "Title", "Body (HTML)", "Vendor", "Variant Price", "Image Src"}
 WOOCOMMERCE_HEADER = {"ID", "Type", "SKU", "Name", "Regular price", "Images"}
 MAX_TEXT = 20_000  # characters kept of one text value (a description is not a book)
+MAX_CELL = 128 << 20  # characters of one CSV cell read at most (a 50 MB description reads, then is cut)
+PRICE_COLUMNS = ("price",)  # read by the locale's rules, never as the CSV reader guesses
 
 
 @dataclass
@@ -91,7 +95,7 @@ def plain_text(fragment: str | None) -> str:
     if not fragment:
         return ""
     parser = _Text()
-    parser.feed(str(fragment))
+    parser.feed(str(fragment)[: 20 * MAX_TEXT])  # enough markup for MAX_TEXT characters of text
     parser.close()
     lines = (" ".join(line.split()) for line in "".join(parser.parts).splitlines())
     return "\n".join(line for line in lines if line)[:MAX_TEXT]
@@ -99,11 +103,16 @@ def plain_text(fragment: str | None) -> str:
 
 # ------------------------------------------------------------------------------------------------ reading
 def read_products(
-    path: str | os.PathLike, shop_url: str | None = None, currency: str | None = None, need_images: bool = True
+    path: str | os.PathLike,
+    shop_url: str | None = None,
+    currency: str | None = None,
+    need_images: bool = True,
+    locale: str = "en_US",
 ) -> ProductTable:
     """The products of a CSV, JSON Lines or Parquet table (Shopify's and WooCommerce's CSV exports recognised by
     their header). `shop_url` makes the product links of a shop export; `currency` fills rows without one;
-    `need_images=False` (a folder gives the images) lets rows go without an image column."""
+    `need_images=False` (a folder gives the images) lets rows go without an image column; prices written as
+    text are read by `locale`'s rules."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
@@ -113,19 +122,19 @@ def read_products(
     if suffix in (".csv", ".tsv", ".txt"):
         header = csv_header(path)
         if set(header) >= SHOPIFY_HEADER:
-            table = from_shopify(read_csv_text(path, header), shop_url)
+            table = from_shopify(read_csv_text(path, header), shop_url, locale)
         elif set(header) >= WOOCOMMERCE_HEADER:
-            table = from_woocommerce(read_csv_text(path, header), shop_url)
+            table = from_woocommerce(read_csv_text(path, header), shop_url, locale)
         else:
-            table = from_table(read_csv_typed(path, header), need_images)
+            table = from_table(read_csv_typed(path, header), need_images, locale)
     elif suffix in (".jsonl", ".ndjson", ".json"):
         import pyarrow.json as pj
 
-        table = from_table(_readable(lambda: pj.read_json(path), path), need_images)
+        table = from_table(_readable(lambda: pj.read_json(path), path), need_images, locale)
     elif suffix in (".parquet", ".pq"):
         import pyarrow.parquet as pq
 
-        table = from_table(_readable(lambda: pq.read_table(path), path), need_images)
+        table = from_table(_readable(lambda: pq.read_table(path), path), need_images, locale)
     else:
         raise ValueError(f"product table {path}: give a .csv, .jsonl or .parquet file")
     if not table.products:
@@ -148,10 +157,24 @@ def _readable(read, path: Path) -> pa.Table:
         raise ValueError(f"product table {path} cannot be read: {str(exc).splitlines()[0][:300]}") from None
 
 
-def csv_header(path: Path) -> list[str]:
-    """The column names of a CSV file (a UTF-8 byte-order mark dropped)."""
+def csv_rows(path: Path) -> Iterator[list[str]]:
+    """The rows of a CSV file as lists of text (a UTF-8 byte-order mark dropped); a cell longer than MAX_CELL is
+    a ValueError naming its row, never a csv.Error."""
+    csv.field_size_limit(MAX_CELL)  # Python's own limit is 128 KB: a long product description is more
     with path.open(newline="", encoding="utf-8-sig", errors="replace") as f:
-        header = next(csv.reader(f), None)
+        reader = csv.reader(f)
+        try:
+            yield from reader
+        except csv.Error as exc:
+            raise ValueError(
+                f"product table {path}, row {reader.line_num}: cannot be read ({exc}; at most {MAX_CELL >> 20} MB "
+                "per cell)"
+            ) from None
+
+
+def csv_header(path: Path) -> list[str]:
+    """The column names of a CSV file."""
+    header = next(csv_rows(path), None)
     if not header:
         raise ValueError(f"product table {path} is empty")
     return [h.strip() for h in header]
@@ -159,24 +182,35 @@ def csv_header(path: Path) -> list[str]:
 
 def read_csv_text(path: Path, header: list[str]) -> list[dict[str, str]]:
     """A CSV's rows as dicts of text (a shop export: every value is text until mapped)."""
-    with path.open(newline="", encoding="utf-8-sig", errors="replace") as f:
-        reader = csv.reader(f)
-        next(reader, None)
-        return [{h: (row[i] if i < len(row) else "") for i, h in enumerate(header)} for row in reader if any(row)]
+    rows = csv_rows(path)
+    next(rows, None)
+    return [{h: (row[i] if i < len(row) else "") for i, h in enumerate(header)} for row in rows if any(row)]
 
 
 def read_csv_typed(path: Path, header: list[str]) -> pa.Table:
-    """A plain CSV as Arrow with its types inferred (numbers stay numbers), the standard text columns as text."""
+    """A plain CSV as Arrow with its types inferred (numbers stay numbers); the standard text columns and prices
+    as text, "NA", "null" or "N/A" in them as written (only an empty cell is no value)."""
     import pyarrow.csv as pc
 
-    types = {h: pa.string() for h in header if h.lower() in TEXT_COLUMNS + IMAGE_COLUMNS}
-    return _readable(
-        lambda: pc.read_csv(path, convert_options=pc.ConvertOptions(column_types=types, strings_can_be_null=True)), path
-    )
+    types = {h: pa.string() for h in header if h.lower() in TEXT_COLUMNS + IMAGE_COLUMNS + PRICE_COLUMNS}
+    # one block holds the longest row (Arrow's default block of 1 MB cannot hold a long description)
+    block = int(min(max(path.stat().st_size + 1, 1 << 20), 2 * MAX_CELL))
+    convert = pc.ConvertOptions(column_types=types, strings_can_be_null=False)
+    try:
+        table = pc.read_csv(path, read_options=pc.ReadOptions(block_size=block), convert_options=convert)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
+        for _ in csv_rows(path):  # names the row with the over-long cell, if that is what went wrong
+            pass
+        raise ValueError(f"product table {path} cannot be read: {str(exc).splitlines()[0][:300]}") from None
+    for i, name in enumerate(table.column_names):  # other text columns: an empty cell is no value, as before
+        if pa.types.is_string(table.schema.field(i).type) and name not in types:
+            values = [v or None for v in table.column(i).to_pylist()]
+            table = table.set_column(i, name, pa.array(values, pa.string()))
+    return table
 
 
 # ------------------------------------------------------------------------------------------- shop exports
-def from_shopify(rows: list[dict[str, str]], shop_url: str | None) -> ProductTable:
+def from_shopify(rows: list[dict[str, str]], shop_url: str | None, locale: str = "en_US") -> ProductTable:
     """Shopify's product export: one product per Handle (its later rows are variants and extra images)."""
     by_handle: dict[str, list[dict[str, str]]] = {}
     for row in rows:
@@ -209,7 +243,7 @@ def from_shopify(rows: list[dict[str, str]], shop_url: str | None) -> ProductTab
                 "url": f"{shop_url.rstrip('/')}/products/{quote(handle)}" if shop_url else None,
             }
         )
-    return from_records(records, "shopify", skipped)
+    return from_records(records, "shopify", skipped, locale)
 
 
 def _position(value: str | None) -> float:
@@ -219,7 +253,7 @@ def _position(value: str | None) -> float:
         return float("inf")
 
 
-def from_woocommerce(rows: list[dict[str, str]], shop_url: str | None) -> ProductTable:
+def from_woocommerce(rows: list[dict[str, str]], shop_url: str | None, locale: str = "en_US") -> ProductTable:
     """WooCommerce's product export: one product per row that is not a variation (a variable product's price is
     its first variation's); id = SKU, else ID; the first of its Images."""
     records, skipped = [], []
@@ -261,17 +295,17 @@ def from_woocommerce(rows: list[dict[str, str]], shop_url: str | None) -> Produc
                 "url": row.get("External URL", "").strip() or url,
             }
         )
-    return from_records(records, "woocommerce", skipped)
+    return from_records(records, "woocommerce", skipped, locale)
 
 
-def from_records(records: list[dict], kind: str, skipped: list[tuple[str, str]]) -> ProductTable:
+def from_records(records: list[dict], kind: str, skipped: list[tuple[str, str]], locale: str) -> ProductTable:
     """A shop export's mapped rows (standard columns as text; price as text) -> a ProductTable."""
     columns = {name: [r.get(name) or None for r in records] for name in STANDARD}
     table = pa.table({name: pa.array(values, pa.string()) for name, values in columns.items()})
-    return checked(table, [r["image"] for r in records], kind, skipped)
+    return checked(table, [r["image"] for r in records], kind, skipped, locale)
 
 
-def from_table(table: pa.Table, need_images: bool) -> ProductTable:
+def from_table(table: pa.Table, need_images: bool, locale: str = "en_US") -> ProductTable:
     """Any table with an image column (or, with `need_images=False`, an id column): other columns carried."""
     names = {name.strip().lower(): name for name in table.column_names}
     image_col = next((names[c] for c in IMAGE_COLUMNS if c in names), None)
@@ -293,7 +327,7 @@ def from_table(table: pa.Table, need_images: bool) -> ProductTable:
     if "id" not in table.column_names:  # ids from the images' file names, as a folder gets them
         ids = [os.path.splitext(src.rstrip("/").split("/")[-1].split("?")[0])[0] for src in images]
         table = table.append_column("id", pa.array(ids, pa.string()))
-    return checked(table, images, "table", [])
+    return checked(table, images, "table", [], locale)
 
 
 def _text(value) -> str:
@@ -301,9 +335,12 @@ def _text(value) -> str:
 
 
 # ------------------------------------------------------------------------------------------- checks
-def checked(table: pa.Table, images: list[str], kind: str, skipped: list[tuple[str, str]]) -> ProductTable:
+def checked(
+    table: pa.Table, images: list[str], kind: str, skipped: list[tuple[str, str]], locale: str = "en_US"
+) -> ProductTable:
     """The standard columns typed and checked (ids unique and present, prices numbers, urls http(s)), rows without
-    an id skipped, the columns upload_ds.py writes itself left out; all of it reported."""
+    an id skipped, the columns upload_ds.py writes itself left out; all of it reported. Prices written as text
+    are read by `locale`'s rules (a shop export's plain 1299.00 as it is)."""
     notes: list[tuple[str, str]] = []
     for name in RESERVED:
         if name in table.column_names:
@@ -330,17 +367,26 @@ def checked(table: pa.Table, images: list[str], kind: str, skipped: list[tuple[s
             if name == "url":
                 values = _safe_urls(values, ids, notes)
             table = table.set_column(table.column_names.index(name), name, pa.array(values, pa.string()))
-    if "price" in table.column_names:
-        prices = []
-        for ident, value in zip(ids, table.column("price").to_pylist()):
-            try:
-                prices.append(price_value(value))
-            except ValueError as exc:
-                prices.append(None)
-                notes.append((ident, f"{exc}; shown without a price"))
-        table = table.set_column(table.column_names.index("price"), "price", pa.array(prices, pa.float64()))
+    for name in PRICE_COLUMNS:
+        if name in table.column_names:
+            prices = _prices(table.column(name).to_pylist(), ids, name, locale, kind != "table", notes)
+            table = table.set_column(table.column_names.index(name), name, pa.array(prices, pa.float64()))
     products = [Product(ident, image) for ident, image in zip(ids, images)]
     return ProductTable(products, table, kind, skipped, notes)
+
+
+def _prices(
+    values: list, ids: list[str], name: str, locale: str, plain_first: bool, notes: list[tuple[str, str]]
+) -> list[float | None]:
+    """The column `name`'s values as prices (see read_price); one that cannot be a price is left out, noted."""
+    out = []
+    for ident, value in zip(ids, values):
+        try:
+            out.append(read_price(value, locale, plain_first))
+        except ValueError as exc:
+            out.append(None)
+            notes.append((ident, f"{exc}; {'shown without a price' if name == 'price' else f'{name} left out'}"))
+    return out
 
 
 def _as_text(value) -> str | None:

@@ -49,10 +49,13 @@ def gather(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool = True,
     fetch_urls: bool = True,
+    locale: str = "en_US",
 ) -> ShopInput:
     """The products of a folder, a table, or a table joined with a folder on `id` (the folder's image wins; an
     image without a row stays a product, listed; a row without an image is skipped, listed). Image URLs are
-    downloaded here, unless `fetch_urls` is False (a remote Ray cluster: its workers fetch them)."""
+    downloaded here, unless `fetch_urls` is False (then by `fetch_images`, or a remote Ray cluster's workers).
+    Prices written
+    as text are read by `locale`'s rules."""
     if img_dir is None and products is None:
         raise ValueError("give an image folder, a product table (--products), or both")
     folder: dict[str, tuple[Path, str]] = {}
@@ -64,7 +67,7 @@ def gather(
     if products is None:
         shop.items = [(id_, path, name) for id_, (path, name) in folder.items()]
         return shop
-    table = read_products(products, shop_url=shop_url, currency=currency, need_images=img_dir is None)
+    table = read_products(products, shop_url=shop_url, currency=currency, need_images=img_dir is None, locale=locale)
     shop.skipped += table.skipped
     shop.notes += table.notes
     sources = []  # (id, local path or URL, name in the report)
@@ -85,26 +88,24 @@ def gather(
     for id_, (path, name) in folder.items():  # the folder's images without a row: products without its columns
         sources.append((id_, str(path), name))
         shop.notes.append((name, "no row in the product table: kept, without the table's columns"))
-    if fetch_urls:
-        shop.items = fetched(sources, shop, download, download_cache, max_pixels, progress)
-    else:
-        shop.items = [
-            (id_, src if src.startswith(("http://", "https://")) else Path(src), name) for id_, src, name in sources
-        ]
+    shop.items = [
+        (id_, src if src.startswith(("http://", "https://")) else Path(src), name) for id_, src, name in sources
+    ]
     shop.table = table
+    if fetch_urls:
+        fetch_images(shop, download, download_cache, max_pixels, progress)
     return shop
 
 
-def fetched(
-    sources: list[tuple[str, str, str]],
+def fetch_images(
     shop: ShopInput,
-    options: DownloadOptions | None,
-    cache: str | os.PathLike | None,
-    max_pixels: int,
-    progress: bool,
-) -> list[tuple[str, Path, str]]:
-    """The sources with every http(s) URL replaced by its downloaded file; failed downloads go to the report."""
-    urls = [src for _, src, _ in sources if src.startswith(("http://", "https://"))]
+    options: DownloadOptions | None = None,
+    cache: str | os.PathLike | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    progress: bool = True,
+) -> None:
+    """Every http(s) URL among `shop.items` replaced by its downloaded file; failed downloads go to the report."""
+    urls = [src for _, src, _ in shop.items if isinstance(src, str)]
     if urls and cache is None:
         import datasets
 
@@ -118,16 +119,15 @@ def fetched(
             f"({len(results) / max(took, 1e-9):.0f}/s), {failed} failed"
         )
     items = []
-    for id_, src, name in sources:
-        if src in results:
+    for id_, src, name in shop.items:
+        if isinstance(src, str):
             path, reason = results[src]
             if path is None:
                 shop.skipped.append((name, reason))
                 continue
-            items.append((id_, path, name))
-        else:
-            items.append((id_, Path(src), name))
-    return items
+            src = path
+        items.append((id_, src, name))
+    shop.items = items
 
 
 def product_columns(ids: list[str], table: ProductTable | None) -> pa.Table | None:

@@ -11,6 +11,7 @@ import datasets
 import numpy as np
 import pytest
 from conftest import ROOT, write_good_images
+from helpers import run_in_process
 
 import upload_ds
 from catalog.dataset import embedding_matrix
@@ -105,7 +106,7 @@ def test_colliding_stems_keep_their_extension(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["empty", "missing", "only_bad", "not_images"])
-def test_bad_folders_fail_before_model_loads(case, tmp_path):
+def test_bad_folders_fail_before_model_loads(case, tmp_path, tiny_model, monkeypatch, capsys):
     folder = tmp_path / "imgs"
     if case != "missing":
         folder.mkdir()
@@ -116,7 +117,11 @@ def test_bad_folders_fail_before_model_loads(case, tmp_path):
         (folder / "notes.txt").write_text("hello")
     t = time.perf_counter()
     # a model path that does not exist: if it were loaded first, the error would be about the model
-    res = run_cli(folder, "--repo", "me/shop", "--model", tmp_path / "no-model", "--no-push", "--out", tmp_path)
+    if case == "only_bad":  # images are decoded once the model is found: here one that loads (in this process)
+        argv = [folder, "--repo", "me/shop", "--model", tiny_model, "--no-push", "--out", tmp_path]
+        res = run_in_process("upload_ds", argv, {}, monkeypatch, capsys)
+    else:
+        res = run_cli(folder, "--repo", "me/shop", "--model", tmp_path / "no-model", "--no-push", "--out", tmp_path)
     assert res.returncode == 2
     assert "error:" in res.stderr and "no-model" not in res.stderr
     assert {
@@ -128,6 +133,25 @@ def test_bad_folders_fail_before_model_loads(case, tmp_path):
     if case == "only_bad":
         assert "zero-byte" in res.stderr and "not an image" in res.stderr
     assert time.perf_counter() - t < 30
+
+
+def test_an_uncached_model_offline_fails_before_any_download_naming_the_shipped_model(tmp_path, monkeypatch, capsys):
+    """Issue 32: the README's command offline downloaded every image, then failed on the model, never naming the
+    model that ships with the project."""
+    from shop_files import PhotoServer, write_csv
+
+    server = PhotoServer(n=2)
+    try:
+        rows = [{"id": f"p{i}", "image": server.url(f"/p/{i}.png")} for i in range(2)]
+        table = write_csv(tmp_path / "t.csv", ["id", "image"], rows)
+        argv = ["--products", table, "--repo", "s", "--no-push", "--out", tmp_path, "--model", "someone/uncached-vit"]
+        for engine in ("local", "ray"):
+            res = run_in_process("upload_ds", [*argv, "--engine", engine], {"HF_HUB_OFFLINE": "1"}, monkeypatch, capsys)
+            assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+            assert "someone/uncached-vit" in res.stderr and "--model efficientnet-lite0" in res.stderr
+        assert server.hits == {}, "an image was downloaded before the model was found"
+    finally:
+        server.close()
 
 
 def test_no_token_fails_before_embedding(image_folder, tmp_path):
