@@ -231,6 +231,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     table.add_argument("--max-download-mb", type=float, default=32.0, metavar="MB", help=largest)
     cache = "where downloaded images are kept, so a rerun fetches nothing twice (default: under the datasets cache)"
     table.add_argument("--download-cache", metavar="DIR", help=cache)
+    budget = "seconds for all the run's downloads; what is left when they run out is skipped, with the reason"
+    table.add_argument("--download-budget", type=float, metavar="S", help=budget)
+    private = (
+        "also fetch image URLs on loopback, private, link-local or reserved addresses (a shop on your own "
+        "network); refused by default, so an export cannot make this machine fetch its internal services"
+    )
+    table.add_argument("--allow-private-urls", action="store_true", help=private)
 
     ray = ap.add_argument_group("distributed engine (pip install -r requirements-ray.txt)")
     engine = "local: this process; ray: Ray Data stages on a local or existing Ray cluster"
@@ -255,6 +262,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             ap.error(f"--{flag}: {exc}")
     if not 0 < args.download_timeout <= 3600 or not 0 < args.max_download_mb <= 4096:
         ap.error("--download-timeout must be in (0, 3600] seconds and --max-download-mb in (0, 4096]")
+    if args.download_budget is not None and not 0 < args.download_budget <= 10**7:
+        ap.error(f"--download-budget must be a number of seconds above 0, got {args.download_budget:g}")
     if not args.gpus_per_worker >= 0:
         ap.error("--gpus-per-worker must be at least 0")
     if args.engine == "ray":
@@ -308,6 +317,8 @@ def embed_all(args: argparse.Namespace) -> Built:
         max_bytes=int(args.max_download_mb * 2**20),
         retries=args.download_retries,
         workers=args.download_workers,
+        budget=args.download_budget,
+        allow_private=args.allow_private_urls,
     )
     shop = gather(
         args.img_dir,
@@ -333,6 +344,7 @@ def embed_all(args: argparse.Namespace) -> Built:
             args.ray_address,
             args.max_pixels,
             args.shard_size,
+            allow_private_urls=args.allow_private_urls,
         )
         return build_ray(shop, options, args.work_dir)
     return build(max_pixels=args.max_pixels, encoder=encoder, shop=shop, batch_size=args.batch_size)

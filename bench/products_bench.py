@@ -75,7 +75,7 @@ def main() -> None:
         table = write_csv(Path(tmp) / "products_export.csv", SHOPIFY_SHORT_HEADER, rows)
         urls = [f"{base}/img/{i}.jpg" for i in range(args.products)]
         t = time.perf_counter()
-        results = download_all(urls, Path(tmp) / "dl", DownloadOptions(), progress=False)
+        results = download_all(urls, Path(tmp) / "dl", DownloadOptions(allow_private=True), progress=False)
         download_s = time.perf_counter() - t
         assert all(path is not None for path, _ in results.values())
         t = time.perf_counter()
@@ -90,6 +90,7 @@ def main() -> None:
                 "--model",
                 args.model,
                 "--no-push",
+                "--allow-private-urls",
                 "--out",
                 str(Path(tmp) / "out"),
                 "--download-cache",

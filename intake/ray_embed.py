@@ -33,13 +33,13 @@ if TYPE_CHECKING:
     import datasets
 
 
-def read_source(src: str | bytes) -> bytes:
+def read_source(src: str | bytes, allow_private: bool = False) -> bytes:
     """The bytes of a local path (str, or bytes for a name that is not UTF-8), a file:// URL or an http(s) URL
-    (fetched by the worker, under download.py's time and size limits and retries)."""
+    (fetched by the worker, under download.py's time and size limits, retries and address rules)."""
     src = os.fsdecode(src)
     if src.startswith(("http://", "https://")):
         try:
-            return fetch_with_retries(src, DownloadOptions())
+            return fetch_with_retries(src, DownloadOptions(allow_private=allow_private))
         except DownloadError as exc:
             raise OSError(f"download failed{exc}") from None
     if src.startswith("file://"):
@@ -48,12 +48,12 @@ def read_source(src: str | bytes) -> bytes:
     return Path(src).read_bytes()
 
 
-def read_and_check(batch: pa.Table, max_pixels: int) -> pa.Table:
+def read_and_check(batch: pa.Table, max_pixels: int, allow_private: bool = False) -> pa.Table:
     """Stage 1 (tasks): read each file and fully decode it; bad files keep empty bytes and a reason."""
     images, reasons = [], []
     for src in map(os.fsdecode, batch.column("path").to_pylist()):
         try:
-            data = read_source(src)
+            data = read_source(src, allow_private)
         except Exception as exc:  # missing, permission, network: reported, never fatal
             images.append({"bytes": b"", "path": None})
             reasons.append(f"unreadable: {type(exc).__name__}: {exc}")
@@ -128,6 +128,7 @@ class RayOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS
     shard_size: int = 64  # images per read task and Parquet shard
     cpus_per_worker: float | None = None  # None: the local cores shared among the workers
+    allow_private_urls: bool = False  # workers may fetch URLs on loopback/private addresses (see download.py)
 
 
 def run(
@@ -194,7 +195,7 @@ def embed_rows(todo: list[dict], work: Path, options: RayOptions, cpus_per_worke
         read_and_check,
         batch_format="pyarrow",
         batch_size=o.shard_size,
-        fn_kwargs={"max_pixels": o.max_pixels},
+        fn_kwargs={"max_pixels": o.max_pixels, "allow_private": o.allow_private_urls},
         num_cpus=0.25,
     )
     ds = ds.map_batches(

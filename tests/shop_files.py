@@ -174,8 +174,9 @@ def write_csv(path: Path, header: list[str], rows: list[dict]) -> Path:
 
 
 def shop_upload_flags(table: Path | str, repo: str, model: str, out: Path | str, *more: str) -> list[str]:
-    """upload_ds.py's flags for a Shopify export of https://shop.example in EUR: saved under `out`, not pushed."""
-    shop = ["--products", str(table), "--shop-url", "https://shop.example", "--currency", "EUR"]
+    """upload_ds.py's flags for a Shopify export of https://shop.example in EUR: saved under `out`, not pushed; its
+    pictures are fetched from this machine's local server (--allow-private-urls)."""
+    shop = ["--products", str(table), "--shop-url", "https://shop.example", "--currency", "EUR", "--allow-private-urls"]
     return [*shop, "--repo", repo, "--model", model, "--no-push", "--out", str(out), *more]
 
 

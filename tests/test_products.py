@@ -173,7 +173,7 @@ def test_bad_tables_are_clear_errors(tmp_path):
 
 def test_downloads_fail_each_way_and_are_cached(server, tmp_path):
     urls = [server.url(p) for p in ("/p/0.png", "/p/1.png", "/missing.png", "/slow.png", "/huge.png", "/notes.png")]
-    options = DownloadOptions(timeout=1.0, max_bytes=1 << 20, retries=1, workers=6, backoff=0.05)
+    options = DownloadOptions(timeout=1.0, max_bytes=1 << 20, retries=1, workers=6, backoff=0.05, allow_private=True)
     results = download_all(urls + urls[:1], tmp_path / "cache", options, progress=False)
     assert len(results) == 6
     ok = {u: path.read_bytes() for u, (path, _) in results.items() if path is not None}

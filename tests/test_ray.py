@@ -200,6 +200,7 @@ def test_product_table_with_files_and_urls(reference, tiny_model, tmp_path):
                 "--no-push",
                 "--out",
                 tmp_path / engine,
+                "--allow-private-urls",
                 "--engine",
                 engine,
                 *extra,
