@@ -145,6 +145,7 @@ def test_an_uncached_model_offline_fails_before_any_download_naming_the_shipped_
         rows = [{"id": f"p{i}", "image": server.url(f"/p/{i}.png")} for i in range(2)]
         table = write_csv(tmp_path / "t.csv", ["id", "image"], rows)
         argv = ["--products", table, "--repo", "s", "--no-push", "--out", tmp_path, "--model", "someone/uncached-vit"]
+        argv.append("--allow-private-urls")  # so only the model check can keep the images from being fetched
         for engine in ("local", "ray"):
             res = run_in_process("upload_ds", [*argv, "--engine", engine], {"HF_HUB_OFFLINE": "1"}, monkeypatch, capsys)
             assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
