@@ -201,12 +201,13 @@ class Catalog:
         return f"#{row}"
 
     def caption(self, row: int) -> str:
-        """A tile's caption: the title (else the id), cut with an ellipsis, and the price where known."""
+        """A tile's caption: the title (else the id), cut with an ellipsis, and on a line of its own the price where
+        known ("title\nprice": the page shows the title on up to two lines and the price below it)."""
         facts = self.product(row)
         title = " ".join(facts["title"].split())
         title = title if len(title) <= CAPTION_CHARS else title[: CAPTION_CHARS - 1].rstrip() + "…"
         price = price_text(facts["price"], facts["currency"])
-        return f"{title} · {price}" if price else title
+        return f"{title}\n{price}" if price else title
 
     def page_picture(self, row: int) -> str | None:
         """Path of the product page's larger picture (up to PAGE_PX; a picture no larger than a tile's is the tile's

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from shop.visit import Visit
 
 MARK_LIKE, MARK_NEW, MARK_AGAIN = "★", "✦", "↺"
+SEEN_BEFORE = f"{MARK_AGAIN} seen before"  # a caption's last line once every product has been shown
 DESCRIPTION_LEAD = 280  # characters of a description shown before its "more"
 MARKS_SENTENCE = f"{MARK_LIKE} looks like what you picked; {MARK_NEW} is something different, to learn what you like."
 WORDS_SENTENCE = f"{MARK_LIKE} matches your words; {MARK_NEW} is something different."
@@ -27,13 +28,14 @@ def strategy_choices(names: list[str]) -> list[tuple[str, str]]:
 
 
 def captions(catalog: Catalog, rows: list[int], n_like: int, marked: bool, again: set[int] = frozenset()) -> list[str]:
-    """Tile captions: title and price; once the shopper has picked or typed, a mark saying why each is shown; a
-    product shown in an earlier pass (every product has been shown) says so ("↺ seen before")."""
+    """Tile captions, one line each for the title and the price (Catalog.caption); once the shopper has picked or
+    typed, the title line starts with a mark saying why the product is shown; a product shown in an earlier pass
+    (every product has been shown) says so on a last line ("↺ seen before"). HEAD lays the lines out."""
     out = []
     for i, row in enumerate(rows):
         mark = (MARK_LIKE if i < n_like else MARK_NEW) if marked else ""
-        seen = f"{MARK_AGAIN} seen before · " if row in again else ""
-        out.append(f"{mark} {seen}{catalog.caption(row)}".lstrip())
+        seen = f"\n{SEEN_BEFORE}" if row in again else ""
+        out.append(f"{mark} {catalog.caption(row)}{seen}".lstrip())
     return out
 
 
@@ -156,14 +158,23 @@ CSS = """
 #picks .grid-container { grid-template-columns: repeat(auto-fill, minmax(84px, 1fr)); }
 #products .grid-wrap, #picks .grid-wrap { height: auto; min-height: 0; max-height: none; overflow-x: hidden;
   padding-top: 34px; }
-#picks .caption-label { font-size: 11px; display: block; white-space: nowrap; text-overflow: ellipsis; }
 #products .thumbnail-item, #picks .thumbnail-item { aspect-ratio: auto; height: auto; display: flex;
   flex-direction: column; overflow: hidden; }
 #products .thumbnail-item > img, #picks .thumbnail-item > img { aspect-ratio: 1 / 1; height: auto; width: 100%;
   flex: none; background: #fff; }
 #products .caption-label, #picks .caption-label { position: static; max-width: none; border: 0; border-radius: 0;
-  background: none; padding: 4px 6px; white-space: normal; text-align: left; line-height: 1.3;
-  display: -webkit-box; -webkit-line-clamp: 2; -webkit-box-orient: vertical; overflow: hidden; opacity: 1; }
+  background: none; padding: 4px 6px; white-space: pre-line; overflow-wrap: anywhere; text-align: left;
+  line-height: 1.3; opacity: 1; }
+#products .thumbnail-item:has(> .cap) > .caption-label, #picks .thumbnail-item:has(> .cap) > .caption-label {
+  display: none; }
+#products .cap, #picks .cap { display: flex; flex-direction: column; gap: 2px; padding: 4px 6px 6px; min-width: 0;
+  text-align: left; line-height: 1.3; font-size: var(--block-label-text-size); color: var(--body-text-color); }
+#products .cap-title, #picks .cap-title { display: -webkit-box; -webkit-line-clamp: 2; -webkit-box-orient: vertical;
+  overflow: hidden; overflow-wrap: anywhere; }
+#products .cap-price, #picks .cap-price { font-weight: 600; overflow-wrap: anywhere; }
+#products .cap > :empty, #picks .cap > :empty { display: none; }
+#picks .cap { font-size: 11px; }
+#picks .cap-title { -webkit-line-clamp: 1; }
 #products .thumbnail-item:hover, #picks .thumbnail-item:hover { --ring-color: transparent; filter: none;
   border-color: var(--border-color-primary); box-shadow: 0 3px 10px rgba(0, 0, 0, .18); }
 #products .thumbnail-item.selected, #picks .thumbnail-item.selected { --ring-color: transparent;
@@ -193,15 +204,38 @@ CSS = """
 }
 """
 
-# Screen readers: Gradio names every tile "Thumbnail N of 10"; each tile is named by its caption (marks, title,
-# price) instead, and the status line is a polite live region, so what a round changed is read out. On a phone,
-# a tap on a product brings the product page (below the gallery there) into view.
+# A tile's caption is one string (Gradio's), its lines the title, the price and maybe "seen before": it is shown
+# as spans of its own (.cap) beside Gradio's caption, so the title keeps to two lines and the price to a line of
+# its own, never cut (without the script, Gradio's caption shows the lines as they are). Screen readers: Gradio
+# names every tile "Thumbnail N of 10"; each tile is named by its caption's lines instead, and the status line is
+# a polite live region, so what a round changed is read out. On a phone, a tap on a product brings the product
+# page (below the gallery there) into view.
 HEAD = """<script>
 (() => {
+  const put = (el, text) => { if (el.textContent !== text) el.textContent = text; };
+  const lay = (tile, lines) => {
+    let cap = tile.querySelector(':scope > .cap');
+    if (!lines.length) return cap?.remove();
+    if (!cap) {
+      cap = document.createElement('span');
+      cap.className = 'cap';
+      cap.setAttribute('aria-hidden', 'true');
+      for (const part of ['cap-title', 'cap-price', 'cap-note']) cap.append(Object.assign(
+        document.createElement('span'), {className: part}));
+      tile.append(cap);
+    }
+    const rest = lines.slice(1), again = l => l.startsWith('\\u21ba');
+    put(cap.children[0], lines[0]);
+    put(cap.children[1], rest.filter(l => !again(l)).join(' '));
+    put(cap.children[2], rest.filter(again).join(' '));
+  };
   const name = () => {
     for (const tile of document.querySelectorAll('#products .thumbnail-item, #picks .thumbnail-item')) {
-      const text = (tile.querySelector('.caption-label')?.innerText || '').trim();
+      const lines = (tile.querySelector('.caption-label')?.textContent || '').split('\\n').map(l => l.trim())
+        .filter(Boolean);
+      const text = lines.join(', ');
       if (text && tile.getAttribute('aria-label') !== text) tile.setAttribute('aria-label', text);
+      lay(tile, lines);
     }
     const status = document.getElementById('status');
     if (status && status.getAttribute('aria-live') !== 'polite') {

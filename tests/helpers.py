@@ -64,3 +64,16 @@ def run_in_process(
         code = exc.code if isinstance(exc.code, int) else 1
     out = capsys.readouterr()
     return Ran(code, out.out, out.err)
+
+
+def caption_parts(caption: str) -> tuple[str, str]:
+    """A tile's caption as (title line, price line): the title line with its mark, if any ("★ Lamp"), the price
+    line "" when the product has no price; a last "↺ seen before" line is left out (see `seen_before`). Compare
+    prices with catalog.price_text(...), never a written-out format."""
+    lines = caption.split("\n")
+    return lines[0], next((line for line in lines[1:] if not line.startswith("↺")), "")
+
+
+def seen_before(caption: str) -> bool:
+    """Whether a tile's caption says its product was shown in an earlier pass."""
+    return caption.split("\n")[-1].startswith("↺ seen before")

@@ -8,8 +8,11 @@ import re
 import shutil
 
 import pytest
-from catalogs import XSS_TITLE, make_catalog
+from catalogs import XSS_TITLE, make_catalog, product_columns
 from gradio_http import start_app
+from helpers import caption_parts
+
+from catalog.catalog import price_text
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ARGS = [
@@ -174,22 +177,25 @@ def test_product_page_this_is_it_and_titles_as_text(browser, shop):
     context, page, dialogs = opened(browser, shop)
     captions = captions_of(page)
     assert not any(c[0] in "★✦" for c in captions), captions  # nothing to explain before the first pick
-    assert all(c.endswith(" EUR") and "." in c.rsplit(" · ", 1)[1] for c in captions), captions
+    prices = product_columns(80)["price"]
+    rows = [int(re.search(r"r(\d+)-", src).group(1)) for src in gallery_srcs(page, "products")]
+    assert [caption_parts(c)[1] for c in captions] == [price_text(prices[r], "EUR") for r in rows], captions
+    xss = f"{XSS_TITLE}\n{price_text(prices[1], 'EUR')}"
     assert "Pick a product to see it here" in page.inner_text("#product-page")
     assert not page.locator("#this-is-it").is_visible()
-    searched = f"{XSS_TITLE} · 12.25 EUR" not in captions  # else it is in the first gallery already
+    searched = xss not in captions  # else it is in the first gallery already
     if searched:
         box = page.locator("#search textarea, #search input").first
         box.fill("onerror")
         box.press("Enter")
         wait_status(page, "Searching 'onerror' by names")
         captions = captions_of(page)
-        assert captions[0] == f"★ {XSS_TITLE} · 12.25 EUR", captions  # the literal characters, marked as a match
-    page.locator("#products .thumbnail-item").nth(captions.index(f"{'★ ' * searched}{XSS_TITLE} · 12.25 EUR")).click()
+        assert captions[0] == f"★ {xss}", captions  # the literal characters, marked as a match
+    page.locator("#products .thumbnail-item").nth(captions.index(f"{'★ ' * searched}{xss}")).click()
     page.wait_for_function("document.querySelectorAll('#picks .thumbnail-item img').length === 1", timeout=15_000)
     page.wait_for_function(f"document.querySelector('#product-page h3')?.innerText === {XSS_TITLE!r}", timeout=15_000)
     details = page.inner_text("#product-page")
-    assert "12.25 EUR" in details and "Acme" in details and "<b>Not bold</b> & plain text." in details
+    assert price_text(prices[1], "EUR") in details and "Acme" in details and "<b>Not bold</b> & plain text." in details
     assert page.locator("#product-page img[src='x']").count() == 0
     shown = page.locator("#product-page .pp-img").evaluate("e => [e.naturalWidth, e.getBoundingClientRect().width]")
     tile = page.eval_on_selector("#products .thumbnail-item img", "e => e.getBoundingClientRect().width")
@@ -197,7 +203,7 @@ def test_product_page_this_is_it_and_titles_as_text(browser, shop):
     link = page.get_by_role("link", name="View in shop")
     assert link.get_attribute("href") == "https://shop.example/products/p001"
     assert link.get_attribute("target") == "_blank" and link.get_attribute("rel") == "noopener noreferrer"
-    assert captions_of(page, "picks") == [f"{XSS_TITLE} · 12.25 EUR"]
+    assert captions_of(page, "picks") == [xss]
     before = len(hunt_records())
     page.get_by_role("button", name="This is it").click()
     wait_status(page, "This is it:")
@@ -222,9 +228,9 @@ def test_product_page_this_is_it_and_titles_as_text(browser, shop):
 
 
 def wait_product_page(page, caption: str) -> None:
-    """Wait until the product page shows the product of a tile's `caption` ("title · price"; a title over 40
+    """Wait until the product page shows the product of a tile's `caption` (title and price; a title over 40
     characters is cut there with an ellipsis, the product page shows it whole)."""
-    title = caption.rsplit(" · ", 1)[0]
+    title = caption_parts(caption)[0]
     check = "h => h.startsWith(t.slice(0, -1))" if title.endswith("…") else "h => h === t"
     page.wait_for_function(
         f"t => ({check})(document.querySelector('#product-page h3')?.innerText ?? '')", arg=title, timeout=15_000
@@ -304,7 +310,7 @@ def test_phone_and_desktop_layout(browser, shop):
     assert len({round(t[1]) for t in tiles}) == 5  # 10 tiles in rows of 2
     inside = [t for t in tiles if t[2] >= 120 and t[0] >= 0 and t[0] + t[2] <= 390 and t[1] >= 0 and t[1] + t[3] <= 844]
     assert len(inside) >= 2, tiles
-    for caption in page.eval_on_selector_all("#products .caption-label", "els => els.map(e => e.clientHeight)"):
+    for caption in page.eval_on_selector_all("#products .cap-title", "els => els.map(e => e.clientHeight)"):
         assert caption >= 14  # a readable line, under the picture
     context.close()
     context, page, _ = opened(browser, shop, (1366, 900))
@@ -312,7 +318,7 @@ def test_phone_and_desktop_layout(browser, shop):
     assert len({round(t[1]) for t in tiles}) == 2 and len(tiles) == 10
     for top in {round(t[1]) for t in tiles}:
         assert sum(round(t[1]) == top for t in tiles) == 5
-    caption_top = page.eval_on_selector("#products .caption-label", "e => e.getBoundingClientRect().top")
+    caption_top = page.eval_on_selector("#products .cap", "e => e.getBoundingClientRect().top")
     picture_bottom = page.eval_on_selector("#products .thumbnail-item img", "e => e.getBoundingClientRect().bottom")
     assert caption_top >= picture_bottom - 1  # the caption is under the picture, not over it
     look = "els => els.slice(0, 2).map(e => [getComputedStyle(e).borderColor, getComputedStyle(e).filter])"
@@ -373,8 +379,8 @@ def test_screen_readers_hear_titles_and_prices_and_tab_enter_picks(browser, shop
     context, page, _ = opened(browser, shop)
     captions = captions_of(page)
     names = page.eval_on_selector_all("#products .thumbnail-item", "els => els.map(e => e.getAttribute('aria-label'))")
-    assert names == captions and all(" EUR" in n for n in names), names
-    assert page.get_by_role("button", name=captions[2], exact=True).count() == 1
+    assert names == [", ".join(c.split("\n")) for c in captions] and all(caption_parts(c)[1] for c in captions)
+    assert page.get_by_role("button", name=names[2], exact=True).count() == 1
     status = page.locator("#status")
     assert status.get_attribute("aria-live") == "polite" and status.get_attribute("role") == "status"
     page.locator("#products .thumbnail-item").nth(2).focus()
@@ -383,7 +389,7 @@ def test_screen_readers_hear_titles_and_prices_and_tab_enter_picks(browser, shop
     wait_status(page, "Round 2")
     page.wait_for_function(
         "[...document.querySelectorAll('#products .thumbnail-item')].every("
-        "e => e.getAttribute('aria-label') === e.querySelector('.caption-label')?.innerText.trim())",
+        "e => e.getAttribute('aria-label') === e.querySelector('.caption-label')?.innerText.split('\\n').join(', '))",
         timeout=15_000,
     )
     context.close()

@@ -261,8 +261,9 @@ def test_cli_needs_a_folder_or_a_table(tmp_path):
 def test_catalog_reads_product_facts_as_checked_text(tmp_path):
     """A dataset made elsewhere: prices as text (one junk), an unsafe link, a long title, lists as tags."""
     from catalogs import make_catalog
+    from helpers import caption_parts
 
-    from catalog.catalog import Catalog
+    from catalog.catalog import Catalog, price_text
 
     ds = datasets.load_from_disk(str(make_catalog(tmp_path / "cat", n=6)))
     ds = ds.add_column("title", ["Lamp", "x" * 80, None, "  Two\nlines ", "Cap", "Hat"])
@@ -276,8 +277,9 @@ def test_catalog_reads_product_facts_as_checked_text(tmp_path):
     assert [f["url"] for f in facts] == ["https://s.example/a", None, None, None, None, "http://s.example/f"]
     assert facts[2]["title"] == "p002"  # no title: the id
     captions = [catalog.caption(r) for r in range(6)]
-    assert captions[0] == "Lamp · 12.50" and captions[3] == "Two lines · 1,299.00"
-    assert captions[1] == "x" * 39 + "…" and len(captions[1]) == 40
+    assert caption_parts(captions[0]) == ("Lamp", price_text(12.5, None))  # the price on a line of its own
+    assert caption_parts(captions[3]) == ("Two lines", price_text(1299.0, None))
+    assert captions[1] == "x" * 39 + "…" and len(captions[1]) == 40  # no price: the title alone
 
 
 def test_appearance_view_is_computed_once_and_cached(tmp_path, monkeypatch):
