@@ -5,7 +5,7 @@
     python app.py --dataset out/NAME-embeddings    # or the same saved locally with upload_ds.py --out
 
 Every flag can also be set by an environment variable (DATASET, HOST, PORT, PER_ROUND, SIMILAR, STRATEGY,
-DEMO_SIZE, SHARE, CACHE_DIR, MAX_SESSIONS, THREADS, COMPRESSION, HUNT_LOG, COMPARE), so a Hugging Face Space is
+DEMO_SIZE, SHARE, CACHE_DIR, MAX_SESSIONS, THREADS, COMPRESSION, HUNT_LOG, COMPARE, LOCALE), so a Hugging Face Space is
 configured in its settings, not its code.
 All round logic lives in recommender.py; this file only loads the catalog, makes thumbnails and wires events.
 """
@@ -34,7 +34,15 @@ from pathlib import Path
 import gradio as gr
 from starlette.middleware import Middleware
 
-from catalog.catalog import DEFAULT_CACHE, Catalog, catalog_title, markdown_text, shop_title
+from catalog.catalog import (
+    DEFAULT_CACHE,
+    DEFAULT_LOCALE,
+    Catalog,
+    catalog_title,
+    markdown_text,
+    shop_locale,
+    shop_title,
+)
 from catalog.dataset import CatalogError, load_dataset_source
 from catalog.demo import load_demo_catalog
 from common.cli import ArgumentParser, env, env_option, folder_problem
@@ -229,6 +237,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     flag("--strategy", "recommendation strategy", "mean", choices=sorted(STRATEGIES))
     flag("--demo-size", "products in the built-in demo catalog", "2000", span=(1, 70_000))
     flag("--shop-name", "the shop's name, atop the page and on the browser tab", metavar="NAME", shown="the catalog's")
+    locale = "how prices are written, as this locale writes them (de_DE: 1.008,00 €; fr_CH, ja_JP, ...)"
+    flag("--locale", locale, DEFAULT_LOCALE, metavar="LOCALE")
     ap.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="thumbnails and demo cache (env CACHE_DIR)")
     sessions = (
         "browser sessions kept in memory at once; the least recently used beyond it is dropped and resumes from the "
@@ -257,6 +267,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     problem = folder_problem(args.cache_dir, "--cache-dir (or CACHE_DIR)")
     if problem:
         ap.error(problem)
+    try:
+        shop_locale(args.locale)
+    except ValueError as exc:
+        ap.error(f"--locale (or LOCALE): {exc}")
     if args.compression not in ("auto", *COMPRESSIONS):
         ap.error(f"COMPRESSION {args.compression!r} is not one of auto, {', '.join(COMPRESSIONS)}")
     if args.similar > args.per_round:
@@ -324,7 +338,7 @@ def prepare(args: argparse.Namespace) -> tuple[Catalog, Recommender]:
         except (ValueError, FileNotFoundError) as exc:
             raise CatalogError(f"demo catalog: {exc}") from exc
         name = f"demo: Fashion-MNIST ({args.demo_size})"
-    catalog = Catalog(ds, name, cache)
+    catalog = Catalog(ds, name, cache, locale=args.locale)
     catalog.add_appearance()  # bayes's second pair of eyes, on datasets made without it
     dim = catalog.embeddings[0].shape[1]
     compression = choose_compression(args.compression, catalog.n, dim)

@@ -14,6 +14,7 @@ or click fails because of it. No UI imports here.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -41,6 +42,7 @@ from common.images import APPEARANCE_SIZE, appearance_vectors, open_image, to_rg
 from common.untrusted import clean_text, price_value, safe_url
 
 if TYPE_CHECKING:
+    import babel
     import datasets
     from PIL import Image
 
@@ -49,6 +51,9 @@ THUMB_PX = 256  # gallery tiles: pictures shrunk or (smoothly) enlarged to fit t
 PAGE_PX = 512  # the product page's larger picture
 THUMB_VERSION = "s2"  # in the thumbnail folder's name: bump when thumbnails are made differently
 PRODUCT_FIELDS = ("title", "price", "currency", "brand", "category", "description", "url")
+PRICE_FIELDS = ("price", "compare_at_price", "lowest_price")  # optional price columns (old datasets lack the last two)
+DEFAULT_LOCALE = "en_US"  # how prices are written unless app.py --locale says otherwise
+MAX_SHOWN_PRICE = 1e12  # a price above this is not shown (a stray 1e308 would be 309 digits)
 CAPTION_CHARS = 40  # a longer title is cut with an ellipsis in a tile's caption
 MADE_MEMO = 200_000  # picture files remembered per catalog (rows whose picture bytes need no hashing again)
 MAX_QUERY_CHARS = 200  # typed text beyond this is cut (a pasted page is not a query)
@@ -76,11 +81,37 @@ def markdown_text(text: str) -> str:
     return re.sub(r"([\\`*_{}\[\]()#+\-.!|~])", r"\\\1", text)
 
 
-def price_text(price: float | None, currency: str | None) -> str:
-    """A price as a shopper reads it: two decimals and the currency where known ("49.90 EUR"); "" when none."""
-    if price is None:
+def shop_locale(name: str) -> babel.Locale:
+    """The Babel locale called `name` ("de_DE", "de-DE", "fr"), for writing prices; a ValueError saying why not."""
+    import babel
+
+    try:
+        return babel.Locale.parse(str(name).strip().replace("-", "_"))
+    except (babel.UnknownLocaleError, ValueError, TypeError) as exc:
+        raise ValueError(f"{name!r} is not a locale (e.g. en_US, de_DE, fr_FR): {str(exc).splitlines()[0]}") from None
+
+
+@functools.cache
+def iso_currencies() -> frozenset[str]:
+    """The ISO 4217 currency codes Babel knows ("EUR", "USD", ...)."""
+    from babel.numbers import list_currencies
+
+    return frozenset(list_currencies())
+
+
+def price_text(price: float | None, currency: str | None, locale: str | babel.Locale = DEFAULT_LOCALE) -> str:
+    """A price as the shopper's locale writes it, by Babel ("€1,008.00" in en_US, "1.008,00 €" in de_DE); a
+    currency that is not an ISO code (an old dataset's "$") follows the number as it is; "" when there is no price
+    (or an absurd one)."""
+    from babel.numbers import format_currency, format_decimal
+
+    if price is None or not 0 <= price <= MAX_SHOWN_PRICE:
         return ""
-    return f"{price:,.2f} {currency}".strip() if currency else f"{price:,.2f}"
+    code = (currency or "").strip()
+    if code.upper() in iso_currencies():
+        return format_currency(price, code.upper(), locale=locale)
+    number = format_decimal(price, format="#,##0.00", locale=locale)
+    return f"{number} {code}" if code else number
 
 
 def fit_square(img: Image.Image, px: int) -> Image.Image:
@@ -126,6 +157,7 @@ class Catalog:
         cache_dir: str | os.PathLike = DEFAULT_CACHE,
         image_column: str = "image",
         base_dir: str | os.PathLike | None = None,
+        locale: str = DEFAULT_LOCALE,
     ) -> None:
         import datasets
 
@@ -143,6 +175,7 @@ class Catalog:
         except ValueError as exc:
             raise CatalogError(f"dataset {name}: {exc}") from exc
         self.name = name
+        self.locale = shop_locale(locale)  # how the page writes prices
         self.n = len(ds)
         feature = ds.features[image_column]
         if isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string"):
@@ -166,7 +199,7 @@ class Catalog:
         self._texts = lambda: product_texts(ds)
         self._words: WordIndex | None = None
         self._text_lock = threading.Lock()  # a tokenizer is not safe to call from two threads at once
-        present = [c for c in ("id", *PRODUCT_FIELDS) if c in ds.column_names]
+        present = [c for c in dict.fromkeys(("id", *PRODUCT_FIELDS, *PRICE_FIELDS)) if c in ds.column_names]
         facts = ds.select_columns(present) if present else None
         self._facts = (facts.flatten_indices() if facts._indices is not None else facts).data if facts else None
         self.key = f"{ds._fingerprint}-{self.n}"  # which catalog: a browser's saved place is only for this one
@@ -180,14 +213,16 @@ class Catalog:
 
     # -- what a shopper reads about a product
     def product(self, row: int) -> dict:
-        """The product's facts as the page shows them: id, title, price (a float), currency, brand, category,
-        description, url (http(s) only); a fact the dataset lacks or that does not check out is None."""
+        """The product's facts as the page shows them: id, title, price, compare_at_price and lowest_price (floats),
+        currency, brand, category, description, url (http(s) only); a fact the dataset lacks or that does not check
+        out is None."""
         raw = {name: self._facts.column(name)[row].as_py() for name in self._facts.column_names} if self._facts else {}
         facts = {name: _text(raw.get(name)) for name in ("id", *PRODUCT_FIELDS)}
-        try:
-            facts["price"] = price_value(raw.get("price"))
-        except ValueError:
-            facts["price"] = None
+        for name in PRICE_FIELDS:
+            try:
+                facts[name] = price_value(raw.get(name))
+            except ValueError:
+                facts[name] = None
         facts["url"] = safe_url(facts["url"])
         facts["title"] = facts["title"] or facts["id"] or self.labels[row]
         return facts
@@ -206,7 +241,7 @@ class Catalog:
         facts = self.product(row)
         title = " ".join(facts["title"].split())
         title = title if len(title) <= CAPTION_CHARS else title[: CAPTION_CHARS - 1].rstrip() + "…"
-        price = price_text(facts["price"], facts["currency"])
+        price = price_text(facts["price"], facts["currency"], self.locale)
         return f"{title}\n{price}" if price else title
 
     def page_picture(self, row: int) -> str | None:

@@ -5,6 +5,7 @@ imports. Everything that comes from a dataset is escaped here: it is shown as te
 
 from __future__ import annotations
 
+import functools
 import html
 from typing import TYPE_CHECKING
 
@@ -95,9 +96,9 @@ def product_page(catalog: Catalog, row: int | None, found_in: int | None = None,
     if picture:
         parts.append(f'<img class="pp-img" src="{esc(picture)}" alt="{esc(facts["title"])}">')
     parts.append(f'<h3 class="pp-title">{esc(facts["title"])}</h3>')
-    price = price_text(facts["price"], facts["currency"])
+    price = price_html(facts, catalog.locale)
     if price:
-        parts.append(f'<p class="pp-price">{esc(price)}</p>')
+        parts.append(f'<p class="pp-price">{price}</p>')
     meta = " · ".join(esc(v) for v in (facts["brand"], facts["category"]) if v)
     if meta:
         parts.append(f'<p class="pp-meta">{meta}</p>')
@@ -108,6 +109,26 @@ def product_page(catalog: Catalog, row: int | None, found_in: int | None = None,
             f'<a class="pp-shop" href="{esc(facts["url"])}" target="_blank" rel="noopener noreferrer">View in shop</a>'
         )
     return "".join(parts) + "</div>"
+
+
+def price_html(facts: dict, locale: object) -> str:
+    """The product page's price in the shop's locale (escaped HTML; "" when none): "from" the lowest price when the
+    variants' prices differ (the first variant's stays the price), and a higher compare-at price struck through,
+    read out as "was ..." (a screen reader does not announce a strike)."""
+    price, lowest, was = facts["price"], facts.get("lowest_price"), facts.get("compare_at_price")
+    text = functools.partial(price_text, currency=facts["currency"], locale=locale)
+    if price is None:
+        return f"from {html.escape(text(lowest))}" if text(lowest) else ""
+    parts = [html.escape(text(price))]
+    if not parts[0]:
+        return ""
+    if lowest is not None and lowest == price and text(lowest):
+        parts = [f"from {parts[0]}"]
+    elif lowest is not None and lowest < price and text(lowest):
+        parts.append(f'<span class="pp-from">· options from {html.escape(text(lowest))}</span>')
+    if was is not None and was > price and text(was):
+        parts.append(f'<span class="pp-was"><span class="pp-sr">was </span><s>{html.escape(text(was))}</s></span>')
+    return " ".join(parts)
 
 
 def description_html(text: str, lead: int = DESCRIPTION_LEAD) -> str:
@@ -190,6 +211,9 @@ CSS = """
   border: 1px solid var(--border-color-primary); border-radius: 6px; }
 #product-page .pp-title { margin: 6px 0 0; overflow-wrap: anywhere; }
 #product-page .pp-price { font-size: 1.15em; font-weight: 600; margin: 0; }
+#product-page .pp-from, #product-page .pp-was { font-weight: 400; color: var(--body-text-color); }
+#product-page .pp-sr { position: absolute; width: 1px; height: 1px; overflow: hidden; clip-path: inset(50%);
+  white-space: nowrap; }
 #product-page .pp-meta { color: var(--body-text-color); font-size: .95em; margin: 0; }
 #product-page .pp-desc { white-space: pre-line; overflow-wrap: anywhere; margin: 4px 0; }
 #product-page .pp-more summary { cursor: pointer; font-weight: 600; color: var(--body-text-color); }
