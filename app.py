@@ -38,6 +38,7 @@ from catalog.catalog import (
     DEFAULT_CACHE,
     DEFAULT_LOCALE,
     Catalog,
+    catalog_id,
     catalog_title,
     markdown_text,
     shop_locale,
@@ -47,7 +48,7 @@ from catalog.dataset import CatalogError, load_dataset_source
 from catalog.demo import load_demo_catalog
 from common.cli import ArgumentParser, env, env_option, folder_problem
 from common.cli import run as run_cli
-from common.huntlog import HuntLog
+from common.huntlog import HuntLog, log_file_name
 from common.untrusted import clean_text
 from engine.bayes import belief_rows
 from recommender import AUTO_SQ8_BYTES, COMPRESSIONS, STRATEGIES, Recommender, choose_compression
@@ -249,7 +250,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     shown = f"{DEFAULT_THREADS} here: twice the cores, at least 4"
     flag("--threads", threads, str(DEFAULT_THREADS), span=(1, 1000), shown=shown)
     hunts = "where ended hunts are recorded for insights.py, a JSON line each, nothing that identifies a person"
-    flag("--hunt-log", hunts, "", metavar="PATH", shown="CACHE_DIR/hunts/hunts.jsonl; 'none' turns it off")
+    shown = "CACHE_DIR/hunts/CATALOG.jsonl, one file per catalog; 'none' turns it off"
+    flag("--hunt-log", hunts, "", metavar="PATH", shown=shown)
     compare = (
         "give each new hunt one of these strategies at random (e.g. mean,bayes), recorded in the hunt log so "
         "insights.py can compare them on real shoppers; a shopper's own choice in Settings wins"
@@ -287,7 +289,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.hunt_log.strip().lower() == "none":
         args.hunt_log = None
     else:
-        args.hunt_log = args.hunt_log or str(Path(args.cache_dir) / "hunts" / "hunts.jsonl")
+        default = Path(args.cache_dir) / "hunts" / log_file_name(catalog_id(args.dataset))
+        args.hunt_log = args.hunt_log or str(default)
         problem = folder_problem(Path(args.hunt_log).expanduser().parent, "--hunt-log (or HUNT_LOG) folder")
         if problem or Path(args.hunt_log).is_dir():
             log.warning(
@@ -339,6 +342,7 @@ def prepare(args: argparse.Namespace) -> tuple[Catalog, Recommender]:
             raise CatalogError(f"demo catalog: {exc}") from exc
         name = f"demo: Fashion-MNIST ({args.demo_size})"
     catalog = Catalog(ds, name, cache, locale=args.locale)
+    catalog.id = catalog_id(args.dataset)
     catalog.add_appearance()  # bayes's second pair of eyes, on datasets made without it
     dim = catalog.embeddings[0].shape[1]
     compression = choose_compression(args.compression, catalog.n, dim)

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from catalog.catalog import catalog_id
 from catalog.dataset import dataset_views, embedding_matrix
 from catalog.demo import category_precision_at_k
 from common.cli import ArgumentParser, folder_problem, whole_number
@@ -553,15 +554,17 @@ def sweep(rec: Recommender, experiment: Experiment) -> None:
         print(f"{similar:7d} {s['mean']:6.2f} {s['median']:7.1f} {s['p90']:5.1f}", flush=True)
 
 
-def hunt_log_target(path: str, name: str, rec: Recommender, ds: datasets.Dataset | None) -> LogTo:
-    """Where --log-to writes: the hunt log at `path`, naming the catalog and each product by its id (#row when
-    the catalog has no ids)."""
+def hunt_log_target(
+    path: str, name: str, rec: Recommender, ds: datasets.Dataset | None, ident: str | None = None
+) -> LogTo:
+    """Where --log-to writes: the hunt log at `path`, naming the catalog (`ident`, as app.py names it: see
+    catalog_id; else `name`) and each product by its id (#row when the catalog has no ids)."""
     from common.huntlog import HuntLog
 
     ids = [str(v) for v in ds["id"]] if ds is not None and "id" in getattr(ds, "column_names", []) else None
     return LogTo(
         HuntLog(path, grace_s=0),
-        {"name": name, "rows": rec.n, "model": None},
+        {"id": ident or name, "name": name, "rows": rec.n, "model": None},
         (lambda row: ids[row]) if ids else (lambda row: f"#{row}"),
     )
 
@@ -587,7 +590,8 @@ def main(argv: list[str] | None = None) -> int:
     if typed is not None:
         print(f"typed: each shopper first types its target's {args.typed} (search by {typed_kind})")
     shopper = Shopper(args.user, args.temperature, args.epsilon)
-    log_to = hunt_log_target(args.log_to, name, rec, ds) if args.log_to else None
+    ident = None if args.synthetic else catalog_id(args.dataset)
+    log_to = hunt_log_target(args.log_to, name, rec, ds, ident) if args.log_to else None
     experiment = Experiment(
         args.strategies,
         targets,

@@ -1,7 +1,10 @@
 """What shoppers found: a report from the app's hunt log (huntlog.py), or from evaluate.py --log-to's simulated one.
 
-    python insights.py ~/.cache/product-recommender/hunts/ [--dataset SRC] [--since 2026-11-01] [--plot found.png]
-    python insights.py hunts.jsonl --json
+    python insights.py ~/.cache/product-recommender/hunts/ --dataset SRC [--since 2026-11-01] [--plot found.png]
+    python insights.py ~/.cache/product-recommender/hunts/demo.jsonl --json
+
+One catalog at a time: --catalog ID (as the records name it), else the one given by --dataset, else the log's
+only one; a log holding several catalogs and none chosen is an error that lists them.
 
 Hunts and the share found; rounds to find (median, p90, mean with its 95% interval) per strategy, and a plot of %
 found vs rounds; the products found most and those shown most but never picked (with titles from --dataset);
@@ -21,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from catalog.catalog import catalog_id
 from common.cli import ArgumentParser
 from common.cli import run as run_cli
 from common.huntlog import Torn, log_files, read_records, rounds_to_find
@@ -28,6 +32,7 @@ from common.huntlog import Torn, log_files, read_records, rounds_to_find
 Z95 = 1.959964  # two-sided 95% normal quantile
 Z80_POWER = 0.841621  # one-sided 80% power
 TOP = 20
+MAX_CATALOGS = 1000  # distinct catalogs told apart in one log
 
 
 @dataclass
@@ -195,19 +200,45 @@ def difference(a: str, ra: Rounds, b: str, rb: Rounds, fair: bool) -> dict:
     return {**out, "difference": d, "interval": [low, high], "tells": tells, "hunts_needed": needed}
 
 
-def gather(paths: list[str], since: str | None = None, progress: bool = True) -> Insights:
-    """One pass over the logs (a progress bar by bytes read)."""
+def record_catalog(record: dict) -> str:
+    """The catalog a record names: its id (see catalog.catalog_id), else its name (records from before ids)."""
+    info = record.get("catalog")
+    if not isinstance(info, dict):
+        return "(none)"
+    for key in ("id", "name"):
+        if isinstance(info.get(key), str) and info[key]:
+            return info[key]
+    return "(none)"
+
+
+class CatalogError(ValueError):
+    """The log holds no hunts of the catalog asked for, or several catalogs and none was asked for."""
+
+
+def gather(paths: list[str], since: str | None = None, progress: bool = True, catalog: str | None = None) -> Insights:
+    """One pass over the logs (a progress bar by bytes read), counting the hunts of one catalog: `catalog`, else
+    the only one the logs hold (CatalogError when they hold several, or none of `catalog`'s)."""
     from tqdm.auto import tqdm
 
     files = log_files(paths)
     insights = Insights()
+    seen: Counter = Counter()  # catalog -> hunts (bounded: a log of a thousand catalogs is told as such)
     total = sum(f.stat().st_size for f in files)
     with tqdm(total=total, unit="B", unit_scale=True, desc="reading hunts", disable=not progress) as bar:
         for f in files:
             for record in read_records([f], insights.torn):
-                if since is None or str(record.get("time", "")) >= since:
+                name = record_catalog(record)
+                if name in seen or len(seen) < MAX_CATALOGS:
+                    seen[name] += 1
+                chosen = catalog or next(iter(seen), None)
+                if name == chosen and (since is None or str(record.get("time", "")) >= since):
                     insights.add(record)
             bar.update(f.stat().st_size)
+    held = ", ".join(f"{name} ({n:,} hunts)" for name, n in seen.most_common())
+    if catalog is not None and catalog not in seen and seen:
+        raise CatalogError(f"the log holds no hunts of catalog {catalog!r}; it holds: {held}")
+    if catalog is None and len(seen) > 1:
+        raise CatalogError(f"the log holds {len(seen):,} catalogs; choose one with --catalog: {held}")
     return insights
 
 
@@ -326,7 +357,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line, checked before any log is read: a mistake is one `error:` line and exit code 2."""
     ap = ArgumentParser(prog="insights.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("logs", nargs="+", metavar="LOG", help="hunt log files, or folders of them (rotated ones too)")
-    ap.add_argument("--dataset", metavar="SRC", help="the catalog (as for app.py, or 'demo'), for product titles")
+    ap.add_argument(
+        "--dataset", metavar="SRC", help="the catalog (as for app.py, or 'demo'): its hunts, and product titles"
+    )
+    ap.add_argument(
+        "--catalog",
+        metavar="ID",
+        help="report this catalog's hunts, as the records name it (default: the one --dataset gives, else the "
+        "log's only one)",
+    )
     ap.add_argument("--since", type=since_text, metavar="DATE", help="only hunts from this UTC date (and time) on")
     ap.add_argument("--plot", metavar="PNG", help="write %% of hunts found vs rounds, per strategy")
     ap.add_argument("--json", action="store_true", help="print the figures as one JSON object instead")
@@ -342,7 +381,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point: read the logs, print the report (or JSON), write the plot; returns the exit code."""
     args = parse_args(argv)
-    insights = gather(args.logs, args.since, progress=not args.json)
+    catalog = args.catalog or (catalog_id(args.dataset) if args.dataset else None)
+    try:
+        insights = gather(args.logs, args.since, progress=not args.json, catalog=catalog)
+    except CatalogError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(insights.summary(), ensure_ascii=False))
     else:

@@ -68,6 +68,12 @@ def catalog_title(src: str) -> str:
     return (path.resolve().name or "catalog") if path.exists() else src
 
 
+def catalog_id(src: str | None) -> str:
+    """Which catalog the hunt log names, and files its hunts under: "demo" for the built-in demo (no `src`), else
+    the catalog as the page names it (a Hub id, a local folder's last name; see catalog_title)."""
+    return catalog_title(src) if src and src.strip() else "demo"
+
+
 def shop_title(name: str) -> str:
     """The shop's own name for a catalog called `name` (see catalog_title): a Hub id's last part, without the
     "-embeddings" suffix the upload gives the second dataset ("USER/my-shop-embeddings" -> "my-shop")."""
@@ -175,6 +181,7 @@ class Catalog:
         except ValueError as exc:
             raise CatalogError(f"dataset {name}: {exc}") from exc
         self.name = name
+        self.id = name  # which catalog the hunt log names (app.py gives catalog_id(SRC))
         self.locale = shop_locale(locale)  # how the page writes prices
         self.n = len(ds)
         feature = ds.features[image_column]

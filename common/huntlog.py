@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 import threading
 import time
@@ -37,6 +39,17 @@ ABANDON_GRACE_S = float(os.environ.get("HUNT_LOG_GRACE_S", "600"))  # a closed t
 def new_hunt_id() -> str:
     """A random hunt id (16 hex digits): it ties a hunt's record together and to nothing else."""
     return secrets.token_hex(8)
+
+
+def log_file_name(catalog: str) -> str:
+    """The default log's file name for a catalog id (see catalog.catalog_id), safe on any file system: letters,
+    digits, '-' and '_' as they are, a Hub id's '/' as '--' ("USER--my-shop-embeddings.jsonl"); any other
+    character, or a name cut at 100 characters, adds a hash of the whole id so two catalogs never share a file."""
+    safe = catalog.replace("/", "--") if catalog.count("/") == 1 and "--" not in catalog else catalog
+    cleaned = re.sub(r"[^A-Za-z0-9_-]", "_", safe)[:100] or "catalog"
+    if cleaned != safe:
+        cleaned += "-" + hashlib.sha256(catalog.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return f"{cleaned}.jsonl"
 
 
 def minute_now() -> str:

@@ -79,7 +79,7 @@ class Shop:
         self.hunt_log = hunt_log or HuntLog(None)
         self.compare = [name for name in compare if name in STRATEGIES]  # each new hunt draws one of these
         self._draw = random.Random()  # which strategy a hunt gets under --compare (not the shopper's galleries)
-        self.catalog_info = {"name": catalog.name, "rows": catalog.n, "model": catalog.model}
+        self.catalog_info = {"id": catalog.id, "name": catalog.name, "rows": catalog.n, "model": catalog.model}
 
     # -- the hunt log
     def hunt_record(self, visit: Visit, ended: str) -> dict:

@@ -59,7 +59,7 @@ def shop(tmp_path_factory):
     cat = make_catalog(tmp / "catalog", n=80, products=True)
     env = {**os.environ, "APP_LOG": str(tmp / "app.log"), "CACHE_DIR": str(tmp / "cache")}
     proc, url = start_app(["--dataset", str(cat), "--shop-name", SHOP_NAME], env)
-    HUNT_LOG["path"] = tmp / "cache" / "hunts" / "hunts.jsonl"  # the default place
+    HUNT_LOG["path"] = tmp / "cache" / "hunts" / "catalog.jsonl"  # the default place: the catalog folder's name
     yield url
     proc.terminate()
     proc.wait(timeout=20)

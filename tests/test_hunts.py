@@ -82,7 +82,7 @@ def test_found_and_started_over_hunts_over_http(shop):
     rec = found[0]
     assert set(rec) == FIELDS and re.fullmatch(r"[0-9a-f]{16}", rec["hunt"])
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\dZ", rec["time"])
-    assert rec["catalog"] == {"name": "catalog", "rows": 60, "model": None}
+    assert rec["catalog"] == {"id": "catalog", "name": "catalog", "rows": 60, "model": None}
     assert (rec["strategy"], rec["strategy_from"], rec["ended"]) == ("mean", "default", "found")
     assert [r["shown"] for r in rec["rounds"]][:2] == [[f"p{r:03d}" for r in first], [f"p{r:03d}" for r in second]]
     assert [r["pick"] for r in rec["rounds"]] == [f"p{first[2]:03d}", f"p{second[0]:03d}", None]
@@ -237,6 +237,39 @@ def test_torn_lines_rotation_and_an_unwritable_path(tmp_path, caplog):
         ro.write(a_record(0))
     warnings = [r for r in caplog.records if r.name == "huntlog"]
     assert len(warnings) == 2 and "cannot be written" in warnings[0].getMessage()
+
+
+def test_a_log_of_two_catalogs_reports_one_catalog(tmp_path, monkeypatch, capsys):
+    """Each catalog's default log is a file of its own; insights.py reports one catalog at a time, never mixed."""
+    import app
+
+    monkeypatch.delenv("HUNT_LOG", raising=False)
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    demo, shop = (app.parse_args(cache + more).hunt_log for more in ([], ["--dataset", "USER/my-shop-embeddings"]))
+    assert demo == str(tmp_path / "cache" / "hunts" / "demo.jsonl")
+    assert shop == str(tmp_path / "cache" / "hunts" / "USER--my-shop-embeddings.jsonl")
+    path = tmp_path / "mixed.jsonl"
+    demo_info = {"id": "demo", "name": "demo: Fashion-MNIST (2000)", "rows": 2000, "model": None}
+    shop_info = {"id": "USER/my-shop-embeddings", "name": "USER/my-shop-embeddings", "rows": 9, "model": None}
+    recs = [{**a_record(i), "catalog": demo_info if i % 3 else shop_info} for i in range(9)]
+    recs[0]["rounds"][0]["words"], recs[0]["rounds"][0]["matches"] = "black", 0  # a shop's search only
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+
+    def report(*flags: str) -> insights.Insights | str:
+        code = insights.main([str(path), "--json", *flags])
+        out = capsys.readouterr()
+        return json.loads(out.out) if code == 0 else out.err
+
+    assert report("--catalog", "demo")["hunts"] == 6
+    shop_only = report("--dataset", "USER/my-shop-embeddings")  # --dataset names the catalog too (no loading)
+    assert shop_only["hunts"] == 3 and shop_only["no_match_searches"] == [["black", 1]]
+    assert report("--catalog", "demo")["no_match_searches"] == []
+    held = report()  # two catalogs, none chosen: one error line listing them
+    assert held.startswith("error: ") and held.count("\n") == 1
+    assert "demo (6 hunts)" in held and "USER/my-shop-embeddings (3 hunts)" in held
+    assert "no hunts of catalog 'other'" in report("--catalog", "other")
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs if r["catalog"] is demo_info))
+    assert report()["hunts"] == 6  # the log's only catalog
 
 
 def test_insights_on_a_hand_made_log(tmp_path):
