@@ -132,7 +132,6 @@ def lay_out(
         elem_id="shop-name",
     )
     ui = {
-        "header": gr.Markdown(catalog.summary(), elem_id="catalog"),
         "state": gr.State(None, time_to_live=session_idle_s, delete_callback=shop.forget),
         "saved": gr.BrowserState(None, storage_key=f"product-recommender-{catalog.key}", secret=secret),
         "info": gr.Markdown(elem_id="status"),
@@ -140,7 +139,7 @@ def lay_out(
     ui |= lay_out_search(catalog)
     ui |= lay_out_shelf(catalog)
     ui |= lay_out_picks()
-    ui |= lay_out_settings(shop.rec)
+    ui |= lay_out_settings(shop.rec, catalog)
     if shop.hunt_log.enabled:
         gr.Markdown(HUNT_LOG_NOTE, elem_id="hunt-log-note")
     return ui
@@ -207,9 +206,11 @@ def lay_out_picks() -> dict[str, gr.components.Component]:
     return {"restart": restart, "hunt": hunt, "picks": picks}
 
 
-def lay_out_settings(rec: Recommender) -> dict[str, gr.components.Component]:
-    """The folded panel: the strategy chooser, a note on the strategy followed, and the shopper's results."""
+def lay_out_settings(rec: Recommender, catalog: Catalog) -> dict[str, gr.components.Component]:
+    """The folded panel: the catalog's line, the strategy chooser, a note on the strategy followed, and the
+    shopper's results (folded away: the page's top is the shop's name, its search box and its products)."""
     with gr.Accordion("How products are chosen, and your results", open=False, elem_id="shop-settings"):
+        header = gr.Markdown(catalog.summary(), elem_id="catalog")
         strategy = gr.Radio(
             page.strategy_choices(sorted(STRATEGIES)),
             value=rec.strategy,
@@ -220,7 +221,7 @@ def lay_out_settings(rec: Recommender) -> dict[str, gr.components.Component]:
         results = gr.Dataframe(
             headers=page.RESULT_HEADERS, value=[], interactive=False, label="Your results", elem_id="results"
         )
-    return {"strategy": strategy, "following": following, "results": results}
+    return {"header": header, "strategy": strategy, "following": following, "results": results}
 
 
 # ---------------------------------------------------------------------------------------------------- main

@@ -221,6 +221,10 @@ CSS = """
 #product-page .pp-shop { font-weight: 600; align-self: flex-start; }
 #product-page .pp-empty { color: var(--body-text-color); padding: 8px 0; }
 @media (max-width: 640px) {
+  #shop-name p { display: none; }
+  #shop-name h2 { margin: 0; }
+  #status:not(.open) p { display: -webkit-box; -webkit-line-clamp: 2; -webkit-box-orient: vertical; overflow: hidden;
+    cursor: pointer; }
   #products .grid-container { grid-template-columns: repeat(2, minmax(0, 1fr)); }
   #picks .grid-container { grid-template-columns: repeat(4, minmax(0, 1fr)); }
   #target { --tile: calc(50cqw - 24px); }
@@ -262,25 +266,31 @@ HEAD = """<script>
       lay(tile, lines);
     }
     const status = document.getElementById('status');
+    if (status && status.classList.contains('open') !== statusOpen) status.classList.toggle('open', statusOpen);
     if (status && status.getAttribute('aria-live') !== 'polite') {
       status.setAttribute('role', 'status');
       status.setAttribute('aria-live', 'polite');
     }
   };
   // On a phone the product page sits below all ten tiles: after a tap it is brought into view.
-  let tapped = false, shownTitle = null;
+  // Its answer is a new round (the status line changes) or another product on the page (its title changes).
+  let tapped = false, shown = null;
   const tap = e => { if (e.target.closest?.('#products, #picks')) tapped = true; };
   document.addEventListener('pointerdown', tap, true);
   document.addEventListener('keydown', e => { if (e.key === 'Enter' || e.key === ' ') tap(e); }, true);
   const bring = () => {
     const title = document.querySelector('#product-page h3')?.innerText ?? null;
-    if (title === shownTitle) return;
-    shownTitle = title;
+    const now = `${document.getElementById('status')?.innerText}\n${title}`;
+    if (now === shown) return;
+    shown = now;
     if (tapped && title !== null && matchMedia('(max-width: 640px)').matches) {
       tapped = false;
       document.getElementById('product-page')?.scrollIntoView({block: 'start'});
     }
   };
+  // On a phone the status line is cut to two lines; a tap on it shows it whole (and again cuts it).
+  let statusOpen = false;
+  document.addEventListener('click', e => { if (e.target.closest?.('#status')) { statusOpen = !statusOpen; name(); } });
   new MutationObserver(() => { name(); bring(); })
     .observe(document.documentElement, {subtree: true, childList: true, characterData: true});
 })();

@@ -54,7 +54,8 @@ class View:
 OUTPUTS = tuple(f.name for f in fields(View))  # the page's outputs, by component name, in order; "box" last
 
 
-SEARCH_HINT = "e.g. sneaker, red dress, shoes/42 - press Enter"
+SEARCH_HINT = "e.g. sneaker, red dress"
+HINT_CHARS = 26  # the search box's placeholder fits a phone's box (about 190 px)
 
 
 HUNT_LOG_NOTE = (
@@ -375,4 +376,6 @@ def search_hint(catalog: Catalog) -> str:
         if word and not word[0].isdigit():
             counts[word] = counts.get(word, 0) + 1
     common = sorted(counts, key=lambda w: (-counts[w], w))[:3] if len(counts) < len(catalog.labels) else []
-    return f"e.g. {', '.join(common)} - press Enter" if common else SEARCH_HINT
+    while common and len(f"e.g. {', '.join(common)}") > HINT_CHARS:
+        common.pop()
+    return f"e.g. {', '.join(common)}" if common else SEARCH_HINT

@@ -146,3 +146,11 @@ def image_folder(tmp_path: Path) -> tuple[Path, dict[str, str], dict[str, str]]:
     bad = write_bad_images(folder)
     (folder / "readme.txt").write_text("not an image extension: ignored, not reported")
     return folder, good, bad
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium under Playwright, one for the whole run (tests/browsing.py)."""
+    from browsing import chromium
+
+    yield from chromium()

@@ -5,49 +5,21 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 
 import pytest
+from browsing import CONTRAST, captions_of, gallery_srcs, opened, wait_status
+from browsing import hunt_records as read_hunt_records
 from catalogs import XSS_TITLE, make_catalog, product_columns
 from gradio_http import start_app
 from helpers import caption_parts
 
 from catalog.catalog import price_text
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    playwright = pytest.importorskip("playwright.sync_api")
-    if not shutil.which(CHROMIUM) and not os.path.exists(CHROMIUM):
-        pytest.skip(f"Chromium not installed at {CHROMIUM} (apt-get install chromium): browser test not run")
-    with playwright.sync_playwright() as p:
-        try:
-            b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        except Exception as exc:  # noqa: BLE001 - only a browser that truly cannot start skips
-            pytest.skip(f"Chromium could not start: {exc}")
-        yield b
-        b.close()
-
-
 HUNT_LOG: dict = {}
 
 
 def hunt_records() -> list[dict]:
-    from common.huntlog import read_records
-
-    path = HUNT_LOG["path"]
-    return list(read_records([path])) if path.exists() else []
+    return read_hunt_records(HUNT_LOG["path"])
 
 
 SHOP_NAME = "Ada's <b>Shoes</b> & more"  # markup in a name is shown as text
@@ -63,10 +35,6 @@ def shop(tmp_path_factory):
     yield url
     proc.terminate()
     proc.wait(timeout=20)
-
-
-def gallery_srcs(page, elem_id: str) -> list[str]:
-    return page.eval_on_selector_all(f"#{elem_id} .thumbnail-item img", "els => els.map(e => e.src)")
 
 
 def test_shopper_clicks_through_rounds(browser, shop, tmp_path):
@@ -122,6 +90,7 @@ def test_reload_keeps_the_shoppers_place(browser, shop):
     page.locator("#products .thumbnail-item").nth(0).click()
     page.wait_for_function("document.querySelectorAll('#picks .thumbnail-item img').length === 3", timeout=15_000)
     assert "Round 4" in page.inner_text("#status")
+    page.get_by_text("How products are chosen, and your results").click()  # the catalog's line is folded there
     assert "80 products" in page.inner_text("#catalog")
     context.close()
 
@@ -151,24 +120,6 @@ def test_shopper_types_what_they_want(browser, shop):
     page.wait_for_function("document.querySelector('#status').innerText.includes('Round 1')", timeout=15_000)
     assert box.input_value() == ""
     page.close()
-
-
-def wait_status(page, text: str) -> None:
-    page.wait_for_function(f"document.querySelector('#status')?.innerText.includes({text!r})", timeout=30_000)
-
-
-def captions_of(page, elem_id: str = "products") -> list[str]:
-    return page.eval_on_selector_all(f"#{elem_id} .caption-label", "els => els.map(e => e.innerText)")
-
-
-def opened(browser, shop, viewport=(1366, 900)):
-    context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
-    page = context.new_page()
-    dialogs = []
-    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    page.goto(shop)
-    page.wait_for_function("document.querySelectorAll('#products .thumbnail-item img').length === 10", timeout=30_000)
-    return context, page, dialogs
 
 
 def test_product_page_this_is_it_and_titles_as_text(browser, shop):
@@ -334,21 +285,6 @@ def test_phone_and_desktop_layout(browser, shop):
     context.close()
 
 
-CONTRAST = """els => els.filter(e => e.innerText.trim() && e.getClientRects().length).map(e => {
-  const rgb = c => (c.match(/[\\d.]+/g) || []).map(Number);
-  const lin = v => (v /= 255) <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
-  const lum = ([r, g, b]) => 0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b);
-  let bg = e, back = null;
-  while (bg && !back) {  // the first background that is not transparent, up the tree
-    const c = rgb(getComputedStyle(bg).backgroundColor);
-    if (c.length === 3 || c[3] > 0) back = c.slice(0, 3);
-    bg = bg.parentElement;
-  }
-  const [a, b] = [lum(rgb(getComputedStyle(e).color)), lum(back || [255, 255, 255])];
-  return [e.className || e.tagName, (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05)];
-})"""
-
-
 @pytest.mark.parametrize("theme", ["light", "dark"])
 def test_product_page_reads_in_full_and_every_text_has_contrast(browser, shop, theme):
     """A long description folds under a visible "more" that opens it in full; every text of the product page has
@@ -392,36 +328,4 @@ def test_screen_readers_hear_titles_and_prices_and_tab_enter_picks(browser, shop
         "e => e.getAttribute('aria-label') === e.querySelector('.caption-label')?.innerText.split('\\n').join(', '))",
         timeout=15_000,
     )
-    context.close()
-
-
-def test_after_a_round_no_tile_looks_selected(browser, shop):
-    """Gradio keeps the clicked position "selected": the new product there must not wear its ring."""
-    context, page, _ = opened(browser, shop)
-    page.locator("#products .thumbnail-item").nth(3).click()
-    page.wait_for_function("document.querySelectorAll('#picks .thumbnail-item img').length === 1", timeout=15_000)
-    wait_status(page, "Round 2")
-    page.mouse.move(2, 2)  # no hover look either
-    looks = page.eval_on_selector_all(
-        "#products .thumbnail-item",
-        "els => els.map(e => [getComputedStyle(e).borderColor, getComputedStyle(e).boxShadow])",
-    )
-    assert len(looks) == 10 and len({tuple(x) for x in looks}) == 1, looks
-    context.close()
-
-
-def test_on_a_phone_a_tap_brings_the_product_page_into_view(browser, shop):
-    """390 x 844: the product page sits below the ten tiles; after a tap its top is inside the viewport."""
-    context, page, _ = opened(browser, shop, viewport=(390, 844))
-    for r in (1, 2):
-        page.evaluate("window.scrollTo(0, 0)")
-        page.locator("#products .thumbnail-item").nth(1).click()
-        page.wait_for_function(
-            f"document.querySelectorAll('#picks .thumbnail-item img').length === {r}", timeout=15_000
-        )
-        page.wait_for_function(
-            "(() => { const t = document.getElementById('product-page').getBoundingClientRect().top;"
-            " return t > -2 && t < window.innerHeight; })()",
-            timeout=15_000,
-        )
     context.close()

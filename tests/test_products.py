@@ -317,7 +317,7 @@ def test_search_hint_names_words_the_catalog_meets(tmp_path):
     from shop.shop import search_hint
 
     catalog = Catalog(datasets.load_from_disk(str(make_catalog(tmp_path / "cat", n=9))), "t", tmp_path / "cache")
-    assert search_hint(catalog) == "e.g. box, round, wedge - press Enter"
+    assert search_hint(catalog) == "e.g. box, round, wedge"
     assert all(catalog.find(word).query is not None for word in ("round", "box", "wedge"))
 
 
