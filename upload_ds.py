@@ -200,10 +200,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--private", action="store_true", help="create the Hub repos as private")
     ap.add_argument("--out", metavar="DIR", help="also save both datasets with save_to_disk under DIR")
     overwrite = (
-        "replace datasets of the same name under --out that upload_ds.py wrote (both together, atomically: a "
-        "running app keeps serving); anything else there is never touched"
+        "replace datasets of the same name under --out that upload_ds.py wrote (our mark in their info; both "
+        "together, atomically: a running app keeps serving); anything else there is never touched"
     )
     ap.add_argument("--overwrite", action="store_true", help=overwrite)
+    adopt = "with --overwrite: also replace a dataset saved there without our mark (by an older upload_ds.py)"
+    ap.add_argument("--adopt", action="store_true", help=adopt)
     ap.add_argument("--no-push", action="store_true", help="do not push to the Hub (then --out is required)")
     bomb = "skip images larger than this many pixels (decompression-bomb guard)"
     ap.add_argument("--max-pixels", type=whole_number(1), default=DEFAULT_MAX_PIXELS, help=bomb)
@@ -271,6 +273,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             import ray as _ray  # noqa: F401
         except ImportError:
             ap.error("--engine ray needs Ray: pip install -r requirements-ray.txt")
+    if args.adopt and not args.overwrite:
+        ap.error("--adopt goes with --overwrite")
     if args.no_push and not args.out:
         ap.error("--no-push needs --out DIR, or nothing would be kept")
     problem = repo_problem(args.repo, need_user=not args.no_push) or model_problem(args.model)
@@ -379,8 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as held:
         try:
             if args.out:  # one run at a time writes these datasets; checked under the lock, before any work
-                held.enter_context(out_lock(Path(args.out), args.names[0]))
-                check_out_dir(Path(args.out), args.names, args.overwrite)
+                held.enter_context(out_lock(Path(args.out), args.names))  # both: runs named x and x-embeddings meet
+                check_out_dir(Path(args.out), args.names, args.overwrite, args.adopt)
             token = hub_token(args)
         except (ValueError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -410,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         elapsed = time.perf_counter() - t0
         if args.out:
             try:
-                save_outputs(images_ds, emb_ds, Path(args.out), args.names)
+                save_outputs(images_ds, emb_ds, Path(args.out), args.names, args.adopt)
             except (ValueError, OSError) as exc:
                 print(
                     f"error: nothing under --out was changed: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr
@@ -427,11 +431,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def save_outputs(images_ds: datasets.Dataset, emb_ds: datasets.Dataset, out: Path, names: list[str]) -> None:
+def save_outputs(
+    images_ds: datasets.Dataset, emb_ds: datasets.Dataset, out: Path, names: list[str], adopt: bool = False
+) -> None:
     """Both datasets under `out`, replacing the old pair together (see saving.save_together)."""
-    save_together(
-        [(images_ds, out / names[0], None), (emb_ds, out / names[1], f"# {names[1]}\n\n{model_card_text(emb_ds)}")]
-    )
+    card = f"# {names[1]}\n\n{model_card_text(emb_ds)}"
+    save_together([(images_ds, out / names[0], None), (emb_ds, out / names[1], card)], adopt)
     print(f"saved {display_name(out / names[0])} and {display_name(out / names[1])}")
 
 

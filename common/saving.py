@@ -1,14 +1,17 @@
 """Saving datasets under a folder (`upload_ds.py --out`) without harming anything that is already there.
 
-    with out_lock(out, "my-shop"):                    # one run at a time per folder and name; a second says who
-        check_out_dir(out, names, overwrite)          # fails before any work: a file, not writable, not ours
+    with out_lock(out, names):                        # one run at a time per folder and name; a second says who
+        check_out_dir(out, names, overwrite, adopt)   # fails before any work: a file, not writable, not ours
         save_together([(ds1, out / "my-shop", None), (ds2, out / "my-shop-embeddings", card)])
 
 Only a folder that is recognisably a dataset this project wrote (save_to_disk's files and our mark in its
-info) is ever replaced; everything else under `--out` is left as it is. The datasets of one run are replaced
-together or not at all: each is written beside its destination, then all are swapped in; a failure on the
-way (a full disk) swaps back what was swapped and removes what was half written. A server that has the old
-Arrow files memory-mapped keeps reading them (they are unlinked, never truncated).
+info) is ever replaced; a dataset from before the mark only when the owner says it is theirs (`adopt`);
+everything else under `--out` is left as it is. The lock covers every name of a run, so two runs whose names
+overlap (`x` writes `x-embeddings`, and so does a run named `x-embeddings`) cannot both write.
+
+The datasets of one run are replaced together or not at all: each is written beside its destination, then all
+are swapped in; a failure on the way (a full disk) swaps back what was swapped and removes what was half
+written. A server that has the old Arrow files memory-mapped keeps reading them (unlinked, never truncated).
 """
 
 from __future__ import annotations
@@ -37,9 +40,10 @@ MARK = "product-recommender"  # recorded as `written_by` in the info of every da
 SAVED_FILES = re.compile(r"state\.json|dataset_info\.json|README\.md|data-\d{5}-of-\d{5}\.arrow")
 
 
-def written_by_us(path: Path) -> bool:
+def written_by_us(path: Path, adopt: bool = False) -> bool:
     """Whether `path` is a dataset folder this project saved: only save_to_disk's files (and our card), and our
-    mark in its info (or, from before the mark, upload_ds.py's record or the images dataset's two columns)."""
+    mark in its info; with `adopt`, any such dataset folder (one saved before the mark, which the owner claims).
+    Columns or a description that merely mention upload_ds.py are not a mark: another tool can write those."""
     if path.is_symlink() or not path.is_dir():
         return False
     names = {p.name for p in path.iterdir()}
@@ -50,15 +54,10 @@ def written_by_us(path: Path) -> bool:
         meta = json.loads(info.get("description") or "{}")
     except (OSError, ValueError, AttributeError):
         return False
-    if isinstance(meta, dict) and (
-        meta.get("written_by") == MARK or str(meta.get("source", "")).startswith("upload_ds.py")
-    ):
-        return True
-    features = info.get("features") or {}  # an images dataset written before the mark: image and id, nothing else
-    return set(features) == {"image", "id"} and (features["image"] or {}).get("_type") == "Image"
+    return adopt or (isinstance(meta, dict) and meta.get("written_by") == MARK)
 
 
-def check_out_dir(out: Path, names: list[str], overwrite: bool) -> None:
+def check_out_dir(out: Path, names: list[str], overwrite: bool, adopt: bool = False) -> None:
     """Fail now, not after embedding, when `out` cannot take the datasets `names` (ValueError, one line)."""
     problem = folder_problem(out, "--out")
     if problem:
@@ -70,20 +69,36 @@ def check_out_dir(out: Path, names: list[str], overwrite: bool) -> None:
             f"{'s' * (len(present) == 1)}; pass --overwrite to replace, or choose another --out/--repo"
         )
     for n in present:
-        if not written_by_us(out / n):
+        if not written_by_us(out / n, adopt):
+            adoptable = written_by_us(out / n, adopt=True)
             raise ValueError(
-                f"{display_name(out / n)} is not a dataset that upload_ds.py wrote, and --overwrite "
-                "replaces only those; move it away, or choose another --out/--repo"
+                f"{display_name(out / n)} is not a dataset that upload_ds.py wrote (it lacks our mark), and "
+                "--overwrite replaces only those; move it away, or choose another --out/--repo"
+                + ("; if an older upload_ds.py wrote it, add --adopt" if adoptable else "")
             )
 
 
 @contextmanager
-def out_lock(out: Path, name: str) -> Iterator[None]:
-    """Hold the lock on dataset `name` under `out` for the block: a second run gets a ValueError naming the
-    holder. The lock is a file's flock, so a crashed run holds nothing; the file is removed on release."""
+def out_lock(out: Path, names: str | list[str]) -> Iterator[None]:
+    """Hold the locks on datasets `names` under `out` for the block, all or none: a second run that wants any of
+    them gets a ValueError naming the holder. Each lock is a file's flock, so a crashed run holds nothing; the
+    files are removed on release."""
     problem = folder_problem(out, "--out")
     if problem:
         raise ValueError(problem)
+    held: list[tuple[Path, int]] = []
+    try:
+        for name in [names] if isinstance(names, str) else names:
+            held.append((out / f".{name}.lock", _lock(out, name)))
+        yield
+    finally:
+        for path, fd in reversed(held):
+            os.unlink(path)
+            os.close(fd)
+
+
+def _lock(out: Path, name: str) -> int:
+    """The open, flocked lock file of dataset `name` under `out` (recording who holds it); ValueError when held."""
     path = out / f".{name}.lock"
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
@@ -104,11 +119,7 @@ def out_lock(out: Path, name: str) -> Iterator[None]:
         os.close(fd)
     os.ftruncate(fd, 0)
     os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%H:%M:%S')}".encode())
-    try:
-        yield
-    finally:
-        os.unlink(path)
-        os.close(fd)
+    return fd
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -135,7 +146,7 @@ def _swap(a: Path, b: Path) -> None:
         os.replace(parked, a)
 
 
-def save_together(items: list[tuple[datasets.Dataset, Path, str | None]]) -> None:
+def save_together(items: list[tuple[datasets.Dataset, Path, str | None]], adopt: bool = False) -> None:
     """`save_to_disk` each (dataset, destination, card or None), replacing what is there: all or none of them.
 
     Each is written to a folder beside its destination; then all are swapped in. On any failure, the ones
@@ -151,7 +162,7 @@ def save_together(items: list[tuple[datasets.Dataset, Path, str | None]]) -> Non
             if card is not None:
                 (beside[-1] / "README.md").write_text(card)
         for _, dest, _ in items:  # checked again under the lock: something else may have appeared there since
-            if os.path.lexists(dest) and not written_by_us(dest):
+            if os.path.lexists(dest) and not written_by_us(dest, adopt):
                 raise ValueError(f"{display_name(dest)} is not a dataset that upload_ds.py wrote; not replaced")
         swapped: list[tuple[Path, Path]] = []
         try:

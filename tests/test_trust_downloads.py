@@ -1,8 +1,12 @@
-"""Downloads that cannot hang and cannot be turned against this machine (issue 35, part 3): a test per finding.
+"""The upload side of issue 35: a test per finding of the probe.
 
-A trickling server holds a download past --download-timeout · Ctrl-C waits for a read · no overall budget ·
-redirects followed to loopback and ftp:// · private addresses fetched · no cap per host. The servers here are
-real local HTTP servers; one of them, on 127.0.0.2, stands in for a shop on the internet where a test says so.
+Part 3, downloads that cannot hang and cannot be turned against this machine: a trickling server holds a
+download past --download-timeout · Ctrl-C waits for a read · no overall budget · redirects followed to loopback
+and ftp:// · private addresses fetched · no cap per host. The servers here are real local HTTP servers; one of
+them, on 127.0.0.2, stands in for a shop on the internet where a test says so.
+
+Part 4, never take what is not ours: --overwrite deletes a dataset with columns image and id written by another
+tool, or one whose description mentions upload_ds.py · runs named x and x-embeddings both write.
 """
 
 from __future__ import annotations
@@ -17,7 +21,11 @@ import threading
 import time
 from pathlib import Path
 
+import datasets
 import pytest
+from conftest import pattern
+from helpers import run_in_process
+from PIL import Image
 from shop_files import photo
 
 import intake.download as download_mod
@@ -263,3 +271,56 @@ def test_ctrl_c_during_a_download_acts_within_a_second(servers, tiny_model, tmp_
     assert proc.returncode == 130 and "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("interrupted")
     assert took < 3, took  # the read would have gone on for two minutes
+
+
+# ------------------------------------------------------------------------------ part 4: never take what is not ours
+def upload_into(out: Path, repo: str, tiny_model: str, tmp_path: Path, monkeypatch, capsys, *more: str):
+    """upload_ds.py (in this process) of three pictures as `repo` into `out`, not pushed."""
+    folder = tmp_path / "img"
+    folder.mkdir(exist_ok=True)
+    for i in range(3):
+        Image.fromarray(pattern(40, 32, i)).save(folder / f"item{i}.png")
+    argv = [folder, "--repo", repo, "--model", tiny_model, "--no-push", "--out", out, *more]
+    return run_in_process("upload_ds", argv, {}, monkeypatch, capsys)
+
+
+def foreign_dataset(path: Path, description: str = "") -> None:
+    """A dataset another tool saved with save_to_disk: the same two columns as our images dataset."""
+    features = datasets.Features({"image": datasets.Image(), "id": datasets.Value("string")})
+    ds = datasets.Dataset.from_dict({"image": [PHOTO], "id": ["theirs"]}, features=features)
+    ds.info.description = description
+    ds.save_to_disk(str(path))
+
+
+@pytest.mark.parametrize("description", ["", '{"source": "upload_ds.py"}', "made like upload_ds.py does"])
+def test_overwrite_never_takes_a_dataset_without_our_mark(description, tiny_model, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    foreign_dataset(out / "shop", description)
+    res = upload_into(out, "me/shop", tiny_model, tmp_path, monkeypatch, capsys, "--overwrite")
+    assert res.returncode == 2 and "lacks our mark" in res.stderr and res.stderr.count("\n") == 1
+    assert datasets.load_from_disk(str(out / "shop"))["id"] == ["theirs"]
+
+
+def test_adopt_replaces_a_dataset_from_before_the_mark(tiny_model, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    foreign_dataset(out / "shop", '{"source": "upload_ds.py"}')  # as upload_ds.py wrote it before the mark
+    refused = upload_into(out, "me/shop", tiny_model, tmp_path, monkeypatch, capsys, "--overwrite")
+    assert refused.returncode == 2 and "add --adopt" in refused.stderr
+    assert upload_into(out, "me/shop", tiny_model, tmp_path, monkeypatch, capsys, "--adopt").returncode == 2
+    res = upload_into(out, "me/shop", tiny_model, tmp_path, monkeypatch, capsys, "--overwrite", "--adopt")
+    assert res.returncode == 0, res.stderr
+    assert len(datasets.load_from_disk(str(out / "shop"))) == 3
+    again = upload_into(out, "me/shop", tiny_model, tmp_path, monkeypatch, capsys, "--overwrite")
+    assert again.returncode == 0, again.stderr  # ours now: it carries the mark
+
+
+@pytest.mark.parametrize("held, repo", [(["x", "x-embeddings"], "me/x-embeddings"), (["x-embeddings"], "me/x")])
+def test_runs_whose_names_overlap_cannot_both_write(held, repo, tiny_model, tmp_path, monkeypatch, capsys):
+    from common.saving import out_lock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with out_lock(out, held):  # as a run of the other name holds it, from start to end
+        res = upload_into(out, repo, tiny_model, tmp_path, monkeypatch, capsys)
+    assert res.returncode == 2 and "is writing x-embeddings" in res.stderr and f"pid {os.getpid()}" in res.stderr
+    assert sorted(p.name for p in out.iterdir()) == []  # nothing written, and the locks went with their holders
