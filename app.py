@@ -6,7 +6,8 @@
 
 Every flag can also be set by an environment variable (DATASET, HOST, PORT, PER_ROUND, SIMILAR, STRATEGY,
 DEMO_SIZE, SHARE, CACHE_DIR, MAX_SESSIONS, THREADS, COMPRESSION, HUNT_LOG, COMPARE, LOCALE), so a Hugging Face Space is
-configured in its settings, not its code.
+configured in its settings, not its code. VISIT_SECRET (environment only, 32+ characters) signs shoppers' saved
+visits alike on every replica of a shop; without it a key is made once in CACHE_DIR.
 All round logic lives in recommender.py; this file only loads the catalog, makes thumbnails and wires events.
 """
 
@@ -25,7 +26,6 @@ if __name__ == "__main__" and "PYTHONMALLOC" not in os.environ:
 import argparse
 import functools
 import logging
-import secrets
 import socket
 import threading
 import time
@@ -55,6 +55,7 @@ from recommender import AUTO_SQ8_BYTES, COMPRESSIONS, STRATEGIES, Recommender, c
 from shop import page
 from shop.server import BodyLimit, MemoryKeeper
 from shop.shop import HUNT_LOG_NOTE, OUTPUTS, Shop, search_hint
+from shop.visit import MIN_SECRET_CHARS, browser_key, visit_key
 from shop.wire import forget_session
 
 log = logging.getLogger("app")
@@ -82,7 +83,7 @@ def build_app(
     catalog: Catalog,
     rec: Recommender,
     session_idle_s: float = SESSION_IDLE_S,
-    secret: str | None = None,
+    key: bytes | None = None,
     hunt_log: HuntLog | None = None,
     compare: list[str] | tuple[str, ...] = (),
     shop_name: str | None = None,
@@ -90,14 +91,15 @@ def build_app(
     """The Gradio Blocks of the shop over one catalog and one recommender (shared, read-only).
 
     `shop_name` heads the page and names the browser tab (default: the catalog's own name, see shop_title).
-    `secret` encrypts what each browser keeps of its visit; the same secret across restarts lets a reload
-    after a restart resume too (None: a new one per process). `hunt_log` records ended hunts (None: off);
+    `key` signs the visit each browser keeps (shop/visit.py; the key its copy is encrypted with is made from
+    it); the same key across restarts and replicas lets a reload resume anywhere (None: a new one per process,
+    see visit_key). `hunt_log` records ended hunts (None: off);
     `compare` gives each new hunt one of these strategies at random, unless the shopper chose one.
     """
-    shop = Shop(catalog, rec, hunt_log, compare)
+    shop = Shop(catalog, rec, hunt_log, compare, key)
     shop_name = clean_text(shop_name or shop_title(catalog.name), 80).strip() or "Shop"
     with gr.Blocks(title=shop_name) as demo:
-        ui = lay_out(shop, session_idle_s, secret, shop_name)
+        ui = lay_out(shop, session_idle_s, shop_name)
         # Every event sends its outputs in the page's own format (Shop.render), so Gradio postprocesses nothing.
         outputs = [ui[name] for name in OUTPUTS if name != "box"]
         with_box = [ui[name] for name in OUTPUTS]
@@ -121,9 +123,7 @@ def build_app(
     return demo
 
 
-def lay_out(
-    shop: Shop, session_idle_s: float, secret: str | None, shop_name: str
-) -> dict[str, gr.components.Component]:
+def lay_out(shop: Shop, session_idle_s: float, shop_name: str) -> dict[str, gr.components.Component]:
     """The page's components, laid out in the Blocks being built, by name: each output's is its field of View."""
     catalog = shop.catalog
     gr.Markdown(
@@ -133,7 +133,7 @@ def lay_out(
     )
     ui = {
         "state": gr.State(None, time_to_live=session_idle_s, delete_callback=shop.forget),
-        "saved": gr.BrowserState(None, storage_key=f"product-recommender-{catalog.key}", secret=secret),
+        "saved": gr.BrowserState(None, storage_key=f"product-recommender-{catalog.key}", secret=browser_key(shop.key)),
         "info": gr.Markdown(elem_id="status"),
     }
     ui |= lay_out_search(catalog)
@@ -276,6 +276,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error(f"--locale (or LOCALE): {exc}")
     if args.compression not in ("auto", *COMPRESSIONS):
         ap.error(f"COMPRESSION {args.compression!r} is not one of auto, {', '.join(COMPRESSIONS)}")
+    if 0 < len(os.environ.get("VISIT_SECRET", "")) < MIN_SECRET_CHARS:
+        ap.error(
+            f"VISIT_SECRET is too short: give at least {MIN_SECRET_CHARS} random characters (openssl rand -hex 32)"
+        )
     if args.similar > args.per_round:
         ap.error(f"--similar ({args.similar}) cannot exceed --per-round ({args.per_round})")
     if args.strategy not in STRATEGIES:  # argparse does not check a default (here: STRATEGY) against choices
@@ -299,24 +303,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                 problem or f"{args.hunt_log} is a folder",
             )
     return args
-
-
-def browser_secret(cache_dir: Path) -> str | None:
-    """The key for what browsers keep, made once and kept in the cache folder (None if it cannot be kept)."""
-    path = cache_dir / "browser-secret"
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_urlsafe(24))
-        return path.read_text().strip() or None
-    except OSError as exc:
-        log.warning("cannot keep the browser-state key in %s (%s): a reload after a restart starts afresh", path, exc)
-        return None
 
 
 def port_problem(host: str | None, port: int) -> str | None:
@@ -415,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     demo = build_app(
         catalog,
         rec,
-        secret=browser_secret(Path(args.cache_dir)),
+        key=visit_key(Path(args.cache_dir)),
         hunt_log=hunt_log,
         compare=args.compare,
         shop_name=args.shop_name,

@@ -9,6 +9,9 @@ wires each event to one of these.
 from __future__ import annotations
 
 import random
+import secrets
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, fields
 
 import gradio as gr
@@ -22,6 +25,7 @@ from shop import page
 from shop.visit import Visit, restore_visit
 from shop.wire import clicked_row, file_data, file_route, gallery_data, page_root, picture_url, skip, table_data, update
 
+ENDED_KEPT = 65_536  # ids of hunts ended lately: a replayed visit cannot end one of them again in the log
 KEEP, SKIP = object(), object()  # Shop.render's `box`: not an output of the event / an output left as it is
 
 
@@ -75,21 +79,29 @@ class Shop:
         rec: Recommender,
         hunt_log: HuntLog | None = None,
         compare: list[str] | tuple[str, ...] = (),
+        key: bytes | None = None,
     ) -> None:
+        """`key` signs the visits this shop hands out (shop/visit.py; None: a new key for this process)."""
         self.catalog, self.rec = catalog, rec
+        self.key = key or secrets.token_bytes(32)
         self.hunt_log = hunt_log or HuntLog(None)
+        self._ended: OrderedDict[str, None] = OrderedDict()  # the latest ENDED_KEPT hunt ids written as ended
+        self._ended_lock = threading.Lock()
         self.compare = [name for name in compare if name in STRATEGIES]  # each new hunt draws one of these
         self._draw = random.Random()  # which strategy a hunt gets under --compare (not the shopper's galleries)
         self.catalog_info = {"id": catalog.id, "name": catalog.name, "rows": catalog.n, "model": catalog.model}
 
     # -- the hunt log
-    def hunt_record(self, visit: Visit, ended: str) -> dict:
-        """The hunt log's record of `visit` (see huntlog.py): what was shown, picked and typed, and how it ended."""
+    def hunt_record(self, visit: Visit, ended: str, via: str = "page") -> dict:
+        """The hunt log's record of `visit` (see huntlog.py): what was shown, picked and typed, how it ended, and
+        whether on the page or through the API (`via`)."""
         session, product_id = visit.session, self.catalog.product_id
         picks = dict(zip(session.pick_rounds, session.picks))
         found = visit.chosen
         if visit.target is not None and visit.found_in is not None:
             found = picks[visit.found_in] = visit.target  # clicking the target ends the hunt without a next round
+        elif found is not None and visit.found_in not in picks:  # chosen from the last gallery (the API's /found)
+            picks[visit.found_in] = found
         return {
             "hunt": visit.hunt,
             "time": minute_now(),
@@ -97,16 +109,28 @@ class Shop:
             "strategy": session.strategy,
             "strategy_from": visit.strategy_from,
             "target": None if visit.target is None else product_id(visit.target),
-            "rounds": round_entries(session.history, picks, visit.searches, product_id),
+            "rounds": [  # words an API caller sent before any gallery, then each gallery's entries
+                *({"shown": [], "pick": None, "words": w, "matches": m} for w, m in visit.searches.get(0, [])),
+                *round_entries(session.history, picks, visit.searches, product_id),
+            ],
             "found": None if found is None else product_id(found),
             "ended": ended,
+            "via": via,
         }
 
-    def log_end(self, visit: Visit, ended: str) -> None:
-        """Write the hunt's record once, when it ends."""
-        if not visit.logged:
-            visit.logged = True
-            self.hunt_log.write(self.hunt_record(visit, ended))
+    def log_end(self, visit: Visit, ended: str, via: str = "page") -> None:
+        """Write the hunt's record once, when it ends; a hunt this process saw end lately is not written again
+        (a visit saved before its end and sent back later is the server's own, signature and all)."""
+        if visit.logged:
+            return
+        visit.logged = True
+        with self._ended_lock:
+            if visit.hunt in self._ended:
+                return
+            self._ended[visit.hunt] = None
+            if len(self._ended) > ENDED_KEPT:
+                self._ended.popitem(last=False)
+        self.hunt_log.write(self.hunt_record(visit, ended, via))
 
     def forget(self, visit: object) -> None:
         """A page let its visit go (tab closed, session timed out): its hunt, if not ended, is abandoned."""
@@ -115,7 +139,7 @@ class Shop:
 
     def resume(self, saved: object) -> Visit | None:
         """The visit a browser kept (see `restore_visit`), its hunt held again by this page."""
-        visit = restore_visit(saved, self.catalog, self.rec)
+        visit = restore_visit(saved, self.catalog, self.rec, self.key)
         if visit is not None:
             self.hunt_log.opened(visit.hunt)
         return visit
@@ -135,12 +159,7 @@ class Shop:
         (the catalog hides them from every shopper; fresh ones take their places, a few tries at most, then the
         round goes short), and the pictures and the results table the page shows are made."""
         session, catalog = visit.session, self.catalog
-        for _ in range(5):
-            pictures = {row: catalog.showable(row) for row in session.shown}
-            bad = [row for row, path in pictures.items() if path is None]
-            if not bad:
-                break
-            session.hide(bad)
+        pictures = self.round_pictures(session)
         for row in (*session.picks, visit.target):
             if row is not None and row not in pictures:
                 pictures[row] = catalog.showable(row)
@@ -150,6 +169,17 @@ class Shop:
         made = visit.page.get("results rows")  # made again only when a result was added (results only grow): a
         if made is None or made[0] != len(visit.results):  # round need not read up to 500 products' titles
             visit.page["results rows"] = (len(visit.results), page.results_rows(catalog, visit.results))
+
+    def round_pictures(self, session: Session) -> dict[int, str | None]:
+        """The round's thumbnails by row: products whose picture cannot be made leave the round (the catalog hides
+        them from every shopper; fresh ones take their places, a few tries at most, then the round goes short)."""
+        for _ in range(5):
+            pictures = {row: self.catalog.showable(row) for row in session.shown}
+            bad = [row for row, path in pictures.items() if path is None]
+            if not bad:
+                break
+            session.hide(bad)
+        return pictures
 
     def render(self, visit: Visit, box: object = KEEP) -> View:
         """The page's outputs for a settled `visit` (see `settle`), in the page's own format (shop/wire.py); it reads
@@ -179,7 +209,7 @@ class Shop:
             info=f"**{markdown_text(visit.note)}** {line}" if visit.note else line,
             target=shown("target", file_data(root, target)),
             results=table_data(page.RESULT_HEADERS, visit.page["results rows"][1]),
-            saved=visit.saved(catalog),
+            saved=visit.saved(catalog, self.key),
             header=catalog.summary(),
             strategy=session.strategy,
             following=page.following_text(view_weights(session)) if session.strategy == "bayes" else "",

@@ -1,14 +1,29 @@
 """A shopper's visit: the state one browser page holds (its recommender session, the product on its product page,
-how its hunt ended, its results), what the browser keeps of it, and the checked restore of what a browser sends
-back. No UI imports here: the handlers (shop/shop.py) change a visit; this file says what one is.
+how its hunt ended, its results), what the browser (or an API caller) keeps of it, signed by the server, and the
+checked restore of what comes back. No UI imports here: the handlers (shop/shop.py, shop/api.py) change a visit;
+this file says what one is.
+
+A saved visit carries `sig`, an HMAC-SHA256 of the rest under the server's visit key (`visit_key`: VISIT_SECRET,
+or a key made once in the cache folder). Only the server can write a visit that restores: one whose signature
+fails is refused whole, so what the hunt log records (what was shown, picked, the target, the hunt id) is what
+the server itself showed and saw.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import hmac
+import json
 import logging
+import os
 import re
+import secrets
+import stat
+import tempfile
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from catalog.catalog import Catalog
 from common.huntlog import new_hunt_id
@@ -19,6 +34,10 @@ log = logging.getLogger("app")
 MAX_RESULTS = 500  # results kept per shopper
 HUNT_ID = re.compile(r"[0-9a-f]{16}")
 STRATEGY_FROM = ("default", "compare", "shopper")
+SIG = re.compile(r"[0-9a-f]{64}")
+SIGNED_AS = b"product-recommender visit 1\n"  # what a signature is of, so no other signed text passes for a visit
+KEY_FILE = "visit-secret"  # in the cache folder: the visit key, made once (mode 0600)
+MIN_SECRET_CHARS = 32  # VISIT_SECRET shorter than this is refused at start
 
 
 @dataclass
@@ -57,9 +76,10 @@ class Visit:
             return None
         return self.chosen if self.chosen is not None else self.viewing
 
-    def saved(self, catalog: Catalog) -> dict:
-        """What the shopper's browser keeps (gr.BrowserState) so a reload resumes here: plain JSON data."""
-        return {
+    def saved(self, catalog: Catalog, key: bytes) -> dict:
+        """What the shopper's browser (or an API caller) keeps so a reload resumes here: plain JSON data, signed
+        with the server's visit `key` (see `signature`)."""
+        body = {
             "catalog": catalog.key,
             **self.session.to_dict(),
             "target": self.target,
@@ -71,40 +91,125 @@ class Visit:
             "hunt": self.hunt,
             "strategy_from": self.strategy_from,
         }
+        return {**body, "sig": signature(body, key)}
 
 
-def restore_visit(saved: object, catalog: Catalog, rec: Recommender) -> Visit | None:
-    """The Visit a browser saved, or None when there is none, it is of another catalog, or it does not check out.
+# ------------------------------------------------------------------------------------------ the signature
+def signature(body: dict, key: bytes) -> str:
+    """The HMAC-SHA256 (hex) of a saved visit's fields under `key`, over their canonical JSON (keys sorted, ASCII),
+    so the same fields give the same signature after any JSON round trip (a browser's, an API caller's)."""
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hmac.new(key, SIGNED_AS + text.encode("ascii"), hashlib.sha256).hexdigest()
 
-    What a browser sends is untrusted: every field is checked for type and range before anything is built, and
-    the restore is all or nothing; it builds this visit only, never changing what another shopper sees.
-    """
-    if not isinstance(saved, dict) or saved.get("catalog") != catalog.key:
-        return None
+
+def verified(saved: dict, key: bytes) -> dict:
+    """The fields of a saved visit whose signature is the server's, else a ValueError (checked before any field)."""
+    sig = saved.get("sig")
+    if not isinstance(sig, str) or not SIG.fullmatch(sig):
+        raise ValueError("it carries no signature of this server")
+    body = {name: value for name, value in saved.items() if name != "sig"}
     try:
-        session = rec.restore_session(saved)
-        target, viewing, chosen = (
-            optional_row(saved.get(key), catalog.n, key) for key in ("target", "viewing", "chosen")
-        )
-        found_in = saved.get("found_in")
-        if found_in is not None:
-            if target is None and chosen is None:
-                raise ValueError("found_in without a target or a chosen product")
-            found_in = whole(found_in, 1, max(1, session.round), "found_in")
-        elif chosen is not None:
-            raise ValueError("chosen without found_in")
-        results = saved_results(saved.get("results"), catalog.n)
-        text = saved.get("search")
-        if text is not None and not isinstance(text, str):
-            raise ValueError("search must be text")
-        hunt, strategy_from = saved.get("hunt", new_hunt_id()), saved.get("strategy_from", "default")
-        if not isinstance(hunt, str) or not HUNT_ID.fullmatch(hunt):
-            raise ValueError("hunt must be 16 hex digits")
-        if strategy_from not in STRATEGY_FROM:
-            raise ValueError(f"strategy_from must be one of {STRATEGY_FROM}")
+        expected = signature(body, key)
+    except (TypeError, ValueError, RecursionError):  # not JSON data (NaN, nesting too deep): not ours
+        raise ValueError("its signature does not match: it was not written by this server") from None
+    if not hmac.compare_digest(sig, expected):
+        raise ValueError("its signature does not match: it was not written by this server")
+    return body
+
+
+def visit_key(cache_dir: Path) -> bytes:
+    """The server's key for signing visits: VISIT_SECRET when set (the same on every replica of a shop), else a
+    random key made once in the cache folder (mode 0600, written whole before it appears under its name), else,
+    when it cannot be kept there, a new one for this process (with a warning: visits then end with a restart)."""
+    secret = os.environ.get("VISIT_SECRET", "")
+    if secret:
+        return secret.encode("utf-8")
+    path = Path(cache_dir) / KEY_FILE
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            made = tempfile.NamedTemporaryFile(dir=path.parent, prefix=".visit-secret-", delete=False)  # noqa: SIM115
+            try:
+                with made:  # mkstemp files are mode 0600
+                    made.write(secrets.token_hex(32).encode("ascii"))
+                with contextlib.suppress(FileExistsError):  # another process made it first: theirs is the key
+                    os.link(made.name, path)
+            finally:
+                os.unlink(made.name)
+        return read_key(path)
+    except (OSError, ValueError) as exc:
+        log.warning("cannot keep the visit key in %s (%s): saved visits end with a restart", path, exc)
+        return secrets.token_bytes(32)
+
+
+def read_key(path: Path) -> bytes:
+    """The key in `path`: a regular file of 64 hex digits (anything else is a ValueError)."""
+    info = os.lstat(path)
+    if not stat.S_ISREG(info.st_mode) or info.st_size > 1024:
+        raise ValueError(f"{path.name} is not a key file")
+    text = path.read_bytes().strip()
+    if len(text) < MIN_SECRET_CHARS:
+        raise ValueError(f"{path.name} is too short to be a key")
+    return text
+
+
+def browser_key(key: bytes) -> str:
+    """The key Gradio encrypts the browser's copy with (gr.BrowserState sends it to every page, so it is made from
+    the visit key one way: knowing it tells nothing of the visit key)."""
+    return hmac.new(key, b"browser-state", hashlib.sha256).hexdigest()
+
+
+# ------------------------------------------------------------------------------------------- the restore
+def restore_visit(saved: object, catalog: Catalog, rec: Recommender, key: bytes) -> Visit | None:
+    """The Visit a browser saved, or None when there is none or it does not check out (see `checked_visit`)."""
+    try:
+        return checked_visit(saved, catalog, rec, key)
     except ValueError as exc:
-        log.info("a browser's saved session was not restored: %s", exc)
+        log.info("a saved visit was not restored: %s", exc)
         return None
+
+
+def checked_visit(saved: object, catalog: Catalog, rec: Recommender, key: bytes) -> Visit:
+    """The Visit that `saved` holds; a ValueError saying why not (not a visit, not signed by this server, of
+    another catalog, a field that does not check out).
+
+    What a browser or an API caller sends is untrusted: its signature is checked first, then every field for type
+    and range before anything is built (a second line of defence), and the restore is all or nothing; it builds
+    this visit only, never changing what another shopper sees.
+    """
+    if not isinstance(saved, dict):
+        raise ValueError("a visit is a JSON object")
+    saved = verified(saved, key)
+    if saved.get("catalog") != catalog.key:
+        raise ValueError("it is a visit of another catalog")
+    return _restored(saved, catalog, rec)
+
+
+def _restored(saved: dict, catalog: Catalog, rec: Recommender) -> Visit:
+    """`checked_visit` once the signature holds: every field checked, then the Visit built."""
+    session = rec.restore_session(saved)
+    target, viewing, chosen = (
+        optional_row(saved.get(name), catalog.n, name) for name in ("target", "viewing", "chosen")
+    )
+    seen = session.seen
+    if any(row is not None and row not in seen for row in (viewing, chosen)):
+        raise ValueError("the product on the page was never shown in this hunt")
+    found_in = saved.get("found_in")
+    if found_in is not None:
+        if target is None and chosen is None:
+            raise ValueError("found_in without a target or a chosen product")
+        found_in = whole(found_in, 1, max(1, session.round), "found_in")
+    elif chosen is not None:
+        raise ValueError("chosen without found_in")
+    results = saved_results(saved.get("results"), catalog.n)
+    text = saved.get("search")
+    if text is not None and not isinstance(text, str):
+        raise ValueError("search must be text")
+    hunt, strategy_from = saved.get("hunt"), saved.get("strategy_from", "default")
+    if not isinstance(hunt, str) or not HUNT_ID.fullmatch(hunt):
+        raise ValueError("hunt must be 16 hex digits")
+    if strategy_from not in STRATEGY_FROM:
+        raise ValueError(f"strategy_from must be one of {STRATEGY_FROM}")
     if target is not None and rec.is_hidden(target):  # its image has since turned out unreadable
         target, found_in = None, None if chosen is None else found_in
     visit = Visit(

@@ -587,12 +587,13 @@ def test_symlinked_folders_are_followed_or_reported(tmp_path):
     assert "skipped again:" in scan.report()
 
 
-def test_browser_key_survives_restarts(tmp_path):
-    """The key that encrypts what browsers keep is made once per cache folder, so a reload after a restart works."""
-    import app
+def test_visit_key_survives_restarts(tmp_path, monkeypatch):
+    """The key that signs what browsers keep is made once per cache folder, so a reload after a restart works."""
+    from shop.visit import KEY_FILE, visit_key
 
-    first = app.browser_secret(tmp_path / "cache")
-    assert first and app.browser_secret(tmp_path / "cache") == first
-    assert oct((tmp_path / "cache" / "browser-secret").stat().st_mode & 0o777) == "0o600"
+    monkeypatch.delenv("VISIT_SECRET", raising=False)
+    first = visit_key(tmp_path / "cache")
+    assert first and visit_key(tmp_path / "cache") == first
+    assert oct((tmp_path / "cache" / KEY_FILE).stat().st_mode & 0o777) == "0o600"
     (tmp_path / "file").write_text("x")
-    assert app.browser_secret(tmp_path / "file") is None  # cannot be kept: a warning, and a key per process
+    assert visit_key(tmp_path / "file") != visit_key(tmp_path / "file")  # cannot be kept: a key per process

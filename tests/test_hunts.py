@@ -22,7 +22,7 @@ import insights
 from common import huntlog
 from common.huntlog import HuntLog, read_records, rounds_to_find
 
-FIELDS = {"hunt", "time", "catalog", "strategy", "strategy_from", "target", "rounds", "found", "ended"}
+FIELDS = {"hunt", "time", "catalog", "strategy", "strategy_from", "target", "rounds", "found", "ended", "via"}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

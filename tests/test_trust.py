@@ -138,7 +138,7 @@ def test_forged_saved_state_is_refused_whole_and_changes_nothing_shared(tmp_path
         assert visit.session.round == 1 and visit.session.picks == [] and visit.target is None, forged
         assert visit.results == [], forged
         assert rec.n_hidden == 0 and not catalog.hidden, forged  # nothing hidden from anyone
-        json.dumps(visit.saved(catalog))
+        json.dumps(visit.saved(catalog, b"k" * 32))
     assert sorted(play_to_end(rec.new_session(seed=1))) == list(range(40))
 
 
