@@ -214,14 +214,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     products = (
         "the shop's product table: Shopify's or WooCommerce's product export CSV as it is, or a CSV, JSON Lines or "
         "Parquet table with an image column (image, image_url, path: a file relative to the table, or an http(s) "
-        "URL) and optional id, title, description, brand, category, tags, price, currency, url and any other "
-        "columns (kept with their types)"
+        "URL; an images column adds the next ones) and optional id, title, description, brand, category, tags, "
+        "price, currency, url, options, attributes, compare_at_price and any other columns (kept with their types)"
     )
     table.add_argument("--products", "--manifest", dest="products", metavar="FILE", help=products)
     shop_url = "the shop's address, for product links of a Shopify or WooCommerce export (e.g. https://myshop.example)"
     table.add_argument("--shop-url", metavar="URL", help=shop_url)
     currency = "ISO 4217 code of the currency of prices given without one (e.g. EUR, USD; any case)"
     table.add_argument("--currency", metavar="CODE", help=currency)
+    exclude = (
+        "leave out the products of this type (Shopify's Type or Product Category, WooCommerce's type or a category, "
+        "a table's category; any case), e.g. Insurance; repeatable; they are listed. Gift cards are always left out"
+    )
+    table.add_argument("--exclude-type", action="append", default=[], metavar="TYPE", help=exclude)
     locale = "how the table writes numbers: prices written as text are read by this locale's rules (default en_US)"
     table.add_argument("--locale", default="en_US", help=locale + ": 1,299.00 in en_US, 1.299,00 in de_DE")
     timeout = "seconds allowed per image URL (default 30)"
@@ -332,6 +337,7 @@ def embed_all(args: argparse.Namespace) -> Built:
         max_pixels=args.max_pixels,
         fetch_urls=False,
         locale=args.locale,
+        exclude_types=tuple(args.exclude_type),
     )
     encoder = resolve_model(args.model, args.pooling, args.batch_size, load=args.engine != "ray")
     if not (args.engine == "ray" and args.ray_address):  # a remote cluster's workers fetch the URLs themselves

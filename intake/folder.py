@@ -36,10 +36,12 @@ class FolderScan:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     notes: list[tuple[str, str]] = field(default_factory=list)  # (name, what is worth knowing): product kept
     downloads: str = ""  # one line on the images fetched from URLs, if any
+    opening: str = ""  # a product table's first line: "565 rows -> 84 products (481 variant and image rows folded)"
 
     def report(self) -> str:
-        """A count line plus one line per skipped file or folder and per note."""
-        lines = [f"{len(self.images)} images kept, {len(self.skipped)} skipped"]
+        """The table's opening line, a count line, and one line per skipped file or folder and per note."""
+        lines = [self.opening] if self.opening else []
+        lines += [f"{len(self.images)} images kept, {len(self.skipped)} skipped"]
         lines += [f"  skipped {display_name(name)}: {reason}" for name, reason in self.skipped]
         lines += [f"  note {display_name(name)}: {text}" for name, text in self.notes]
         return "\n".join(lines)

@@ -2,12 +2,13 @@
 Parquet table with an image column; checked, with a report of everything left out.
 
     table = read_products("products_export.csv", shop_url="https://shop.example")
-    table.products   # [Product(id, image, row)]: image = a local path or an http(s) URL
+    table.products   # [Product(id, images)]: images = local paths or http(s) URLs, the first the one to use
     table.columns    # the product columns as one Arrow table, row i = products[i] (numbers stay numbers)
 
 Standard columns (any others are carried as they are): id, title, description (plain text), brand, category,
-tags, price (float), currency, url. A `url` that is not an absolute http(s) address (`javascript:`, `data:`, a
-relative one) is dropped from its row and reported; the product stays. No UI imports here.
+tags, price (float), currency, url, images (list of text), options, attributes (text), compare_at_price and
+lowest_price (floats). A `url` that is not an absolute http(s) address (`javascript:`, `data:`, a relative one)
+is dropped from its row and reported; the product stays. No UI imports here.
 """
 
 from __future__ import annotations
@@ -18,32 +19,37 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 
 from common.untrusted import safe_url
+from intake.exports import MAX_IMAGES, MAX_TEXT, Mapped, excluded, shopify_records, woocommerce_records
 from intake.prices import read_price
 
-STANDARD = ("id", "title", "description", "brand", "category", "tags", "price", "currency", "url")
-TEXT_COLUMNS = ("id", "title", "description", "brand", "category", "tags", "currency", "url")
+TEXT_COLUMNS = ("id", "title", "description", "brand", "category", "tags", "currency", "url", "options", "attributes")
+PRICE_COLUMNS = ("price", "compare_at_price", "lowest_price")  # read by the locale's rules, never as a CSV guesses
+STANDARD = (*TEXT_COLUMNS, *PRICE_COLUMNS, "images")
 IMAGE_COLUMNS = ("image", "image_url", "image_src", "path")  # the first present names each product's image
 RESERVED = ("image", "embeddings", "appearance")  # written by upload_ds.py itself
 SHOPIFY_HEADER = {"Handle", "Title", "Body (HTML)", "Vendor", "Variant Price", "Image Src"}
 WOOCOMMERCE_HEADER = {"ID", "Type", "SKU", "Name", "Regular price", "Images"}
-MAX_TEXT = 20_000  # characters kept of one text value (a description is not a book)
 MAX_CELL = 128 << 20  # characters of one CSV cell read at most (a 50 MB description reads, then is cut)
-PRICE_COLUMNS = ("price",)  # read by the locale's rules, never as the CSV reader guesses
 
 
 @dataclass
 class Product:
-    """One product of a table: its id, where its image is (a local path or an http(s) URL; "" when none)."""
+    """One product of a table: its id, where its images are (local paths or http(s) URLs, the first the one to
+    use, the next ones if it cannot be read; none when the table has no image)."""
 
     id: str
-    image: str
+    images: list[str]
+
+    @property
+    def image(self) -> str:
+        """The product's first image ("" when none)."""
+        return self.images[0] if self.images else ""
 
 
 @dataclass
@@ -55,50 +61,17 @@ class ProductTable:
     kind: str  # "shopify", "woocommerce" or "table"
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (row or id, why it is not a product)
     notes: list[tuple[str, str]] = field(default_factory=list)  # (id, what was dropped from it): product stays
+    rows: int = 0  # the table's rows
+    folded: int = 0  # variant and image rows folded into the product of an earlier row
+
+    def opening(self) -> str:
+        """The report's first line: "565 rows -> 84 products (481 variant and image rows folded)"."""
+        return f"{self.rows} rows -> {self.rows - self.folded} products ({self.folded} variant and image rows folded)"
 
     def report(self) -> str:
-        """One line per row left out and per value dropped."""
-        lines = [f"  skipped {name}: {why}" for name, why in self.skipped]
+        """The opening line, then one line per row left out and per value dropped."""
+        lines = [self.opening()] + [f"  skipped {name}: {why}" for name, why in self.skipped]
         return "\n".join(lines + [f"  note {name}: {why}" for name, why in self.notes])
-
-
-# ------------------------------------------------------------------------------------------------ text
-class _Text(HTMLParser):
-    """Collects the text of an HTML fragment: block tags become line breaks, scripts and styles are dropped."""
-
-    BLOCKS = {"p", "div", "br", "li", "ul", "ol", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "table", "section"}
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.hidden = 0
-
-    def handle_starttag(self, tag, attrs):
-        if tag in ("script", "style"):
-            self.hidden += 1
-        elif tag in self.BLOCKS:
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag):
-        if tag in ("script", "style"):
-            self.hidden = max(0, self.hidden - 1)
-        elif tag in self.BLOCKS:
-            self.parts.append("\n")
-
-    def handle_data(self, data):
-        if not self.hidden:
-            self.parts.append(data)
-
-
-def plain_text(fragment: str | None) -> str:
-    """An HTML fragment (a shop's product description) as plain text: tags gone, entities decoded, spaces tidied."""
-    if not fragment:
-        return ""
-    parser = _Text()
-    parser.feed(str(fragment)[: 20 * MAX_TEXT])  # enough markup for MAX_TEXT characters of text
-    parser.close()
-    lines = (" ".join(line.split()) for line in "".join(parser.parts).splitlines())
-    return "\n".join(line for line in lines if line)[:MAX_TEXT]
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -108,33 +81,37 @@ def read_products(
     currency: str | None = None,
     need_images: bool = True,
     locale: str = "en_US",
+    exclude_types: tuple[str, ...] = (),
 ) -> ProductTable:
     """The products of a CSV, JSON Lines or Parquet table (Shopify's and WooCommerce's CSV exports recognised by
     their header). `shop_url` makes the product links of a shop export; `currency` fills rows without one;
     `need_images=False` (a folder gives the images) lets rows go without an image column; prices written as
-    text are read by `locale`'s rules."""
+    text are read by `locale`'s rules; products whose type or category is in `exclude_types` are left out."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"product table {path} does not exist" if not path.exists() else f"product table {path} is not a file"
         )
-    suffix = path.suffix.lower()
+    suffix, exclude = path.suffix.lower(), {t.strip().casefold() for t in exclude_types}
     if suffix in (".csv", ".tsv", ".txt"):
         header = csv_header(path)
         if set(header) >= SHOPIFY_HEADER:
-            table = from_shopify(read_csv_text(path, header), shop_url, locale)
+            table = from_export(
+                shopify_records(read_csv_text(path, header), shop_url, locale, exclude), "shopify", locale
+            )
         elif set(header) >= WOOCOMMERCE_HEADER:
-            table = from_woocommerce(read_csv_text(path, header), shop_url, locale)
+            mapped = woocommerce_records(read_csv_text(path, header), shop_url, locale, exclude)
+            table = from_export(mapped, "woocommerce", locale)
         else:
-            table = from_table(read_csv_typed(path, header), need_images, locale)
+            table = from_table(read_csv_typed(path, header), need_images, locale, exclude)
     elif suffix in (".jsonl", ".ndjson", ".json"):
         import pyarrow.json as pj
 
-        table = from_table(_readable(lambda: pj.read_json(path), path), need_images, locale)
+        table = from_table(_readable(lambda: pj.read_json(path), path), need_images, locale, exclude)
     elif suffix in (".parquet", ".pq"):
         import pyarrow.parquet as pq
 
-        table = from_table(_readable(lambda: pq.read_table(path), path), need_images, locale)
+        table = from_table(_readable(lambda: pq.read_table(path), path), need_images, locale, exclude)
     else:
         raise ValueError(f"product table {path}: give a .csv, .jsonl or .parquet file")
     if not table.products:
@@ -210,103 +187,24 @@ def read_csv_typed(path: Path, header: list[str]) -> pa.Table:
 
 
 # ------------------------------------------------------------------------------------------- shop exports
-def from_shopify(rows: list[dict[str, str]], shop_url: str | None, locale: str = "en_US") -> ProductTable:
-    """Shopify's product export: one product per Handle (its later rows are variants and extra images)."""
-    by_handle: dict[str, list[dict[str, str]]] = {}
-    for row in rows:
-        handle = row.get("Handle", "").strip()
-        if handle:
-            by_handle.setdefault(handle, []).append(row)
-    records, skipped = [], []
-    for handle, group in by_handle.items():
-        first = group[0]
-        status = first.get("Status", "").strip().lower()
-        if status and status != "active":
-            skipped.append((handle, f"not on sale in the shop (Status: {status})"))
-            continue
-        images = [
-            (_position(r.get("Image Position")), i, r["Image Src"].strip())
-            for i, r in enumerate(group)
-            if r.get("Image Src", "").strip()
-        ]
-        price = next((r["Variant Price"] for r in group if r.get("Variant Price", "").strip()), None)
-        records.append(
-            {
-                "id": handle,
-                "image": min(images)[2] if images else "",
-                "title": first.get("Title", ""),
-                "description": plain_text(first.get("Body (HTML)")),
-                "brand": first.get("Vendor", ""),
-                "category": first.get("Type", "") or first.get("Product Category", ""),
-                "tags": first.get("Tags", ""),
-                "price": price,
-                "url": f"{shop_url.rstrip('/')}/products/{quote(handle)}" if shop_url else None,
-            }
-        )
-    return from_records(records, "shopify", skipped, locale)
+def from_export(mapped: Mapped, kind: str, locale: str) -> ProductTable:
+    """A shop export's records (see exports.py) -> a ProductTable, with its rows read and folded."""
+    columns: dict[str, pa.Array] = {}
+    for name in STANDARD:
+        if name != "images":  # lowest_price comes as a number, the other prices as written
+            values = [r.get(name) for r in mapped.records]
+            kind_of = pa.float64() if name == "lowest_price" else pa.string()
+            columns[name] = pa.array([None if v in ("", None) else v for v in values], kind_of)
+    table = checked(pa.table(columns), [r["images"] for r in mapped.records], kind, mapped.skipped, locale)
+    table.rows, table.folded = mapped.rows, mapped.folded
+    return table
 
 
-def _position(value: str | None) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return float("inf")
-
-
-def from_woocommerce(rows: list[dict[str, str]], shop_url: str | None, locale: str = "en_US") -> ProductTable:
-    """WooCommerce's product export: one product per row that is not a variation (a variable product's price is
-    its first variation's); id = SKU, else ID; the first of its Images."""
-    records, skipped = [], []
-    variation_price: dict[str, str] = {}
-    for row in rows:
-        if row.get("Type", "").strip().lower() == "variation":
-            parent = row.get("Parent", "").strip()
-            price = row.get("Sale price", "").strip() or row.get("Regular price", "").strip()
-            if parent and price:
-                variation_price.setdefault(parent, price)
-    for row in rows:
-        kind = row.get("Type", "").strip().lower()
-        ident, sku = row.get("ID", "").strip(), row.get("SKU", "").strip()
-        if kind == "variation":
-            continue
-        if row.get("Published", "1").strip() not in ("1", ""):
-            skipped.append((sku or ident, f"not published in the shop (Published: {row['Published'].strip()})"))
-            continue
-        price = (
-            row.get("Sale price", "").strip()
-            or row.get("Regular price", "").strip()
-            or variation_price.get(f"id:{ident}")
-            or variation_price.get(sku)
-        )
-        images = [u.strip() for u in row.get("Images", "").split(",") if u.strip()]
-        url = None
-        if shop_url and ident:
-            url = f"{shop_url.rstrip('/')}/?post_type=product&p={quote(ident)}"
-        records.append(
-            {
-                "id": sku or ident,
-                "image": images[0] if images else "",
-                "title": row.get("Name", ""),
-                "description": plain_text(row.get("Short description") or row.get("Description")),
-                "brand": row.get("Brands", ""),
-                "category": row.get("Categories", "").split(",")[0].strip(),
-                "tags": row.get("Tags", ""),
-                "price": price,
-                "url": row.get("External URL", "").strip() or url,
-            }
-        )
-    return from_records(records, "woocommerce", skipped, locale)
-
-
-def from_records(records: list[dict], kind: str, skipped: list[tuple[str, str]], locale: str) -> ProductTable:
-    """A shop export's mapped rows (standard columns as text; price as text) -> a ProductTable."""
-    columns = {name: [r.get(name) or None for r in records] for name in STANDARD}
-    table = pa.table({name: pa.array(values, pa.string()) for name, values in columns.items()})
-    return checked(table, [r["image"] for r in records], kind, skipped, locale)
-
-
-def from_table(table: pa.Table, need_images: bool, locale: str = "en_US") -> ProductTable:
-    """Any table with an image column (or, with `need_images=False`, an id column): other columns carried."""
+def from_table(
+    table: pa.Table, need_images: bool, locale: str = "en_US", exclude: set[str] = frozenset()
+) -> ProductTable:
+    """Any table with an image column (or, with `need_images=False`, an id column; an `images` column adds the
+    next images): other columns carried; rows whose category is in `exclude` left out."""
     names = {name.strip().lower(): name for name in table.column_names}
     image_col = next((names[c] for c in IMAGE_COLUMNS if c in names), None)
     if image_col is None and need_images and "url" in names:
@@ -319,15 +217,35 @@ def from_table(table: pa.Table, need_images: bool, locale: str = "en_US") -> Pro
         raise ValueError(
             f"the product table needs an id column to join with the image folder, has {table.column_names}"
         )
-    images = [_text(v) for v in table.column(image_col).to_pylist()] if image_col else [""] * table.num_rows
-    table = table.drop_columns([image_col]) if image_col else table
+    first = [_text(v) for v in table.column(image_col).to_pylist()] if image_col else [""] * table.num_rows
+    more = table.column(names["images"]).to_pylist() if "images" in names else [None] * table.num_rows
+    images = [_image_list([one], also) for one, also in zip(first, more)]
+    table = table.drop_columns([c for c in (image_col, names.get("images")) if c])
     table = table.rename_columns(
         [n.strip().lower() if n.strip().lower() in STANDARD else n.strip() for n in table.column_names]
     )
     if "id" not in table.column_names:  # ids from the images' file names, as a folder gets them
-        ids = [os.path.splitext(src.rstrip("/").split("/")[-1].split("?")[0])[0] for src in images]
+        ids = [os.path.splitext(src.rstrip("/").split("/")[-1].split("?")[0])[0] for src in first]
         table = table.append_column("id", pa.array(ids, pa.string()))
-    return checked(table, images, "table", [], locale)
+    skipped = []
+    if exclude and "category" in table.column_names:
+        kinds = [_text(v) for v in table.column("category").to_pylist()]
+        out = [(i, kind) for i, kind in enumerate(kinds) if excluded([kind], exclude)]
+        ids = table.column("id").to_pylist()
+        skipped = [(_text(ids[i]), f"product type {kind!r}, left out by --exclude-type") for i, kind in out]
+        keep = sorted(set(range(table.num_rows)) - {i for i, _ in out})
+        table, images = table.take(pa.array(keep, pa.int64())), [images[i] for i in keep]
+    result = checked(table, images, "table", skipped, locale, images_column="images" in names)
+    result.rows = table.num_rows + len(skipped)
+    return result
+
+
+def _image_list(first: list[str], more) -> list[str]:
+    """A product's images: `first`, then those of an `images` value (a list, or text separated by commas)."""
+    if isinstance(more, str):
+        more = more.split(",")
+    values = [*first, *(more or [])]
+    return list(dict.fromkeys(_text(v) for v in values if _text(v)))[:MAX_IMAGES]
 
 
 def _text(value) -> str:
@@ -336,11 +254,17 @@ def _text(value) -> str:
 
 # ------------------------------------------------------------------------------------------- checks
 def checked(
-    table: pa.Table, images: list[str], kind: str, skipped: list[tuple[str, str]], locale: str = "en_US"
+    table: pa.Table,
+    images: list[list[str]],
+    kind: str,
+    skipped: list[tuple[str, str]],
+    locale: str = "en_US",
+    images_column: bool = True,
 ) -> ProductTable:
     """The standard columns typed and checked (ids unique and present, prices numbers, urls http(s)), rows without
     an id skipped, the columns upload_ds.py writes itself left out; all of it reported. Prices written as text
-    are read by `locale`'s rules (a shop export's plain 1299.00 as it is)."""
+    are read by `locale`'s rules (a shop export's plain 1299.00 as it is); `images_column` writes the products'
+    images as the column `images`."""
     notes: list[tuple[str, str]] = []
     for name in RESERVED:
         if name in table.column_names:
@@ -367,12 +291,36 @@ def checked(
             if name == "url":
                 values = _safe_urls(values, ids, notes)
             table = table.set_column(table.column_names.index(name), name, pa.array(values, pa.string()))
+    table = checked_prices(table, ids, locale, kind != "table", notes)
+    if images_column:
+        table = table.append_column("images", pa.array(images, pa.list_(pa.string())))
+    products = [Product(ident, list(srcs)) for ident, srcs in zip(ids, images)]
+    return ProductTable(products, table, kind, skipped, notes)
+
+
+def checked_prices(
+    table: pa.Table, ids: list[str], locale: str, plain_first: bool, notes: list[tuple[str, str]]
+) -> pa.Table:
+    """The price columns read (see read_price) and noted: a price of 0 or none (the product stays), a
+    compare-at price kept only above the price (as a shop shows it)."""
+    given = table.column("price").to_pylist() if "price" in table.column_names else []
     for name in PRICE_COLUMNS:
         if name in table.column_names:
-            prices = _prices(table.column(name).to_pylist(), ids, name, locale, kind != "table", notes)
+            prices = _prices(table.column(name).to_pylist(), ids, name, locale, plain_first, notes)
             table = table.set_column(table.column_names.index(name), name, pa.array(prices, pa.float64()))
-    products = [Product(ident, image) for ident, image in zip(ids, images)]
-    return ProductTable(products, table, kind, skipped, notes)
+    if "price" not in table.column_names:
+        return table
+    prices = table.column("price").to_pylist()
+    for ident, price, raw in zip(ids, prices, given):
+        if price == 0 or raw is None or (isinstance(raw, str) and not raw.strip()):  # one it could not read is noted
+            notes.append((ident, "price 0: kept, shown as free" if price == 0 else "no price: kept, shown without one"))
+    if "compare_at_price" in table.column_names:
+        compare = table.column("compare_at_price").to_pylist()
+        above = [c if c is not None and p is not None and c > p else None for c, p in zip(compare, prices)]
+        table = table.set_column(
+            table.column_names.index("compare_at_price"), "compare_at_price", pa.array(above, pa.float64())
+        )
+    return table
 
 
 def _prices(
@@ -409,26 +357,29 @@ def _safe_urls(values: list[str | None], ids: list[str], notes: list[tuple[str, 
 
 
 def resolve_images(table: ProductTable, base: Path) -> None:
-    """Each product's image as an http(s) URL or an absolute local path (relative ones against the table's folder);
-    other schemes are skipped with their reason."""
-    kept, rows = [], []
+    """Each product's images as http(s) URLs or absolute local paths (relative ones against the table's folder);
+    other schemes are dropped (noted), and a product left with no image is skipped with the reason."""
+    kept, rows, given = [], [], []
     for i, product in enumerate(table.products):
-        src = product.image
-        if not src:
-            kept.append(product)
-            rows.append(i)
+        sources, why = [], None
+        for src in product.images:
+            scheme = urlsplit(src).scheme.lower() if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", src) else ""
+            if scheme and scheme not in ("http", "https", "file") and len(scheme) > 1:  # one letter: a drive
+                why = f"image {src[:60]!r}: only http(s) URLs and files can be read"
+                continue
+            local = urlsplit(src).path if scheme == "file" else src
+            absolute = src if scheme in ("http", "https") else str(base / local)  # base / an absolute path = it
+            sources.append((src, absolute))
+        if why and not sources:
+            table.skipped.append((product.id, why))
             continue
-        scheme = urlsplit(src).scheme.lower() if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", src) else ""
-        if scheme in ("http", "https"):
-            pass
-        elif scheme == "file":
-            src = urlsplit(src).path
-        elif scheme and len(scheme) > 1:  # a one-letter scheme is a Windows drive
-            table.skipped.append((product.id, f"image {src[:60]!r}: only http(s) URLs and files can be read"))
-            continue
-        else:
-            src = str(Path(src) if Path(src).is_absolute() else (base / src))
-        kept.append(Product(product.id, src))
+        if why:
+            table.notes.append((product.id, f"{why}; its other images are kept"))
+        kept.append(Product(product.id, [absolute for _, absolute in sources]))
+        given.append([src for src, _ in sources])
         rows.append(i)
     table.products = kept
     table.columns = table.columns.take(pa.array(rows, pa.int64()))
+    if "images" in table.columns.column_names:
+        at = table.columns.column_names.index("images")
+        table.columns = table.columns.set_column(at, "images", pa.array(given, pa.list_(pa.string())))

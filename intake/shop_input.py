@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from intake.download import DownloadOptions, download_all
-from intake.folder import DEFAULT_MAX_PIXELS, FolderScan, list_folder, make_ids, relative_name
+from intake.folder import DEFAULT_MAX_PIXELS, FolderScan, check_image, list_folder, make_ids, relative_name
 from intake.products import ProductTable, read_products
 
 if TYPE_CHECKING:
@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 @dataclass
 class ShopInput:
     """The images to read, (id, local file or, for a remote cluster, URL, name in the report), in product order;
-    the table (or None); and what was skipped or noted before any image is read."""
+    each product's next images, tried when its first cannot be read; the table (or None); and what was skipped
+    or noted before any image is read."""
 
     root: Path
     items: list[tuple[str, Path | str, str]]
@@ -33,10 +34,14 @@ class ShopInput:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     notes: list[tuple[str, str]] = field(default_factory=list)
     downloads: str = ""  # one line on the image URLs: how many, how fast, how many failed ("" when none)
+    alternates: dict[str, list[str]] = field(default_factory=dict)  # id -> its next images (paths or URLs)
 
     def scan(self) -> FolderScan:
         """An empty FolderScan carrying this input's report, for the engines to fill."""
-        return FolderScan(self.root, skipped=list(self.skipped), notes=list(self.notes), downloads=self.downloads)
+        opening = self.table.opening() if self.table is not None else ""
+        return FolderScan(
+            self.root, skipped=list(self.skipped), notes=list(self.notes), downloads=self.downloads, opening=opening
+        )
 
 
 def gather(
@@ -50,12 +55,12 @@ def gather(
     progress: bool = True,
     fetch_urls: bool = True,
     locale: str = "en_US",
+    exclude_types: tuple[str, ...] = (),
 ) -> ShopInput:
     """The products of a folder, a table, or a table joined with a folder on `id` (the folder's image wins; an
     image without a row stays a product, listed; a row without an image is skipped, listed). Image URLs are
     downloaded here, unless `fetch_urls` is False (then by `fetch_images`, or a remote Ray cluster's workers).
-    Prices written
-    as text are read by `locale`'s rules."""
+    Prices written as text are read by `locale`'s rules; `exclude_types` are left out (listed)."""
     if img_dir is None and products is None:
         raise ValueError("give an image folder, a product table (--products), or both")
     folder: dict[str, tuple[Path, str]] = {}
@@ -67,16 +72,18 @@ def gather(
     if products is None:
         shop.items = [(id_, path, name) for id_, (path, name) in folder.items()]
         return shop
-    table = read_products(products, shop_url=shop_url, currency=currency, need_images=img_dir is None, locale=locale)
+    table = read_products(
+        products, shop_url, currency, need_images=img_dir is None, locale=locale, exclude_types=exclude_types
+    )
     shop.skipped += table.skipped
     shop.notes += table.notes
-    sources = []  # (id, local path or URL, name in the report)
+    sources = []  # (id, [local paths or URLs, the first to use], name in the report)
     for product in table.products:
         if product.id in folder:
             path, name = folder.pop(product.id)
-            sources.append((product.id, str(path), name))
-        elif product.image:
-            sources.append((product.id, product.image, f"{product.id} ({product.image})"))
+            sources.append((product.id, [str(path)], name))
+        elif product.images:
+            sources.append((product.id, product.images, f"{product.id} ({product.image})"))
         else:
             shop.skipped.append(
                 (
@@ -86,15 +93,19 @@ def gather(
                 )
             )
     for id_, (path, name) in folder.items():  # the folder's images without a row: products without its columns
-        sources.append((id_, str(path), name))
+        sources.append((id_, [str(path)], name))
         shop.notes.append((name, "no row in the product table: kept, without the table's columns"))
-    shop.items = [
-        (id_, src if src.startswith(("http://", "https://")) else Path(src), name) for id_, src, name in sources
-    ]
+    shop.items = [(id_, _source(srcs[0]), name) for id_, srcs, name in sources]
+    shop.alternates = {id_: srcs[1:] for id_, srcs, _ in sources if len(srcs) > 1}
     shop.table = table
     if fetch_urls:
         fetch_images(shop, download, download_cache, max_pixels, progress)
     return shop
+
+
+def _source(src: str) -> Path | str:
+    """A URL stays text; a file becomes a Path."""
+    return src if src.startswith(("http://", "https://")) else Path(src)
 
 
 def fetch_images(
@@ -104,29 +115,48 @@ def fetch_images(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool = True,
 ) -> None:
-    """Every http(s) URL among `shop.items` replaced by its downloaded file; failed downloads go to the report."""
-    urls = [src for _, src, _ in shop.items if isinstance(src, str)]
-    if urls and cache is None:
+    """Every product's image as a local file that decodes: URLs downloaded (several at a time), and a product
+    whose image fails falls back to its next one (noted); one with none left is skipped with the first reason."""
+    if cache is None:
         import datasets
 
         cache = Path(datasets.config.HF_DATASETS_CACHE) / "product-images"
+    pending = {id_: [src, *map(_source, shop.alternates.get(id_, []))] for id_, src, _ in shop.items}
+    chosen: dict[str, Path] = {}
+    failures: dict[str, list[str]] = {}
+    fetched: dict[str, tuple[Path | None, str | None]] = {}
     t = time.perf_counter()
-    results = download_all(urls, cache, options, max_pixels, progress) if urls else {}
-    if results:
-        took, failed = time.perf_counter() - t, sum(path is None for path, _ in results.values())
+    while pending:  # round k tries the k-th image of the products still without one
+        urls = [srcs[0] for srcs in pending.values() if isinstance(srcs[0], str)]
+        fetched |= download_all(urls, cache, options, max_pixels, progress) if urls else {}
+        left = {}
+        for id_, (src, *rest) in pending.items():
+            if isinstance(src, str):
+                path, why = fetched[src]
+            else:  # a file: decoded here only when there is another image to fall back to
+                path, why = src, check_image(src, max_pixels) if rest else None
+            if why is None:
+                chosen[id_] = path
+            else:
+                failures.setdefault(id_, []).append(why)
+                if rest:
+                    left[id_] = rest
+        pending = left
+    if fetched:
+        took, failed = time.perf_counter() - t, sum(path is None for path, _ in fetched.values())
         shop.downloads = (
-            f"{len(results)} image URLs fetched or found cached in {took:.1f} s "
-            f"({len(results) / max(took, 1e-9):.0f}/s), {failed} failed"
+            f"{len(fetched)} image URLs fetched or found cached in {took:.1f} s "
+            f"({len(fetched) / max(took, 1e-9):.0f}/s), {failed} failed"
         )
     items = []
-    for id_, src, name in shop.items:
-        if isinstance(src, str):
-            path, reason = results[src]
-            if path is None:
-                shop.skipped.append((name, reason))
-                continue
-            src = path
-        items.append((id_, src, name))
+    for id_, _, name in shop.items:
+        whys = failures.get(id_, [])
+        if id_ not in chosen:
+            shop.skipped.append((name, whys[0] if len(whys) == 1 else f"all {len(whys)} images failed: {whys[0]}"))
+            continue
+        if whys:
+            shop.notes.append((name, f"image 1 failed ({whys[0]}); image {len(whys) + 1} used instead"))
+        items.append((id_, chosen[id_], name))
     shop.items = items
 
 

@@ -5,6 +5,7 @@ unsafe links dropped; the datasets upload_ds.py writes from them."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -18,7 +19,8 @@ from shop_files import PhotoServer, photo, shop_upload_flags, shopify_export, wo
 import upload_ds
 from common.untrusted import price_value, safe_url
 from intake.download import DownloadOptions, download_all
-from intake.products import plain_text, read_products
+from intake.exports import plain_text
+from intake.products import read_products
 from intake.shop_input import gather
 
 
@@ -30,38 +32,74 @@ def server():
 
 
 def test_shopify_export_as_it_is(server, tmp_path):
-    table = read_products(shopify_export(tmp_path / "products_export_1.csv", server), shop_url="https://shop.example/")
+    """Every column of the export that says something about a product lands in one: images in position order,
+    variant options, the first variant's compare-at price, metafields, the lowest of differing variant prices;
+    drafts, gift cards and an excluded type left out and listed; a price of 0 noted."""
+    path = shopify_export(tmp_path / "products_export_1.csv", server)
+    table = read_products(path, shop_url="https://shop.example/", exclude_types=("insurance",))
     assert table.kind == "shopify"
-    assert [p.id for p in table.products] == ["red-dress", "blue-shirt", "gone-shoe"]  # one per Handle, draft out
-    assert table.products[0].image == server.url("/p/0.png")  # the lowest Image Position, not the first row
+    assert table.report().splitlines()[0] == "11 rows -> 7 products (4 variant and image rows folded)"
+    assert [p.id for p in table.products] == ["red-dress", "blue-shirt", "gone-shoe", "free-sample"]
+    assert table.products[1].images == [server.url("/missing.png"), server.url("/p/3.png")]  # both, in order
     rows = table.columns.to_pylist()
     dress = rows[0]
     assert dress["title"] == "Red <b>summer</b> dress"  # a title is text: shown as it is, never as HTML
     assert dress["description"] == "Light & airy.\nCotton"  # Body (HTML) as plain text, the script dropped
-    assert (dress["brand"], dress["category"], dress["tags"]) == ("Acme", "Dresses", "red, summer")
-    assert dress["price"] == 49.90  # the first variant's price
+    assert (dress["brand"], dress["category"], dress["tags"]) == ("Acme", "Dresses", "red, summer, women")
+    assert dress["images"] == [server.url(f"/p/{i}.png") for i in (0, 1, 2)]  # by Image Position; once each
+    assert dress["options"] == "Size: S, M, L\nColor: Red"
+    assert dress["attributes"] == "Color: Red; Natural Black\nHair length: 16 in"
+    assert (dress["price"], dress["compare_at_price"], dress["lowest_price"]) == (52.0, 59.9, 49.9)
     assert dress["url"] == "https://shop.example/products/red-dress"
-    assert rows[1]["price"] == 19.0 and table.columns.schema.field("price").type == pa.float64()
-    assert table.skipped == [("old-hat", "not on sale in the shop (Status: draft)")]
-    no_url = read_products(tmp_path / "products_export_1.csv")
-    assert no_url.columns.column("url").to_pylist() == [None, None, None]
+    shirt = rows[1]  # one variant ("Default Title"), a compare-at price below its price
+    assert (shirt["options"], shirt["compare_at_price"], shirt["lowest_price"]) == (None, None, None)
+    assert shirt["attributes"] == "Color: Natural Black" and shirt["price"] == 19.0
+    schema = table.columns.schema
+    assert schema.field("images").type == pa.list_(pa.string())
+    assert all(schema.field(n).type == pa.float64() for n in ("price", "compare_at_price", "lowest_price"))
+    assert table.skipped == [
+        ("old-hat", "not on sale in the shop (Status: draft)"),
+        ("gift-card", "a gift card (Gift Card: true), not a product to show"),
+        ("shipping-protection", "product type 'Insurance', left out by --exclude-type"),
+    ]
+    assert table.notes == [("free-sample", "price 0: kept, shown as free")]
+    no_url = read_products(path)
+    assert no_url.columns.column("url").to_pylist() == [None] * 5
+    assert "shipping-protection" in [p.id for p in no_url.products]  # kept unless excluded
 
 
 def test_woocommerce_export(server, tmp_path):
-    table = read_products(woocommerce_export(tmp_path / "wc-product-export.csv", server), shop_url="https://w.example")
+    """Simple, variable (variations folded into it, Size its option), grouped (no price: noted) and external
+    products; attributes; an unpublished product and an excluded category listed."""
+    path = woocommerce_export(tmp_path / "wc-product-export.csv", server)
+    table = read_products(path, shop_url="https://w.example", exclude_types=("Insurance",))
     assert table.kind == "woocommerce"
-    assert [p.id for p in table.products] == ["MUG-1", "TEE"]  # variations fold into their product; draft out
-    assert table.products[0].image == server.url("/p/5.png")  # the first of its Images
-    mug, tee = table.columns.to_pylist()
-    assert (mug["title"], mug["price"], mug["category"], mug["description"]) == (
+    assert table.report().splitlines()[0] == "8 rows -> 6 products (2 variant and image rows folded)"
+    assert [p.id for p in table.products] == ["MUG-1", "TEE", "SET", "EXT"]
+    mug, tee, grouped, external = table.columns.to_pylist()
+    assert (mug["title"], mug["price"], mug["compare_at_price"], mug["category"], mug["description"]) == (
         "Mug",
         9.99,
+        12.5,
         "Kitchen > Mugs",
         "A big mug",
     )
+    assert mug["images"] == [server.url("/p/5.png"), server.url("/p/6.png")]
+    assert (mug["attributes"], mug["options"]) == ("Material: Ceramic", None)
     assert mug["url"] == "https://w.example/?post_type=product&p=11"
-    assert tee["price"] == 15.0  # a variable product: its first variation's price
-    assert table.skipped == [("14", "not published in the shop (Published: 0)")]
+    assert (tee["price"], tee["lowest_price"], tee["options"], tee["attributes"]) == (
+        18.0,
+        15.0,
+        "Size: S, M",
+        "Material: Cotton",
+    )  # a variable product: its first variation's price, "from" the lowest
+    assert tee["images"] == [server.url("/p/7.png"), server.url("/p/3.png")]  # its variation's image after its own
+    assert grouped["price"] is None and external["url"] == "https://partner.example/lamp"
+    assert table.skipped == [
+        ("17", "not published in the shop (Published: 0)"),
+        ("ROUTE", "product type 'Insurance', left out by --exclude-type"),
+    ]
+    assert table.notes == [("SET", "no price: kept, shown without one")]
 
 
 def test_plain_tables_keep_their_types(tmp_path):
@@ -126,7 +164,9 @@ def test_plain_tables_keep_their_types(tmp_path):
         assert schema.field("weight").type == pa.float64() and schema.field("price").type == pa.float64()
         assert table.columns.column("price").to_pylist() == [19.5, 5.0, None]
         assert table.columns.column("url").to_pylist() == ["https://s.example/007", None, None], name
-        assert [n for n, _ in table.notes] == ["008", "009"] and "only http(s) links" in table.notes[0][1]
+        assert [n for n, _ in table.notes] == ["008", "009", "009"] and "only http(s) links" in table.notes[0][1]
+        assert table.notes[2] == ("009", "no price: kept, shown without one")
+        assert "images" not in table.columns.column_names  # one image column: no list of them
 
 
 def test_values_are_checked():
@@ -189,6 +229,24 @@ def test_downloads_fail_each_way_and_are_cached(server, tmp_path):
     assert server.hits == before, "a rerun downloaded a cached image again"
 
 
+def test_a_table_s_images_column_gives_the_next_image_when_the_first_cannot_be_read(tmp_path):
+    (tmp_path / "broken.png").write_text("not a picture")
+    (tmp_path / "good.png").write_bytes(photo(1))
+    rows = [
+        {"id": "a", "image": "broken.png", "images": "good.png", "price": "3"},
+        {"id": "b", "image": "broken.png", "images": "", "price": "4"},
+    ]
+    shop = gather(products=write_csv(tmp_path / "t.csv", ["id", "image", "images", "price"], rows), progress=False)
+    assert [(i, p.name) for i, p, _ in shop.items] == [("a", "good.png"), ("b", "broken.png")]
+    assert shop.table.columns.column("images").to_pylist() == [["broken.png", "good.png"], ["broken.png"]]
+    broken = tmp_path / "broken.png"
+    assert [n for n, _ in shop.notes] == [f"a ({broken})"] and "image 2 used instead" in shop.notes[0][1]
+    scan = upload_ds.read_images(shop, progress=False)  # a lone image is decoded once, with all the others
+    assert [i for i, _ in scan.images] == ["a"] and scan.skipped == [
+        (f"b ({broken})", "not an image (unrecognised format)")
+    ]
+
+
 def test_table_joined_with_a_folder_reports_both_sides(tmp_path):
     folder = tmp_path / "img"
     folder.mkdir()
@@ -209,35 +267,85 @@ def test_table_joined_with_a_folder_reports_both_sides(tmp_path):
     assert shop.notes == [("c.png", "no row in the product table: kept, without the table's columns")]
 
 
-def upload(*args, timeout=300):
+def upload(*args, timeout=300, env=None):
     return subprocess.run(
         [sys.executable, str(ROOT / "upload_ds.py"), *map(str, args)],
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=ROOT,
+        env={**os.environ, **(env or {})},
     )
 
 
+def expected_shop(server) -> dict[str, list]:
+    """The columns upload_ds.py writes for shopify_export's products, left-out ones aside."""
+    return {
+        "id": ["red-dress", "blue-shirt", "free-sample"],
+        "price": [52.0, 19.0, 0.0],
+        "compare_at_price": [59.9, None, None],
+        "lowest_price": [49.9, None, None],
+        "options": ["Size: S, M, L\nColor: Red", None, None],
+        "attributes": ["Color: Red; Natural Black\nHair length: 16 in", "Color: Natural Black", None],
+        "images": [
+            [server.url(f"/p/{i}.png") for i in (0, 1, 2)],
+            [server.url("/missing.png"), server.url("/p/3.png")],
+            [server.url("/p/5.png")],
+        ],
+        "currency": ["EUR"] * 3,
+    }
+
+
+def assert_shop_dataset(folder, server) -> None:
+    """Both datasets under `folder` hold the shop's products with every column right, each image the one used."""
+    for name in ("shop", "shop-embeddings"):
+        ds = datasets.load_from_disk(str(folder / name))
+        assert {column: ds[column] for column in expected_shop(server)} == expected_shop(server), name
+        assert ds.features["price"] == datasets.Value("float64") and ds["title"][0] == "Red <b>summer</b> dress"
+        assert ds.features["images"] == datasets.List(datasets.Value("string"))
+        assert ds["url"][1] == "https://shop.example/products/blue-shirt"
+    emb = datasets.load_from_disk(str(folder / "shop-embeddings"))
+    assert {"embeddings", "appearance"} <= set(emb.column_names)
+    raw = emb.cast_column("image", datasets.Image(decode=False))["image"]
+    assert [r["bytes"] for r in raw] == [photo(0), photo(3), photo(5)]  # the shirt's second image: its first is gone
+
+
+def assert_shop_report(out: str) -> None:
+    """The report opens with the rows folded; the left-out products are listed, the fallback and price 0 noted."""
+    report = out[out.index("summary:") :].splitlines()
+    assert "11 rows -> 7 products (4 variant and image rows folded)" in report[1:4]
+    assert "  note blue-shirt (" in out and "image 1 failed (download failed: HTTP 404" in out
+    assert "image 2 used instead" in out
+    for line in ("skipped gone-shoe", "HTTP 404", "skipped old-hat", "skipped gift-card: a gift card"):
+        assert line in out, line
+    assert "skipped shipping-protection: product type 'Insurance', left out by --exclude-type" in out
+    assert "note free-sample: price 0" in out and "summary: 3 products" in out
+
+
 def test_upload_a_shopify_export_over_http(server, tiny_model, tmp_path, capsys):
-    """The whole command on a Shopify export whose images are URLs: both datasets carry the product columns with
-    their types; the failed download and the draft are in the report."""
+    """The whole command on a Shopify export whose images are URLs: both datasets carry every product column
+    with its type; a 404 first image falls back to the second; the report says what was folded and left out."""
     table = shopify_export(tmp_path / "products_export_1.csv", server)
-    code = upload_ds.main(shop_upload_flags(table, "me/shop", tiny_model, tmp_path / "out", "--download-timeout", "5"))
+    more = ["--download-timeout", "5", "--exclude-type", "Insurance"]
+    code = upload_ds.main(shop_upload_flags(table, "me/shop", tiny_model, tmp_path / "out", *more))
     out = capsys.readouterr().out
     assert code == 0, out
-    for name in ("shop", "shop-embeddings"):
-        ds = datasets.load_from_disk(str(tmp_path / "out" / name))
-        assert ds["id"] == ["red-dress", "blue-shirt"]
-        assert ds.features["price"] == datasets.Value("float64") and ds["price"] == [49.9, 19.0]
-        assert ds["title"][0] == "Red <b>summer</b> dress" and ds["currency"] == ["EUR", "EUR"]
-        assert ds["url"][1] == "https://shop.example/products/blue-shirt"
-    emb = datasets.load_from_disk(str(tmp_path / "out" / "shop-embeddings"))
-    assert {"embeddings", "appearance"} <= set(emb.column_names)
-    raw = emb.cast_column("image", datasets.Image(decode=False))
-    assert raw[0]["image"]["bytes"] == photo(0)  # the dress's first image by position
-    assert "skipped gone-shoe" in out and "HTTP 404" in out and "skipped old-hat" in out
-    assert "summary: 2 products" in out
+    assert_shop_dataset(tmp_path / "out", server)
+    assert_shop_report(out)
+
+
+@pytest.mark.slow
+def test_the_ray_engine_writes_the_same_shop(server, tiny_model, tmp_path):
+    """--engine ray on the same Shopify export: the same columns, images and report."""
+    pytest.importorskip("ray", reason="ray is not installed (pip install -r requirements-ray.txt)")
+    table = shopify_export(tmp_path / "products_export_1.csv", server)
+    more = ["--exclude-type", "Insurance", "--engine", "ray", "--num-workers", "1", "--work-dir", tmp_path / "work"]
+    res = upload(
+        *shop_upload_flags(table, "me/shop", tiny_model, tmp_path / "out", *more), env={"RAY_AUTH_MODE": "disabled"}
+    )
+    assert res.returncode == 0, res.stderr
+    assert_shop_dataset(tmp_path / "out", server)
+    assert_shop_report(res.stdout)
 
 
 def test_cli_needs_a_folder_or_a_table(tmp_path):
