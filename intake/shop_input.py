@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -128,7 +128,10 @@ def fetch_images(
     t = time.perf_counter()
     while pending:  # round k tries the k-th image of the products still without one
         urls = [srcs[0] for srcs in pending.values() if isinstance(srcs[0], str)]
-        fetched |= download_all(urls, cache, options, max_pixels, progress) if urls else {}
+        this_round = options
+        if urls and options is not None and options.budget:  # the budget is the whole run's, over every round
+            this_round = replace(options, budget=max(options.budget - (time.perf_counter() - t), 1e-3))
+        fetched |= download_all(urls, cache, this_round, max_pixels, progress) if urls else {}
         left = {}
         for id_, (src, *rest) in pending.items():
             if isinstance(src, str):
