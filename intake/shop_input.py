@@ -129,7 +129,7 @@ def fetch_images(
     while pending:  # round k tries the k-th image of the products still without one
         urls = [srcs[0] for srcs in pending.values() if isinstance(srcs[0], str)]
         this_round = options
-        if urls and options is not None and options.budget:  # the budget is the whole run's, over every round
+        if urls and fetched and options is not None and options.budget:  # the budget is the whole run's
             this_round = replace(options, budget=max(options.budget - (time.perf_counter() - t), 1e-3))
         fetched |= download_all(urls, cache, this_round, max_pixels, progress) if urls else {}
         left = {}
