@@ -70,6 +70,7 @@ EVENTS = (
     ("products", "select", "on_select", ("state", "saved"), "pick", False),
     ("picks", "select", "on_view", ("state", "saved"), "view_pick", False),
     ("this_is_it", "click", "on_choose", ("state", "saved"), "this_is_it", False),
+    ("product_page", "click", "on_shop", ("state", "saved"), "view_in_shop", False),
     ("new_search", "click", "start", ("strategy", "state"), "new_search", True),
     ("restart", "click", "start", ("strategy", "state"), "start_over", True),
     ("hunt", "click", "find_product", ("strategy", "state"), "find_product", True),
@@ -180,8 +181,10 @@ def lay_out_shelf(catalog: Catalog) -> dict[str, gr.components.Component]:
                 label="Find this product", visible=False, interactive=False, elem_id="target", buttons=[]
             )
             with gr.Column(elem_id="product-page"):
-                ui["product_page"] = gr.HTML(page.product_page(catalog, None), elem_id="product-details")
-                ui["this_is_it"] = gr.Button("This is it", variant="primary", visible=False, elem_id="this-is-it")
+                ui["product_page"] = gr.HTML(
+                    page.product_page(catalog, None), elem_id="product-details", js_on_load=page.SHOP_LINK_JS
+                )
+                ui["this_is_it"] = gr.Button("This is it", variant="secondary", visible=False, elem_id="this-is-it")
                 ui["new_search"] = gr.Button(
                     "Start a new search", variant="primary", visible=False, elem_id="new-search"
                 )

@@ -46,9 +46,10 @@ def status_line(catalog: Catalog, visit: Visit) -> str:
     seen = f"{session.n_seen:,} of {catalog.n - session.n_hidden:,} products seen"
     if visit.chosen is not None:
         title = markdown_text(catalog.product(visit.chosen)["title"])
+        said = f"You opened {title} in the shop" if in_shop(visit) else f"This is it: {title}"
         return (
-            f"**This is it: {title}**, found in {rounds_text(visit.found_in)}. Press *Start a new search* to "
-            "look for something else."
+            f"**{said}**, found in {rounds_text(visit.found_in)}. Press *Start a new search* to look for something "
+            "else."
         )
     if visit.found_in is not None:
         return (
@@ -78,36 +79,47 @@ def status_line(catalog: Catalog, visit: Visit) -> str:
     return f"**Round {session.round}** · {seen} · {hint}"
 
 
+def in_shop(visit: Visit) -> bool:
+    """Whether the hunt ended with *View in shop* (else with *This is it*, or not at all)."""
+    return visit.chosen is not None and bool(visit.results) and visit.results[-1].get("how") == "shop"
+
+
 def rounds_text(rounds: int) -> str:
     """'1 round', '3 rounds'."""
     return f"{rounds} round{'s' * (rounds != 1)}"
 
 
-def product_page(catalog: Catalog, row: int | None, found_in: int | None = None, picture: str | None = None) -> str:
-    """The product page's HTML: a larger picture (at the URL `picture`), title, price, brand, category, description
-    and a link to the shop; every value escaped. Before any pick, a line saying what will appear here."""
+def product_page(
+    catalog: Catalog, row: int | None, found_in: int | None = None, picture: str | None = None, in_shop: bool = False
+) -> str:
+    """The product page's HTML: a larger picture (at the URL `picture`), title, price, *View in shop* (the page's
+    main action: the shop's page in a new tab; SHOP_LINK_JS tells the server it was followed), brand, category and
+    description; every value escaped. Before any pick, a line saying what will appear here. `found_in`: the rounds
+    the hunt took once it ended on this product, `in_shop` when it ended by *View in shop*."""
     if row is None:
         return '<div class="pp pp-empty">Pick a product to see it here.</div>'
     facts = catalog.product(row)
     esc = html.escape
     parts = ['<div class="pp">']
     if found_in is not None:
-        parts.append(f'<p class="pp-found">This is it: found in {rounds_text(found_in)}.</p>')
+        said = "Opened in the shop" if in_shop else "This is it"
+        parts.append(f'<p class="pp-found">{said}: found in {rounds_text(found_in)}.</p>')
     if picture:
         parts.append(f'<img class="pp-img" src="{esc(picture)}" alt="{esc(facts["title"])}">')
     parts.append(f'<h3 class="pp-title">{esc(facts["title"])}</h3>')
     price = price_html(facts, catalog.locale)
     if price:
         parts.append(f'<p class="pp-price">{price}</p>')
+    if facts["url"]:
+        parts.append(
+            f'<a class="pp-shop" href="{esc(facts["url"])}" target="_blank" rel="noopener noreferrer" '
+            f'data-product="{esc(catalog.product_id(row))}">View in shop<span aria-hidden="true"> ↗</span></a>'
+        )
     meta = " · ".join(esc(v) for v in (facts["brand"], facts["category"]) if v)
     if meta:
         parts.append(f'<p class="pp-meta">{meta}</p>')
     if facts["description"]:
         parts.append(description_html(facts["description"]))
-    if facts["url"]:
-        parts.append(
-            f'<a class="pp-shop" href="{esc(facts["url"])}" target="_blank" rel="noopener noreferrer">View in shop</a>'
-        )
     return "".join(parts) + "</div>"
 
 
@@ -157,6 +169,7 @@ def following_text(weights: dict[str, float]) -> str:
 
 
 RESULT_HEADERS = ["product", "found with", "rounds", "strategy"]
+RESULT_HOW = {"chosen": "This is it", "shop": "View in shop", "target": "Find a product"}
 
 
 def results_rows(catalog: Catalog, results: list[dict]) -> list[list]:
@@ -164,7 +177,7 @@ def results_rows(catalog: Catalog, results: list[dict]) -> list[list]:
     rows = []
     for r in results:
         title = catalog.product(r["product"])["title"] if r.get("product") is not None else ""
-        how = "gave up" if r["rounds"] is None else "This is it" if r.get("how") == "chosen" else "Find a product"
+        how = RESULT_HOW.get(r.get("how"), "Find a product") if r["rounds"] is not None else "gave up"
         rows.append([title, how, r["rounds"] if r["rounds"] is not None else "", r["strategy"]])
     for name in sorted({r["strategy"] for r in results}):
         done = [r["rounds"] for r in results if r["strategy"] == name and r["rounds"] is not None]
@@ -218,7 +231,11 @@ CSS = """
 #product-page .pp-desc { white-space: pre-line; overflow-wrap: anywhere; margin: 4px 0; }
 #product-page .pp-more summary { cursor: pointer; font-weight: 600; color: var(--body-text-color); }
 #product-page .pp-found { font-weight: 600; margin: 0; }
-#product-page .pp-shop { font-weight: 600; align-self: flex-start; }
+#product-page a.pp-shop { display: block; align-self: stretch; margin: 8px 0 4px; padding: 10px 16px;
+  border-radius: var(--button-large-radius); background: #b23c0a; color: #fff; font-weight: 600;
+  font-size: var(--button-large-text-size); text-align: center; text-decoration: none; }
+#product-page a.pp-shop:hover { background: #8a2e08; }
+#product-page a.pp-shop:focus-visible { outline: 2px solid var(--color-accent); outline-offset: 2px; }
 #product-page .pp-empty { color: var(--body-text-color); padding: 8px 0; }
 @media (max-width: 640px) {
   #shop-name p { display: none; }
@@ -295,3 +312,15 @@ HEAD = """<script>
     .observe(document.documentElement, {subtree: true, childList: true, characterData: true});
 })();
 </script>"""
+
+
+# The product page's *View in shop*: followed (a click, a middle click or Enter), it tells the server which product's
+# link it was; the server ends the hunt only when that is the product its own copy of the visit shows.
+SHOP_LINK_JS = """
+const follow = e => {
+  const link = e.target.closest?.('a.pp-shop');
+  if (link && (e.type === 'click' || e.button === 1)) trigger('click', {product: link.dataset.product || ''});
+};
+element.addEventListener('click', follow);
+element.addEventListener('auxclick', follow);
+"""

@@ -23,7 +23,18 @@ from engine.bayes import view_weights
 from recommender import STRATEGIES, Recommender, Session
 from shop import page
 from shop.visit import Visit, restore_visit
-from shop.wire import clicked_row, file_data, file_route, gallery_data, page_root, picture_url, skip, table_data, update
+from shop.wire import (
+    clicked_row,
+    event_value,
+    file_data,
+    file_route,
+    gallery_data,
+    page_root,
+    picture_url,
+    skip,
+    table_data,
+    update,
+)
 
 ENDED_KEPT = 65_536  # ids of hunts ended lately: a replayed visit cannot end one of them again in the log
 KEEP, SKIP = object(), object()  # Shop.render's `box`: not an output of the event / an output left as it is
@@ -214,7 +225,11 @@ class Shop:
             strategy=session.strategy,
             following=page.following_text(view_weights(session)) if session.strategy == "bayes" else "",
             product_page=page.product_page(
-                catalog, visit.on_page, visit.found_in if visit.chosen is not None else None, picture
+                catalog,
+                visit.on_page,
+                visit.found_in if visit.chosen is not None else None,
+                picture,
+                page.in_shop(visit),
             ),
             this_is_it=shown("this_is_it", "This is it"),
             new_search=shown("new_search", "Start a new search"),
@@ -388,14 +403,36 @@ class Shop:
         """ "This is it": the product on the page ends the hunt, recorded with the rounds it took."""
         visit = self.current(visit, saved, request)
         with visit.lock:
-            session = visit.session
-            if visit.viewing is not None and not visit.ended and visit.target is None:
-                visit.chosen, visit.found_in = visit.viewing, max(1, session.round - 1)
-                visit.results.append(
-                    {"strategy": session.strategy, "rounds": visit.found_in, "product": visit.chosen, "how": "chosen"}
-                )
-                self.log_end(visit, "found")
+            self.choose(visit, "chosen")
             return self.answer(visit)
+
+    def on_shop(
+        self, visit: Visit | None, saved: object, evt: gr.EventData, request: gr.Request | None = None
+    ) -> tuple:
+        """*View in shop* followed: like "This is it", the product on the page ends the hunt as found. The browser
+        only says which product's link it followed; the hunt ends when that is the product this visit's page shows
+        (else the click was on a page the shopper no longer sees, and changes nothing)."""
+        visit = self.current(visit, saved, request)
+        with visit.lock:
+            row = visit.viewing
+            if (
+                row is not None
+                and self.catalog.product(row)["url"]
+                and event_value(evt, "product") == self.catalog.product_id(row)
+            ):
+                self.choose(visit, "shop")
+            return self.answer(visit)
+
+    def choose(self, visit: Visit, how: str) -> None:
+        """The product on the page ends a hunt without a target (by `how`: "chosen" or "shop"), recorded with the
+        rounds it took and written to the hunt log; nothing when there is none or the hunt has ended."""
+        session = visit.session
+        if visit.viewing is not None and not visit.ended and visit.target is None:
+            visit.chosen, visit.found_in = visit.viewing, max(1, session.round - 1)
+            visit.results.append(
+                {"strategy": session.strategy, "rounds": visit.found_in, "product": visit.chosen, "how": how}
+            )
+            self.log_end(visit, "found")
 
 
 def search_hint(catalog: Catalog) -> str:

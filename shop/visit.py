@@ -252,8 +252,8 @@ def saved_results(results: object, n: int) -> list[dict]:
         if r.get("product") is not None:
             result["product"] = whole(r["product"], 0, n - 1, "product")
         if r.get("how") is not None:
-            if r["how"] not in ("chosen", "target"):
-                raise ValueError("a result's how must be 'chosen' or 'target'")
+            if r["how"] not in ("chosen", "shop", "target"):
+                raise ValueError("a result's how must be 'chosen', 'shop' or 'target'")
             result["how"] = r["how"]
         out.append(result)
     return out

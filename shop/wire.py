@@ -103,6 +103,14 @@ def clicked_row(rows: list[int], evt: gr.SelectData) -> int | None:
     return rows[index] if clicked is None or clicked == rows[index] else None
 
 
+def event_value(evt: gr.EventData | None, key: str) -> str | None:
+    """A text an event's browser sent along (gr.HTML's `trigger(name, {key: ...})`), or None: untrusted, to be
+    checked by the caller."""
+    data = getattr(evt, "_data", None)
+    value = data.get(key) if isinstance(data, dict) else None
+    return value if isinstance(value, str) and len(value) <= 1000 else None
+
+
 def forget_session(demo: gr.Blocks, request: gr.Request) -> None:
     """A closed tab: drop its state and Gradio's record of it now.
 

@@ -423,3 +423,30 @@ def test_a_long_description_reads_in_full_under_more():
     assert "<details" in first and len(first) < DESCRIPTION_LEAD + 80 and "the end" in rest
     read = re.sub(r"<[^>]+>", " ", folded.replace("<summary>more</summary>", "")).replace("…", " ")
     assert " ".join(read.split()) == " ".join(text.split())  # every word, once
+
+
+def test_view_in_shop_ends_the_hunt_only_for_the_product_on_the_page(tmp_path):
+    """*View in shop* ends the hunt as found (one hunt log record) only when the product its link names is the one
+    this visit's page shows: a click on a stale page, a forged or odd value, a page with no product change nothing."""
+    import gradio as gr
+
+    from catalog.catalog import Catalog
+    from common.huntlog import HuntLog, read_records
+    from recommender import Recommender
+    from shop.shop import Shop
+
+    catalog = Catalog(datasets.load_from_disk(str(make_catalog(tmp_path / "cat", n=30, products=True))), "t", tmp_path)
+    log = tmp_path / "hunts.jsonl"
+    shop = Shop(catalog, Recommender(catalog.embeddings, seed=0), HuntLog(str(log)))
+    visit = shop.new_visit(None, None, hunt=False)
+    shop.on_shop(visit, None, gr.EventData(None, {"product": "p000"}))  # no product on the page yet
+    row = next(r for r in visit.session.shown if r != 2)  # row 2's link is unsafe: it has none
+    shop.pick(visit, gr.SelectData(None, {"index": visit.session.shown.index(row), "value": None}))
+    other = catalog.product_id(next(r for r in range(30) if r != row))
+    for claim in (other, None, 5, ["p000"], "x" * 5000):
+        shop.on_shop(visit, None, gr.EventData(None, {"product": claim}))
+        assert not visit.ended and not log.exists()
+    shop.on_shop(visit, None, gr.EventData(None, {"product": catalog.product_id(row)}))
+    assert visit.chosen == row and visit.found_in == 1 and visit.results[-1]["how"] == "shop"
+    records = list(read_records([log]))
+    assert [(r["ended"], r["found"]) for r in records] == [("found", catalog.product_id(row))]

@@ -5,9 +5,10 @@ that brings the product page into view, no stale "selected" ring, the shop's own
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
-from browsing import opened, wait_status
+from browsing import CONTRAST, gallery_srcs, hunt_records, opened, wait_status
 from catalogs import make_catalog
 from gradio_http import start_app
 from helpers import caption_parts, seen_before
@@ -22,8 +23,9 @@ def shop(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("small-shop")
     cat = make_catalog(tmp / "catalog", n=N, products=True)
     env = {**os.environ, "APP_LOG": str(tmp / "app.log"), "CACHE_DIR": str(tmp / "cache")}
-    proc, url = start_app(["--dataset", str(cat), "--shop-name", SHOP_NAME], env)
-    yield url, tmp / "cache" / "hunts" / "hunts.jsonl"
+    hunts = tmp / "hunts.jsonl"
+    proc, url = start_app(["--dataset", str(cat), "--shop-name", SHOP_NAME, "--hunt-log", str(hunts)], env)
+    yield url, hunts
     proc.terminate()
     proc.wait(timeout=20)
 
@@ -99,4 +101,43 @@ def test_thirty_rounds_on_a_phone_then_a_laptop(browser, shop):
             assert all(seen_before(c) for c in captions), (r, captions)
             assert f"seen all {N} products" in page.inner_text("#status")
     assert page.evaluate("document.documentElement.scrollWidth") <= LAPTOP[0]
+    context.close()
+
+
+def test_view_in_shop_is_the_main_action_and_ends_the_hunt_as_found(browser, shop):
+    """On a phone, after a tap: the product page in view with *View in shop* as its main action (a button-looking
+    link opening the shop's page in a new tab, noopener noreferrer; *This is it* below it), every text of the page
+    at a contrast of 4.5:1 or more; following the link ends the hunt as found, one record in the hunt log."""
+    url, hunts = shop
+    context, page, dialogs = opened(browser, url, PHONE)
+    context.route("https://shop.example/**", lambda route: route.fulfill(body="<title>the shop</title>"))
+    rows = [int(re.search(r"r(\d+)-", src).group(1)) for src in gallery_srcs(page, "products")]
+    page.locator("#products .thumbnail-item").nth(next(i for i, r in enumerate(rows) if r != 2)).click()  # 2: no link
+    wait_status(page, "Round 2 ")
+    link = page.locator("#product-page a.pp-shop")
+    link.wait_for(timeout=15_000)
+    page.wait_for_function(PAGE_IN_VIEW, timeout=15_000)
+    href, product = link.get_attribute("href"), link.get_attribute("data-product")
+    assert href == f"https://shop.example/products/{product}" and link.is_visible()
+    assert link.get_attribute("target") == "_blank" and link.get_attribute("rel") == "noopener noreferrer"
+    look = link.evaluate("e => [getComputedStyle(e).backgroundColor, e.getBoundingClientRect().height]")
+    assert look[0] not in ("rgba(0, 0, 0, 0)", "transparent") and look[1] >= 36, look  # a button, not a bare link
+    box, second = link.bounding_box(), page.locator("#this-is-it").bounding_box()
+    assert box["y"] + box["height"] <= second["y"] and box["y"] < PHONE[1], (box, second)  # first, and in view
+    ratios = page.eval_on_selector_all(
+        "#product-page p, #product-page h3, #product-page summary, #product-page a", CONTRAST
+    )
+    assert ratios and all(r >= 4.5 for _, r in ratios), ratios
+    before = len(hunt_records(hunts))
+    with context.expect_page() as opened_tab:
+        link.click()
+    assert opened_tab.value.url == href
+    wait_status(page, "You opened")
+    found = hunt_records(hunts)[before:]
+    assert [(r["ended"], r["found"], r["rounds"][0]["pick"]) for r in found] == [("found", product, product)]
+    assert "Opened in the shop: found in 1 round" in page.inner_text("#product-page")
+    assert page.locator("#new-search").is_visible() and not page.locator("#this-is-it").is_visible()
+    link.click()  # again: the hunt has ended, nothing more is written
+    page.wait_for_timeout(500)
+    assert len(hunt_records(hunts)) == before + 1 and dialogs == []
     context.close()

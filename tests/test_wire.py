@@ -101,7 +101,7 @@ def served(pictures):
     root the shop works out, a click's row, and a session with state."""
     with gr.Blocks() as demo:
         gallery, image, root, row = gr.Gallery(), gr.Image(), gr.Textbox(), gr.Number()
-        state, button = gr.State(None), gr.Button()
+        state, button, html, said = gr.State(None), gr.Button(), gr.HTML("<a>x</a>"), gr.Textbox()
 
         def show(request: gr.Request) -> list[dict]:
             return wire.gallery_data([(wire.picture_url(wire.page_root(request), p), "c") for p in pictures])
@@ -113,10 +113,14 @@ def served(pictures):
             found = wire.clicked_row(ROWS, evt)
             return -1 if found is None else found
 
+        def product_of(evt: gr.EventData) -> str:
+            return str(wire.event_value(evt, "product"))
+
         button.click(show, None, gallery, api_name="show", postprocess=False)
         button.click(lambda: pictures[1], None, image, api_name="gradio_image")
         button.click(page_root, None, root, api_name="page_root")
         gallery.select(clicked, None, row, api_name="clicked")
+        html.click(product_of, None, said, api_name="html_click")
         button.click(lambda: {"kept": True}, None, state, api_name="keep")
     port = free_port()
     demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True)
@@ -161,6 +165,16 @@ def test_a_click_on_a_gallery_is_read_as_gradio_sends_it(served, pictures):
         event = gr.SelectData(None, {"index": index, "value": None})
         assert wire.clicked_row(ROWS, event) is None
     assert wire.clicked_row(ROWS, gr.SelectData(None, {"index": 2, "value": None})) == ROWS[2]  # no picture: trusted
+
+
+def test_a_value_sent_by_an_html_trigger_is_read_as_gradio_sends_it(served):
+    """gr.HTML's `trigger('click', {product: ...})` (the product page's *View in shop*) as a browser sends it: the
+    text; anything else (not text, too long, missing) is None."""
+    _, url = served
+    shopper = Shopper(url)
+    assert shopper.call("html_click", event_data={"product": "p007"})[0] == "p007"
+    for data in ({"product": 7}, {"product": "x" * 5000}, {}, None, ["p007"]):
+        assert shopper.call("html_click", event_data=data)[0] == "None"
 
 
 def test_forget_session_drops_gradios_record_of_a_session(served):
