@@ -123,7 +123,7 @@ def test_many_sessions_at_once_write_whole_lines(shop):
 
 
 def test_a_closed_tab_is_an_abandoned_hunt_and_a_reload_is_not(shop):
-    from test_browser import ARGS, CHROMIUM
+    from browsing import ARGS, CHROMIUM
 
     playwright = pytest.importorskip("playwright.sync_api")
     if not os.path.exists(CHROMIUM):

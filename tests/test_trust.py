@@ -430,7 +430,7 @@ def test_very_large_or_small_vectors_normalise_like_any_other(scale):
 def forge_from_chromium(url: str) -> None:
     """A hostile page script: forged saved state and odd text posted as the page would, then a reload with junk
     in the browser's storage. The page must keep showing a full gallery."""
-    from test_browser import ARGS, CHROMIUM
+    from browsing import ARGS, CHROMIUM
 
     playwright = pytest.importorskip("playwright.sync_api")
     if not os.path.exists(CHROMIUM):
