@@ -163,12 +163,16 @@ def build_ray(shop: ShopInput, options: RayOptions, work_dir: str | None) -> Bui
 
     rows = [(id_, str(path)) for id_, path, _ in shop.items]
     names = {str(path): name for _, path, name in shop.items}  # source -> name in the skip report
-    key = files_key(rows, salt=f"{options.model}\x00{options.pooling}\x00{options.max_pixels}\n")
+    salt = f"{options.model}\x00{options.pooling}\x00{options.max_pixels}\x00{sorted(shop.alternates.items())}\n"
+    key = files_key(rows, salt=salt)
     work = Path(work_dir) if work_dir else Path(datasets.config.HF_DATASETS_CACHE) / "ray-embed" / key[:24]
-    emb_ds, skipped = ray_embed.run(rows, work, options, log=lambda msg: print(msg, file=sys.stderr))
+    emb_ds, skipped, notes = ray_embed.run(
+        rows, work, options, lambda msg: print(msg, file=sys.stderr), shop.alternates
+    )
     scan = shop.scan()
     scan.images = list(zip(emb_ds["id"], [None] * len(emb_ds)))
     scan.skipped += [(names.get(src, src), reason) for src, reason in skipped]
+    scan.notes += [(names.get(src, src), note) for src, note in notes]
     if not len(emb_ds):
         raise ValueError(f"none of the {len(rows)} images could be read:\n{scan.report()}")
     dim = emb_ds.features["embeddings"].length

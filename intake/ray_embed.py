@@ -48,22 +48,43 @@ def read_source(src: str | bytes, allow_private: bool = False) -> bytes:
     return Path(src).read_bytes()
 
 
+def read_checked(src: str, max_pixels: int, allow_private: bool = False) -> tuple[bytes, str | None]:
+    """(the file's bytes, None) when it reads and fully decodes, else (b"", why not)."""
+    try:
+        data = read_source(src, allow_private)
+    except Exception as exc:  # missing, permission, network: reported, never fatal
+        return b"", f"unreadable: {type(exc).__name__}: {exc}"
+    reason = check_image(data, max_pixels)
+    return (b"", reason) if reason else (data, None)
+
+
 def read_and_check(batch: pa.Table, max_pixels: int, allow_private: bool = False) -> pa.Table:
-    """Stage 1 (tasks): read each file and fully decode it; bad files keep empty bytes and a reason."""
-    images, reasons = [], []
-    for src in map(os.fsdecode, batch.column("path").to_pylist()):
-        try:
-            data = read_source(src, allow_private)
-        except Exception as exc:  # missing, permission, network: reported, never fatal
-            images.append({"bytes": b"", "path": None})
-            reasons.append(f"unreadable: {type(exc).__name__}: {exc}")
-            continue
-        reason = check_image(data, max_pixels)
-        images.append({"bytes": b"" if reason else data, "path": display_name(os.path.basename(src.rstrip("/")))})
-        reasons.append(reason)
-    return batch.append_column(
-        "image", pa.array(images, pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
-    ).append_column("reason", pa.array(reasons, pa.string()))
+    """Stage 1 (tasks): read each file and fully decode it, else the row's next images (`next`, if any) in turn;
+    a row none of whose images reads keeps empty bytes and the first reason; one that fell back, a note."""
+    images, reasons, notes = [], [], []
+    nexts = batch.column("next").to_pylist() if "next" in batch.column_names else [None] * batch.num_rows
+    for path, more in zip(batch.column("path").to_pylist(), nexts):
+        whys: list[str] = []
+        for src in map(os.fsdecode, [path, *(more or [])]):
+            data, why = read_checked(src, max_pixels, allow_private)
+            if why is None:
+                break
+            whys.append(why)
+        name = display_name(os.path.basename(src.rstrip("/"))) if why is None else None
+        images.append({"bytes": data, "path": name})
+        reasons.append(
+            None if why is None else whys[0] if len(whys) == 1 else f"all {len(whys)} images failed: {whys[0]}"
+        )
+        notes.append(
+            f"image 1 failed ({whys[0]}); image {len(whys) + 1} used instead" if why is None and whys else None
+        )
+    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    batch = batch.drop_columns([c for c in ("next",) if c in batch.column_names])  # not kept in the shards
+    return (
+        batch.append_column("image", pa.array(images, image_type))
+        .append_column("reason", pa.array(reasons, pa.string()))
+        .append_column("note", pa.array(notes, pa.string()))
+    )
 
 
 class Embedder:
@@ -132,16 +153,26 @@ class RayOptions:
 
 
 def run(
-    rows: list[tuple[str, str]], work_dir: str | os.PathLike, options: RayOptions, log: Callable[[str], object] = print
-) -> tuple[datasets.Dataset, list[tuple[str, str]]]:
-    """Embed `rows` (id, source) on Ray; returns (embeddings dataset in row order, [(source, reason)] skipped)."""
+    rows: list[tuple[str, str]],
+    work_dir: str | os.PathLike,
+    options: RayOptions,
+    log: Callable[[str], object] = print,
+    alternates: dict[str, list[str]] | None = None,
+) -> tuple[datasets.Dataset, list[tuple[str, str]], list[tuple[str, str]]]:
+    """Embed `rows` (id, source) on Ray, a row's `alternates` (by id) tried when its source cannot be read;
+    returns (embeddings dataset in row order, [(source, reason)] skipped, [(source, note)] fallen back)."""
     import ray
 
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     done = finished_orders(work)
     # paths travel as bytes (os.fsencode): Arrow strings must be UTF-8, file names need not be
-    todo = [{"order": i, "id": ident, "path": os.fsencode(src)} for i, (ident, src) in enumerate(rows) if i not in done]
+    more = alternates or {}
+    todo = [
+        {"order": i, "id": ident, "path": os.fsencode(src), "next": [os.fsencode(a) for a in more.get(ident, [])]}
+        for i, (ident, src) in enumerate(rows)
+        if i not in done
+    ]
     log(f"ray engine: {len(rows)} images, {len(done)} already in {work}, {len(todo)} to do")
     if todo:
         cpus_per_worker = worker_cpus(options)
@@ -218,8 +249,8 @@ def embed_rows(todo: list[dict], work: Path, options: RayOptions, cpus_per_worke
     ds.write_parquet(str(work), min_rows_per_file=o.shard_size, ray_remote_args={"num_cpus": 0.25})
 
 
-def assemble(work: Path, n_rows: int) -> tuple[datasets.Dataset, list[tuple[str, str]]]:
-    """The shards as one `datasets.Dataset` (image, id, embeddings) in row order, and the skip list."""
+def assemble(work: Path, n_rows: int) -> tuple[datasets.Dataset, list[tuple[str, str]], list[tuple[str, str]]]:
+    """The shards as one `datasets.Dataset` (image, id, embeddings) in row order, the skip list and the notes."""
     import datasets
 
     table = pa.concat_tables([pq.read_table(f) for f in sorted(work.glob("*.parquet"))], promote_options="default")
@@ -230,7 +261,10 @@ def assemble(work: Path, n_rows: int) -> tuple[datasets.Dataset, list[tuple[str,
     if table.num_rows != n_rows:
         raise RuntimeError(f"ray engine: {table.num_rows} of {n_rows} rows in {work}; run again to finish")
     reasons = table.column("reason").to_pylist()
-    skipped = [(os.fsdecode(path), r) for path, r in zip(table.column("path").to_pylist(), reasons) if r is not None]
+    paths = [os.fsdecode(path) for path in table.column("path").to_pylist()]
+    skipped = [(path, r) for path, r in zip(paths, reasons) if r is not None]
+    written = table.column("note").to_pylist() if "note" in table.column_names else [None] * len(paths)
+    notes = [(path, note) for path, note in zip(paths, written) if note is not None]
     good = table.filter(pa.array([r is None for r in reasons]))
     dim = good.schema.field("embeddings").type.list_size
     a = good.schema.field("appearance").type.list_size
@@ -250,4 +284,4 @@ def assemble(work: Path, n_rows: int) -> tuple[datasets.Dataset, list[tuple[str,
             "appearance": good.column("appearance"),
         }
     )
-    return datasets.Dataset(emb.cast(features.arrow_schema)), skipped
+    return datasets.Dataset(emb.cast(features.arrow_schema)), skipped, notes

@@ -160,7 +160,7 @@ def fetch_images(
         if whys:
             shop.notes.append((name, f"image 1 failed ({whys[0]}); image {len(whys) + 1} used instead"))
         items.append((id_, chosen[id_], name))
-    shop.items = items
+    shop.items, shop.alternates = items, {}  # every product has its image now
 
 
 def product_columns(ids: list[str], table: ProductTable | None) -> pa.Table | None:

@@ -247,6 +247,22 @@ def test_a_table_s_images_column_gives_the_next_image_when_the_first_cannot_be_r
     ]
 
 
+def test_a_remote_ray_worker_falls_back_to_a_product_s_next_image(server, tmp_path):
+    """On a remote cluster the workers fetch the URLs (read_and_check, run here without Ray): the same fallback."""
+    from intake.ray_embed import read_and_check
+
+    gone, first, second = server.url("/missing.png"), server.url("/p/1.png"), server.url("/p/2.png")
+    rows = [
+        {"order": 0, "id": "a", "path": gone.encode(), "next": [second.encode()]},
+        {"order": 1, "id": "b", "path": first.encode(), "next": [gone.encode()]},
+        {"order": 2, "id": "c", "path": gone.encode(), "next": []},
+    ]
+    out = read_and_check(pa.Table.from_pylist(rows), 10**8, allow_private=True).to_pylist()
+    assert [r["image"]["bytes"] for r in out] == [photo(2), photo(1), b""]
+    assert out[0]["reason"] is None and "image 1 failed" in out[0]["note"] and "HTTP 404" in out[0]["note"]
+    assert out[1]["note"] is None and "HTTP 404" in out[2]["reason"] and out[2]["note"] is None
+
+
 def test_table_joined_with_a_folder_reports_both_sides(tmp_path):
     folder = tmp_path / "img"
     folder.mkdir()
