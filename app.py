@@ -5,9 +5,9 @@
     python app.py --dataset out/NAME-embeddings    # or the same saved locally with upload_ds.py --out
 
 Every flag can also be set by an environment variable (DATASET, HOST, PORT, PER_ROUND, SIMILAR, STRATEGY,
-DEMO_SIZE, SHARE, CACHE_DIR, MAX_SESSIONS, THREADS, COMPRESSION, HUNT_LOG, COMPARE, LOCALE), so a Hugging Face Space is
-configured in its settings, not its code. VISIT_SECRET (environment only, 32+ characters) signs shoppers' saved
-visits alike on every replica of a shop; without it a key is made once in CACHE_DIR.
+DEMO_SIZE, SHARE, CACHE_DIR, MAX_SESSIONS, THREADS, COMPRESSION, HUNT_LOG, COMPARE, LOCALE, SYNONYMS), so a Hugging
+Face Space is configured in its settings, not its code. VISIT_SECRET (environment only, 32+ characters) signs
+shoppers' saved visits alike on every replica of a shop; without it a key is made once in CACHE_DIR.
 All round logic lives in recommender.py; this file only loads the catalog, makes thumbnails and wires events.
 """
 
@@ -46,6 +46,7 @@ from catalog.catalog import (
 )
 from catalog.dataset import CatalogError, load_dataset_source
 from catalog.demo import load_demo_catalog
+from catalog.fulltext import SynonymError, read_synonyms
 from common.cli import ArgumentParser, env, env_option, folder_problem
 from common.cli import run as run_cli
 from common.huntlog import HuntLog, log_file_name
@@ -61,6 +62,7 @@ from shop.wire import forget_session
 log = logging.getLogger("app")
 SESSION_IDLE_S = 2 * 3600  # a browser session's state is dropped after this long without an event
 DEFAULT_THREADS = max(4, 2 * (os.cpu_count() or 1))  # Gradio's own default is 40
+DEMO_SYNONYMS = Path(__file__).resolve().parent / "data" / "demo-synonyms.txt"  # the demo's ten categories
 
 
 # Every event of the page: (component, event, Shop handler, inputs, API name, whether the search box is an output).
@@ -267,7 +269,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         f"{AUTO_SQ8_BYTES >> 20} MB of float32 rows, e.g. {AUTO_SQ8_BYTES // (4 * 768):,} products of 768-d"
     )
     flag("--compression", scan, "auto", choices=["auto", *COMPRESSIONS])
+    synonyms = "the shop's synonyms: lines like 'shoes: sneaker, sandal, ankle boot' (a typed word also finds these)"
+    flag("--synonyms", synonyms, metavar="FILE", shown=f"{DEMO_SYNONYMS.name} for the demo, none for a shop")
     args = ap.parse_args(argv)
+    try:
+        path = args.synonyms or (None if args.dataset else DEMO_SYNONYMS)
+        args.synonym_words = read_synonyms(path) if path else {}
+    except SynonymError as exc:
+        ap.error(f"--synonyms (or SYNONYMS): {exc}")
     if args.dataset is not None and not args.dataset.strip():
         ap.error("--dataset is empty: give a Hub dataset id or a folder from upload_ds.py, or omit it for the demo")
     problem = folder_problem(args.cache_dir, "--cache-dir (or CACHE_DIR)")
@@ -333,6 +342,7 @@ def prepare(args: argparse.Namespace) -> tuple[Catalog, Recommender]:
         name = f"demo: Fashion-MNIST ({args.demo_size})"
     catalog = Catalog(ds, name, cache, locale=args.locale)
     catalog.id = catalog_id(args.dataset)
+    catalog.synonyms = args.synonym_words
     catalog.add_appearance()  # bayes's second pair of eyes, on datasets made without it
     dim = catalog.embeddings[0].shape[1]
     compression = choose_compression(args.compression, catalog.n, dim)
@@ -351,10 +361,14 @@ def prepare(args: argparse.Namespace) -> tuple[Catalog, Recommender]:
     catalog.check_sample()
     why_not = catalog.load_text_encoder() if catalog.has_text else None
     if why_not:
-        log.warning("typed words search product names, not meanings: %s", why_not)
+        log.warning("typed words search product texts, not meanings: %s", why_not)
+    t_search = time.perf_counter()
+    _ = catalog.search_index  # built once per dataset (kept in the cache folder), before any shopper searches
     log.info(
-        "search box: %s",
-        f"by meaning (text tower of {catalog.model})" if catalog.text_encoder else "by words in product names",
+        "search box: every product text (SQLite FTS5, %d synonym words; %.1f s)%s",
+        len(catalog.synonyms),
+        time.perf_counter() - t_search,
+        f" and meaning (text tower of {catalog.model})" if catalog.text_encoder else "",
     )
     index = (
         f"8-bit codes ({rec.sq8_index.nbytes / 2**20:,.0f} MB; float32 rows read from disk)"
@@ -393,11 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "500")
     gr.set_static_paths([str(catalog.thumb_dir)])
 
-    def warm_up() -> None:  # what "bayes" sessions compare and the names the search box matches, made before use
+    def warm_up() -> None:  # what "bayes" sessions compare, made before use
         for view in ("embedding", *rec.views):
             belief_rows(rec, view)
-        if catalog.text_encoder is None:
-            log.info("search box: %d words in product names indexed", len(catalog.words.vocab))
 
     hunt_log = HuntLog(args.hunt_log)
     log.info("hunt log: %s%s", args.hunt_log or "off", f"; comparing {', '.join(args.compare)}" if args.compare else "")

@@ -278,11 +278,15 @@ def evaluate(rec: Recommender, experiment: Experiment) -> Results:
     return out
 
 
-def typed_queries(ds: datasets.Dataset | None, targets: np.ndarray, what: str = "category") -> tuple[dict, str]:
+def typed_queries(
+    ds: datasets.Dataset | None, targets: np.ndarray, what: str = "category", cache_dir: str | None = None
+) -> tuple[dict, str]:
     """({target: the query its shopper types}, how it searches): each target's `what` column as typed words,
-    by meaning with the model's text tower when the dataset records one, else by words in product names."""
-    from catalog.dataset import dataset_meta, name_column, product_texts
-    from catalog.words import WordIndex
+    by meaning with the model's text tower when the dataset records one, else by the shop's full-text search
+    (its index kept in `cache_dir`, default: the app's cache)."""
+    from catalog.catalog import DEFAULT_CACHE
+    from catalog.dataset import dataset_meta, name_column
+    from catalog.fulltext import TextIndex
 
     if ds is None or what not in ds.column_names:
         raise ValueError(f"--typed {what}: this catalog has no {what!r} column")
@@ -294,9 +298,9 @@ def typed_queries(ds: datasets.Dataset | None, targets: np.ndarray, what: str = 
 
         vectors = TextEncoder(meta["model"]).embed(texts)
         return {int(t): v for t, v in zip(targets, vectors)}, "meaning"
-    index = WordIndex(product_texts(ds))
-    queries = {int(t): index.match(text)[0] for t, text in zip(targets, texts)}
-    return {t: rows if rows.size else None for t, rows in queries.items()}, "names"
+    index = TextIndex.open(ds, Path(cache_dir or DEFAULT_CACHE) / "search")
+    found = {text: index.search(text).rows for text in set(texts)}
+    return {int(t): (None, found[text]) if found[text].size else None for t, text in zip(targets, texts)}, "words"
 
 
 # ---------------------------------------------------------------------------------------------- the numbers
@@ -577,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
         rng = np.random.default_rng(args.seed)
         targets = np.arange(rec.n) if args.targets >= rec.n else rng.choice(rec.n, args.targets, replace=False)
         eyes = {kind: perception(kind, rec.unit, ds, seed=args.seed) for kind in args.perceive}
-        typed, typed_kind = typed_queries(ds, targets, args.typed) if args.typed else (None, "")
+        typed, typed_kind = typed_queries(ds, targets, args.typed, args.cache_dir) if args.typed else (None, "")
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -14,8 +14,10 @@ That rule is strategy "mean"; "random" (the baseline), "rocchio" and "bayes" (a 
 galleries chosen to narrow it fastest) plug in the same way: see STRATEGIES.
 
 A shopper may also say what they want: `session.next_round(query=...)` takes a vector in the embedding space
-(typed words embedded by a CLIP-family model's text tower) or the rows whose names match typed words. The query
-stays active until another replaces it; see `Session.next_round` for what each strategy makes of it.
+(typed words embedded by a CLIP-family model's text tower), the rows whose text matches typed words, or both as a
+pair (vector, rows best first) as the catalog's full-text search gives them. The query stays active until another
+replaces it; the round right after it ranks the whole catalog, products already shown included (see
+`Session.next_round` for what each strategy makes of it).
 """
 
 from __future__ import annotations
@@ -139,10 +141,14 @@ def _preference(session: Session) -> np.ndarray | None:
 
 def _similar(session: Session, n: int, preference: np.ndarray | None) -> list[int]:
     """The similar slots: the `n` unseen rows nearest to `preference`; while the query's word matches have unseen
-    rows, those come first (the nearest of them, or random ones while there is no preference)."""
+    rows, those come first: the nearest of them to `preference` (the picks, the typed meaning), or while there is
+    none, the best by the search's own ranking (a pair query) or else random ones."""
     among = session.unseen_matches()
     if among is None or among.size == 0:
         return [] if preference is None else session.search(preference, n)
+    if preference is None and session.query_rank is not None:  # the search's own order (BM25), best first
+        rank = session.query_rank
+        return rank[session.unseen.has_each(rank)][:n].tolist()
     if preference is None:
         return session.rng.choice(among, min(n, among.size), replace=False).tolist()
     rows = session.search(preference, n, among=among)
@@ -310,8 +316,9 @@ class Recommender:
         if any(not isinstance(r, list) or not 1 <= len(r) <= self.per_round for r in history):
             raise ValueError(f"every round must show 1 to {self.per_round} products")
         history = [whole_list(r, 0, self.n - 1, f"round {i + 1}", self.per_round) for i, r in enumerate(history)]
-        pass_start, passes = self._passes(history)
-        flat = [row for r in history[pass_start:] for row in r]
+        searched = whole_list(saved.get("search_rounds", []), 1, max(1, len(history)), "search_rounds", len(history))
+        pass_start, passes = self._passes(history, set(searched))
+        flat = list(dict.fromkeys(row for r in history[pass_start:] for row in r))  # a search may show one again
         picks = whole_list(saved.get("picks"), 0, self.n - 1, "picks", len(history))
         pick_rounds = whole_list(saved.get("pick_rounds"), 1, len(history), "pick_rounds", len(history))
         if len(picks) != len(pick_rounds) or pick_rounds != sorted(set(pick_rounds)):
@@ -327,16 +334,17 @@ class Recommender:
         session.n_hidden -= sum(1 for row in flat if session.is_seen(row))  # hidden since, but shown then
         session._mark_seen(flat)
         session.history, session.picks, session.pick_rounds = history, picks, pick_rounds
+        session.search_rounds = sorted(set(searched))
         session.shown = [] if picked_last or not history else list(history[-1])
         session.n_similar = min(max(n_similar, 0), len(session.shown))
         if len(picks) > MAX_REPLAYED_PICKS:  # a restore weighs only the latest picks again: its cost stays a round's
             session.weigh_picks_from = pick_rounds[-MAX_REPLAYED_PICKS]
         return session
 
-    def _passes(self, history: list[list[int]]) -> tuple[int, int]:
+    def _passes(self, history: list[list[int]], searched: set[int]) -> tuple[int, int]:
         """The round (0-based) a saved history's current pass began, and how many passes ended before it: a
-        product may come again only once every product that can be shown has been shown (a ValueError otherwise,
-        as for any forged history)."""
+        product may come again only once every product that can be shown has been shown, or in a round right
+        after a typed search (`searched`, 1-based; a ValueError otherwise, as for any forged history)."""
         start, passes, seen = 0, 0, set()
         for i, rows in enumerate(history):
             if len(set(rows)) != len(rows):
@@ -344,9 +352,12 @@ class Recommender:
             if seen.isdisjoint(rows):
                 seen.update(rows)
                 continue
-            if sum(1 for row in seen if not self.is_hidden(row)) < self.n - self.n_hidden:
+            if sum(1 for row in seen if not self.is_hidden(row)) >= self.n - self.n_hidden:
+                start, passes, seen = i, passes + 1, set(rows)
+            elif i + 1 in searched:
+                seen.update(rows)
+            else:
                 raise ValueError("a product appears in two rounds before every product was shown")
-            start, passes, seen = i, passes + 1, set(rows)
         return start, passes
 
 
@@ -366,7 +377,10 @@ class Session:
         self.bayes: BayesState | None = None  # what the `bayes` strategy remembers
         self.n_seen = 0  # rows shown to the shopper
         self.query_vector: np.ndarray | None = None  # the active query: a unit vector in the embedding space,
-        self.query_rows: np.ndarray | None = None  # or the rows whose names matched (sorted, unique)
+        self.query_rows: np.ndarray | None = None  # and/or the rows whose words matched (sorted, unique),
+        self.query_rank: np.ndarray | None = None  # those rows best first, when the query ranks them (a pair)
+        self.search_rounds: list[int] = []  # rounds (1-based) right after a search that showed a product again
+        self.revived = np.zeros(0, dtype=np.int64)  # matches shown before, unseen again for a search's round
         self.query_serial = 0  # bumped by every new query, so strategies know when to redo their query work
         self.weigh_picks_from = 0  # picks of rounds before this one are not weighed again (a restore sets it)
         self.pass_start = 0  # the round (0-based) the current pass began: every product was shown before it
@@ -443,12 +457,44 @@ class Session:
         rows = self.query_rows
         return rows[self.unseen.has_each(rows)]
 
-    def checked_query(self, query) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """(unit vector, None) or (None, sorted unique rows) for `query`; a ValueError saying what is wrong.
+    def match_count(self) -> int | None:
+        """How many products the active word query matches that can be shown (None without a word query)."""
+        if self.query_rows is None:
+            return None
+        with self.rec._lock:
+            return int(self.rec.available.has_each(self.query_rows).sum())
+
+    def matching(self, rows: list[int]) -> set[int]:
+        """Those of `rows` that the active word query matches."""
+        if self.query_rows is None or not rows:
+            return set()
+        rows = np.asarray(rows, dtype=np.int64)
+        return set(rows[np.isin(rows, self.query_rows)].tolist())
+
+    def checked_query(self, query) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        """(unit vector, sorted unique rows, rows best first) for `query`, None for what it lacks; a ValueError
+        saying what is wrong.
 
         A vector: float numbers, shape (d,) or (1, d), finite, not all zero. Rows: whole numbers in [0, N), at
-        least one (a list/tuple of ints, or an integer array).
+        least one (a list/tuple of ints, or an integer array): a set, unranked. A pair (vector or None, integer
+        array or None), one of them at least: both, the rows ranked best first (a catalog's full-text search).
         """
+        if isinstance(query, tuple) and len(query) == 2 and all(p is None or isinstance(p, np.ndarray) for p in query):
+            vector, ranked = query
+            if vector is None and ranked is None:
+                raise ValueError("a query pair needs a vector or rows")
+            if ranked is not None and (ranked.dtype.kind not in "iu" or ranked.ndim != 1):
+                raise ValueError("a query pair's rows are a 1-d array of row numbers")
+            vector = None if vector is None else self._checked_one(vector)[0]
+            rows = None if ranked is None else self._checked_one(ranked)[1]
+            if ranked is not None:
+                _, first = np.unique(ranked, return_index=True)
+                ranked = ranked[np.sort(first)].astype(np.int64)  # each row once, at its best place
+            return vector, rows, ranked
+        return (*self._checked_one(query), None)
+
+    def _checked_one(self, query) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(unit vector, None) or (None, sorted unique rows) for a vector or rows (see `checked_query`)."""
         if isinstance(query, (list, tuple)):
             if query and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in query):
                 query = np.asarray(query, dtype=np.int64)
@@ -481,11 +527,25 @@ class Session:
     def set_query(self, query) -> None:
         """Make `query` the active one (see `next_round`), replacing any; None clears it. Checked first: a bad
         query is a ValueError and the session stays as it was."""
-        self._activate(*((None, None) if query is None else self.checked_query(query)))
+        self._activate(*((None, None, None) if query is None else self.checked_query(query)))
 
-    def _activate(self, vector: np.ndarray | None, rows: np.ndarray | None) -> None:
-        self.query_vector, self.query_rows = vector, rows
+    def _activate(self, vector: np.ndarray | None, rows: np.ndarray | None, ranked: np.ndarray | None) -> None:
+        self.query_vector, self.query_rows, self.query_rank = vector, rows, ranked
         self.query_serial += 1
+
+    def _revive(self) -> np.ndarray:
+        """The active word query's matches shown earlier in this pass made unseen again, for the round of a new
+        search only (a typed search ranks the whole catalog, products already shown included)."""
+        if self.query_rows is None or self.round == self.pass_start:
+            return np.zeros(0, dtype=np.int64)
+        shown = np.fromiter({row for rows in self.history[self.pass_start :] for row in rows}, dtype=np.int64)
+        rows = self.query_rows[np.isin(self.query_rows, shown)]
+        with self.rec._lock:
+            rows = rows[self.rec.available.has_each(rows)]
+        rows = rows[~np.isin(rows, np.fromiter(self.hidden_here, dtype=np.int64))]
+        self.unseen.add(rows)
+        self.n_seen -= int(rows.size)
+        return rows
 
     def random_unseen(self, k: int, exclude: set[int] | None = None) -> list[int]:
         """`k` distinct rows drawn uniformly from the unseen rows not in `exclude`."""
@@ -514,7 +574,8 @@ class Session:
 
     def shown_before(self) -> list[bool]:
         """For each product of the current round: whether an earlier round showed it too (a later pass)."""
-        earlier = {row for rows in self.history[:-1] for row in rows} if self.pass_start else set()
+        again = self.pass_start or (self.search_rounds and self.search_rounds[-1] == self.round)
+        earlier = {row for rows in self.history[:-1] for row in rows} if again else set()
         return [row in earlier for row in self.shown]
 
     def _all_unseen(self) -> None:
@@ -577,18 +638,21 @@ class Session:
             "picks": list(self.picks),
             "pick_rounds": list(self.pick_rounds),
             "n_similar": self.n_similar,
+            "search_rounds": list(self.search_rounds),
         }
 
     def next_round(self, pick: int | None = None, query=None) -> list[int]:
         """Record `pick` (a row of the current round) and, if given, make `query` the active query; return the
         next round's rows ([] once exhausted).
 
-        `query` is a vector in the embedding space (e.g. typed words embedded by a CLIP-family text tower) or a
-        list/array of rows (products whose names match typed words); it stays active until replaced. "mean" and
-        "rocchio" count a vector as one more pick in the preference, and fill the similar slots from the unseen
-        row matches first (the nearest to the preference, random ones while there is none); "bayes" takes it as
-        evidence in its belief (see `_query_evidence`); "random" ignores it. The round still ends with random
-        products and never repeats one. A bad pick or query is a ValueError that leaves the session unchanged.
+        `query` is a vector in the embedding space (e.g. typed words embedded by a CLIP-family text tower), a
+        list/array of rows (products whose words match), or both as a pair (vector or None, rows best first: see
+        `checked_query`); it stays active until replaced. "mean" and "rocchio" count a vector as one more pick in
+        the preference, and fill the similar slots from the row matches first (see `_similar`); "bayes" takes it
+        as evidence in its belief (see `_query_evidence`); "random" ignores it. The round right after a new query
+        ranks the whole catalog: matches shown earlier in this pass count as unseen for it (`_revive`, they carry
+        the seen-before mark), never in its random products; other rounds never repeat a product of the pass.
+        A bad pick or query is a ValueError that leaves the session unchanged.
         """
         if pick is not None:
             pick = int(pick)
@@ -602,13 +666,18 @@ class Session:
             self._activate(*checked)
         if self.remaining <= 0 and self.history:
             self._new_pass()
+        self.revived = self._revive() if checked is not None else self.revived[:0]
         rec, strategy = self.rec, STRATEGIES[self.strategy]
         n_slots = min(strategy.n_slots(rec.per_round, rec.similar), self.remaining)
         choice = strategy.choose(self, n_slots)
         similar = choice.rows[:n_slots]
-        rest = self.random_unseen(rec.per_round - len(similar), exclude=set(similar))
+        revived = set(self.revived.tolist())
+        rest = self.random_unseen(rec.per_round - len(similar), exclude=set(similar) | revived)
         rows = similar + rest
         self._mark_seen(rows)
+        self._mark_seen([row for row in revived if row not in set(rows)])  # not shown again: still seen
+        if revived & set(rows):
+            self.search_rounds.append(self.round + 1)
         self.shown = rows
         self.n_similar = min(choice.n_alike, len(similar))
         if rows:

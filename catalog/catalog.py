@@ -2,8 +2,9 @@
 
     load_dataset_source(SRC)  -> a `datasets.Dataset` (a folder saved by upload_ds.py --out, or a Hub id)
     Catalog(ds, name)         -> embeddings, labels, and gallery thumbnails, each made once and kept on disk
-    catalog.find("red shoes") -> what typed words ask for: a vector (CLIP-family models) or the rows whose names
-                                 match (any catalog), for `Session.next_round(query=...)`
+    catalog.find("red shoes") -> what typed words ask for: the products whose text has the words (full-text search,
+                                 catalog/fulltext.py), best first, and on CLIP-family catalogs a vector of their
+                                 meaning too; the pair is a query for `Session.next_round(query=...)`
 
 Every product image is checked once: a few at start (a catalog whose images mostly fail is a CatalogError
 then), the rest in a background thread that makes the thumbnails. A product whose image cannot be shown is
@@ -35,9 +36,8 @@ from catalog.dataset import (
     embedding_blocks,
     picture_data,
     picture_source,
-    product_texts,
 )
-from catalog.words import WordIndex, words_of
+from catalog.fulltext import TextIndex, words_of
 from common.images import APPEARANCE_SIZE, appearance_vectors, open_image, to_rgb
 from common.untrusted import clean_text, price_value, safe_url
 
@@ -144,13 +144,25 @@ def _text(value) -> str | None:
 
 @dataclass
 class TypedQuery:
-    """What typed words ask for: `query` for `Session.next_round` (None: nothing to search), how it searches
-    (`search_by`: "meaning" via the model's text tower, or "names"), and a line for the shopper."""
+    """What typed words ask for: the products whose text has them (`rows`, best first; None: none has) and, on a
+    CLIP-family catalog, their meaning (`vector`, from the model's text tower); how it searches (`search_by`:
+    "words", "meaning" or "words and meaning"), and a line for the shopper when nothing can be searched."""
 
     text: str
     search_by: str
-    query: np.ndarray | None = None
+    vector: np.ndarray | None = None
+    rows: np.ndarray | None = None
     message: str = ""
+
+    @property
+    def query(self) -> tuple[np.ndarray | None, np.ndarray | None] | None:
+        """The query `Session.next_round` takes, (vector, rows best first); None when there is nothing to search."""
+        return None if self.vector is None and self.rows is None else (self.vector, self.rows)
+
+    @property
+    def matches(self) -> int:
+        """How many products have the words."""
+        return 0 if self.rows is None else int(self.rows.size)
 
 
 class Catalog:
@@ -203,8 +215,10 @@ class Catalog:
         self.model = meta.get("model")
         self.has_text = bool(meta.get("text"))  # embeddings share a space with the model's text tower
         self.text_encoder = None  # set by `load_text_encoder`
-        self._texts = lambda: product_texts(ds)
-        self._words: WordIndex | None = None
+        self._ds = ds  # read once more, to build the search index
+        self._search: TextIndex | None = None  # the full-text index, see `search_index`
+        self._search_lock = threading.Lock()
+        self.synonyms: dict[str, list[str]] = {}  # the owner's: a word -> alternatives it also finds (fulltext.py)
         self._text_lock = threading.Lock()  # a tokenizer is not safe to call from two threads at once
         present = [c for c in dict.fromkeys(("id", *PRODUCT_FIELDS, *PRICE_FIELDS)) if c in ds.column_names]
         facts = ds.select_columns(present) if present else None
@@ -212,6 +226,7 @@ class Catalog:
         self.key = f"{ds._fingerprint}-{self.n}"  # which catalog: a browser's saved place is only for this one
         self.thumb_dir = Path(cache_dir) / "thumbs" / f"{ds._fingerprint}-{THUMB_PX}{THUMB_VERSION}"
         self.thumb_dir.mkdir(parents=True, exist_ok=True)
+        self.search_dir = Path(cache_dir) / "search"
         self.hidden: dict[int, str] = {}  # row -> why its image cannot be shown
         self._made: dict[tuple[str, int], str] = {}  # (kind, row) -> its picture file, for pictures stored as bytes
         self.checked = 0  # rows the background check has been through
@@ -283,27 +298,30 @@ class Catalog:
         return None
 
     @property
-    def words(self) -> WordIndex:
-        """The word index over the products' names, built on first use (once)."""
-        if self._words is None:
-            with self._text_lock:
-                if self._words is None:
-                    self._words = WordIndex(self._texts())
-        return self._words
+    def search_index(self) -> TextIndex:
+        """The full-text index of every product's text: built on first use (app.py builds it at start), once, and
+        kept in the cache folder under the dataset's fingerprint, so a restart reads it from disk."""
+        if self._search is None:
+            with self._search_lock:
+                if self._search is None:
+                    self._search = TextIndex.open(self._ds, self.search_dir)
+        return self._search
 
     def find(self, text: str) -> TypedQuery:
-        """What `text` asks for: by meaning with the model's text tower when loaded, else by words in names."""
+        """What `text` asks for: the products having its words (or their synonyms), best first; with the model's
+        text tower loaded, its meaning as well (the two are combined in the rounds, see `Session.next_round`)."""
         text = " ".join(clean_text(text, MAX_QUERY_CHARS * 4).split())[:MAX_QUERY_CHARS]
         if not words_of(text):
             return TypedQuery(text, "", message="Type a word or two about the product you want." if text else "")
-        if self.text_encoder is not None:
-            with self._text_lock:
-                vector = self.text_encoder.embed([text])[0]
-            return TypedQuery(text, "meaning", vector)
-        rows, _ = self.words.match(text)
-        if not rows.size:
-            return TypedQuery(text, "names", message=f"No product matches '{text}'.")
-        return TypedQuery(text, "names", rows)
+        found = self.search_index.search(text, self.synonyms)
+        rows = found.rows if found.count else None
+        if self.text_encoder is None:
+            if rows is None:
+                return TypedQuery(text, "words", message=f"No product matches '{text}'.")
+            return TypedQuery(text, "words", rows=rows)
+        with self._text_lock:
+            vector = self.text_encoder.embed([text])[0]
+        return TypedQuery(text, "meaning" if rows is None else "words and meaning", vector, rows)
 
     # -- images
     def picture(self, row: int) -> tuple[bytes | Path, str]:

@@ -22,11 +22,6 @@ from common.untrusted import UnsafePath, file_stamp, inside, read_regular_file
 if TYPE_CHECKING:
     import datasets
 
-NAME_COLUMNS = ("id", "label", "category", "name", "title")  # where a product's words come from
-
-
-NAME_COLUMNS = ("id", "label", "category", "name", "title")  # where a product's words come from
-
 
 class CatalogError(ValueError):
     """The dataset cannot be used as a catalog (missing, unreachable, wrong columns, bad embeddings, no images)."""
@@ -93,13 +88,6 @@ def name_column(ds: datasets.Dataset, col: str) -> list[str]:
     if isinstance(feature, datasets.ClassLabel):
         values = [feature.int2str(v) if v is not None and v >= 0 else "" for v in values]
     return ["" if v is None else str(v) for v in values]
-
-
-def product_texts(ds: datasets.Dataset) -> list[list[str]]:
-    """Each product's names for word search: its id, label, category, name and title, where the dataset has them
-    (class labels by their names)."""
-    columns = [name_column(ds, c) for c in NAME_COLUMNS if c in ds.column_names]
-    return [list(parts) for parts in zip(*columns)] if columns else [[] for _ in range(len(ds))]
 
 
 def dataset_folder(ds: datasets.Dataset) -> Path | None:

@@ -54,6 +54,7 @@ class Session(Protocol):
     query_vector: np.ndarray | None
     query_rows: np.ndarray | None
     query_serial: int
+    revived: np.ndarray  # matches shown before, back for the round of a new search (see Session._revive)
     pass_start: int  # the round the current pass began: rows shown before it may be shown again
     weigh_picks_from: int  # picks of earlier rounds are not weighed (a restore's, ruled out as seen rows only)
     bayes: BayesState | None
@@ -145,7 +146,7 @@ def belief_rows(rec: Recommender, view: str = "embedding") -> np.ndarray:
 
 def _query_evidence(session: Session) -> np.ndarray | None:
     """What the session's query adds to `bayes`' log-belief: (<t, q> - 1) / BAYES_QUERY_TEMPERATURE per row t for
-    a vector (in the embedding's belief space), log(ratio) on the word matches for rows, where the ratio gives
+    a vector (in the embedding's belief space), plus log(ratio) on the word matches for rows, where the ratio gives
     the matches BAYES_WORDS_TRUST of a uniform belief over the rows possible when the words were typed. None
     without a query. Made once per query (N float32 kept in the session's BayesState)."""
     st = _state(session)
@@ -153,20 +154,20 @@ def _query_evidence(session: Session) -> np.ndarray | None:
         return None
     if st.query_serial != session.query_serial:
         rec = session.rec
+        evidence = np.zeros(rec.n, dtype=np.float32)
         if session.query_vector is not None:
             space = belief_rows(rec, "embedding")
             q = rec.belief_spaces.project(session.query_vector.reshape(1, -1))
             evidence = space @ q.ravel().astype(np.float32)
             evidence -= 1.0
             evidence *= np.float32(1.0 / BAYES_QUERY_TEMPERATURE)
-        else:
+        if session.query_rows is not None:
             possible = session.unseen_mask()
             matches = int(possible[session.query_rows].sum())
             others = int(possible.sum()) - matches
-            evidence = np.zeros(rec.n, dtype=np.float32)
             if matches and others:
                 ratio = BAYES_WORDS_TRUST / (1 - BAYES_WORDS_TRUST) * others / matches
-                evidence[session.query_rows] = np.float32(np.log(ratio))
+                evidence[session.query_rows] += np.float32(np.log(ratio))
         st.query_serial, st.query_evidence = session.query_serial, evidence
     return st.query_evidence
 
@@ -264,6 +265,9 @@ def strategy_bayes(session: Session, n: int) -> Choice:
     _fold_in_rounds(session, st)
     view, temperature, epsilon = st.hypotheses[int(np.argmax(st.log_weights))]
     belief = _mixed_belief(st.log_beliefs, st.log_weights, rec.n)
+    if session.revived.size:  # matches shown before, back for a new search's round: as likely as the likeliest
+        belief = belief.copy()
+        belief[session.revived] = belief[np.isfinite(belief)].max(initial=0.0)
     evidence = _query_evidence(session)
     if evidence is not None:  # what the shopper typed: evidence beside the clicks (not a click: no weight change)
         belief = belief + evidence

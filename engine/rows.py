@@ -280,6 +280,10 @@ class Bitmap:
         for row in rows:
             self.bits[row >> 3] &= ~np.uint8(1 << (row & 7))
 
+    def add(self, rows: np.ndarray) -> None:
+        """Put the int64 `rows` (distinct) into the set."""
+        np.bitwise_or.at(self.bits, rows >> 3, np.uint8(1) << (rows & 7).astype(np.uint8))
+
     def mask(self) -> np.ndarray:
         """(n,) bool: True for the rows in the set."""
         return np.unpackbits(self.bits, bitorder="little", count=self.n).astype(bool)

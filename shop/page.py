@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from shop.visit import Visit
 
 MARK_LIKE, MARK_NEW, MARK_AGAIN = "★", "✦", "↺"
-SEEN_BEFORE = f"{MARK_AGAIN} seen before"  # a caption's last line once every product has been shown
+SEEN_BEFORE = f"{MARK_AGAIN} seen before"  # a caption's last line: shown in an earlier pass or round
 DESCRIPTION_LEAD = 280  # characters of a description shown before its "more"
 MARKS_SENTENCE = f"{MARK_LIKE} looks like what you picked; {MARK_NEW} is something different, to learn what you like."
 WORDS_SENTENCE = f"{MARK_LIKE} matches your words; {MARK_NEW} is something different."
@@ -28,13 +28,22 @@ def strategy_choices(names: list[str]) -> list[tuple[str, str]]:
     return [(f"{name}: {STRATEGIES[name].sentence}" if name in STRATEGIES else name, name) for name in names]
 
 
-def captions(catalog: Catalog, rows: list[int], n_like: int, marked: bool, again: set[int] = frozenset()) -> list[str]:
+def captions(
+    catalog: Catalog,
+    rows: list[int],
+    n_like: int,
+    marked: bool,
+    again: set[int] = frozenset(),
+    matching: set[int] | None = None,
+) -> list[str]:
     """Tile captions, one line each for the title and the price (Catalog.caption); once the shopper has picked or
-    typed, the title line starts with a mark saying why the product is shown; a product shown in an earlier pass
-    (every product has been shown) says so on a last line ("↺ seen before"). HEAD lays the lines out."""
+    typed, the title line starts with a mark saying why the product is shown (the first `n_like` look like the
+    picks, or, given `matching`, those that match the typed words); a product shown before (an earlier pass, or
+    a round after a search) says so on a last line ("↺ seen before"). HEAD lays the lines out."""
     out = []
     for i, row in enumerate(rows):
-        mark = (MARK_LIKE if i < n_like else MARK_NEW) if marked else ""
+        like = row in matching if matching is not None else i < n_like
+        mark = (MARK_LIKE if like else MARK_NEW) if marked else ""
         seen = f"\n{SEEN_BEFORE}" if row in again else ""
         out.append(f"{mark} {catalog.caption(row)}{seen}".lstrip())
     return out
@@ -68,20 +77,33 @@ def status_line(catalog: Catalog, visit: Visit) -> str:
             f"**Round {session.round}** · {seen} · Find the product shown in *Find this product*, by clicking "
             "what looks most like it."
         )
+    stars = session.strategy != "random" and (session.query_rows is None or session.matching(session.shown))
     if session.picks:
         hint = f"{MARKS_SENTENCE} Click the one you like best, or open your picks below."
-    elif visit.words:
+    elif visit.words and stars:  # never a sentence about a mark that no tile carries
         hint = f"{WORDS_SENTENCE} Pick the one you like best."
     else:
         hint = "Pick the product you like best."
     if visit.words:
-        hint += f" Searching '{markdown_text(visit.words)}' by {visit.search_by}."
+        return f"**Round {session.round}** · {search_text(visit)} · {seen} · {hint}"
     return f"**Round {session.round}** · {seen} · {hint}"
 
 
 def in_shop(visit: Visit) -> bool:
     """Whether the hunt ended with *View in shop* (else with *This is it*, or not at all)."""
     return visit.chosen is not None and bool(visit.results) and visit.results[-1].get("how") == "shop"
+
+
+def search_text(visit: Visit) -> str:
+    """What the active search found: how many products match the words (those that can be shown)."""
+    session, words = visit.session, markdown_text(visit.words or "")
+    count = session.match_count()
+    if count is None:
+        return f"no product has the words '{words}': the closest in meaning first"
+    text = f"{count:,} product{'s' * (count != 1)} match{'es' * (count == 1)} '{words}'"
+    if session.strategy == "random":
+        text += " (the random strategy shows products at random, whatever you type)"
+    return text
 
 
 def rounds_text(rounds: int) -> str:

@@ -202,7 +202,8 @@ class Shop:
         n_like = sum(row in pictures for row in session.shown[: session.n_similar])
         marked = bool(session.picks) or (bool(visit.words) and session.strategy != "random")
         again = {row for row, before in zip(session.shown, session.shown_before()) if before}
-        captions = page.captions(catalog, rows, n_like, marked, again)
+        words = bool(visit.words) and not session.picks and session.query_rows is not None
+        captions = page.captions(catalog, rows, n_like, marked, again, session.matching(rows) if words else None)
         gallery = zip([picture_url(root, pictures[row]) for row in rows], captions)
         picks = [(picture_url(root, pictures[row]), catalog.caption(row)) for row in session.picks if row in pictures]
         line = page.status_line(catalog, visit)
@@ -336,7 +337,8 @@ class Shop:
         return visit
 
     def search(self, visit: Visit, text: str) -> tuple:
-        """Typed words steer the next round like a pick; a miss says so and changes nothing; an empty box clears."""
+        """Typed words steer the next round like a pick: it shows the products that match first, seen before or
+        not (see `Session.next_round`); a miss says so and changes nothing; an empty box clears."""
         session = visit.session
         if visit.ended:
             return self.answer(visit, box=SKIP)
@@ -355,7 +357,7 @@ class Shop:
         except ValueError as exc:  # e.g. a text tower whose vectors do not fit the catalog: say it, change nothing
             visit.note = f"Search failed: {exc}"
             return self.answer(visit, box=SKIP)
-        matches = len(found.query) if found.search_by == "names" else None
+        matches = None if found.rows is None else found.matches  # None: by meaning alone
         visit.searches.setdefault(session.round - 1, []).append((found.text, matches))
         visit.words, visit.search_by = found.text, found.search_by
         return self.answer(visit, box=found.text)

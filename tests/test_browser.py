@@ -104,12 +104,13 @@ def test_shopper_types_what_they_want(browser, shop):
     box.fill("round")
     box.press("Enter")
     page.wait_for_function(
-        "document.querySelector('#status').innerText.includes(\"Searching 'round' by names\")", timeout=15_000
+        "document.querySelector('#status').innerText.includes(\"products match 'round'\")", timeout=15_000
     )
     after = gallery_srcs(page, "products")
-    assert len(after) == 10 and not set(after) & set(before)
+    assert len(after) == 10 and after != before  # round lamps shown before may come again, marked so
     captions = page.eval_on_selector_all("#products .caption-label", "els => els.map(e => e.innerText)")
-    assert all(c.startswith("★ Round lamp") or c.startswith("★ A remarkably") for c in captions[:5]), captions
+    titles = [caption_parts(c)[0] for c in captions[:5]]
+    assert all(t.startswith(("★ Round lamp", "★ A remarkably")) for t in titles), captions
     box.fill("xyz")
     page.get_by_role("button", name="Search").click()
     page.wait_for_function(
@@ -139,10 +140,10 @@ def test_product_page_this_is_it_and_titles_as_text(browser, shop):
         box = page.locator("#search textarea, #search input").first
         box.fill("onerror")
         box.press("Enter")
-        wait_status(page, "Searching 'onerror' by names")
+        wait_status(page, "1 product matches 'onerror'")
         captions = captions_of(page)
-        assert captions[0] == f"★ {xss}", captions  # the literal characters, marked as a match
-    page.locator("#products .thumbnail-item").nth(captions.index(f"{'★ ' * searched}{xss}")).click()
+        assert captions[0].startswith(f"★ {xss}"), captions  # the literal characters, marked as a match
+    page.locator("#products .thumbnail-item").nth(next(i for i, c in enumerate(captions) if xss in c)).click()
     page.wait_for_function("document.querySelectorAll('#picks .thumbnail-item img').length === 1", timeout=15_000)
     page.wait_for_function(f"document.querySelector('#product-page h3')?.innerText === {XSS_TITLE!r}", timeout=15_000)
     details = page.inner_text("#product-page")

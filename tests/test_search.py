@@ -1,8 +1,10 @@
-"""Typed search (issue 12): CLIP-family text towers, word search in names, and queries steering the rounds."""
+"""Typed search (issues 12, 31, 32): CLIP-family text towers, full-text search over every product text (SQLite
+FTS5, synonyms), and queries steering the rounds, products already shown included."""
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 
@@ -11,11 +13,13 @@ import numpy as np
 import pytest
 from catalogs import make_catalog
 from conftest import ROOT, pattern
+from gradio_http import gallery_captions
+from helpers import seen_before
 from PIL import Image
 
 from catalog.catalog import Catalog
 from catalog.dataset import embedding_matrix, load_dataset_source
-from catalog.words import MAX_QUERY_WORDS, WordIndex, words_of
+from catalog.fulltext import MAX_QUERY_WORDS, SynonymError, TextIndex, read_synonyms, words_of
 from embed import ImageEncoder, TextEncoder, model_has_text
 from recommender import Recommender
 
@@ -104,21 +108,27 @@ def test_first_round_after_a_typed_query_is_the_nearest_to_the_text(clip_shop, t
     catalog = Catalog(load_dataset_source(str(path)), "clip", tmp_path)
     assert catalog.load_text_encoder() is None and catalog.text_encoder is not None
     found = catalog.find("  red   dress ")
-    assert found.search_by == "meaning" and found.text == "red dress" and found.query.shape == (16,)
+    assert found.search_by == "words and meaning" and found.text == "red dress" and found.vector.shape == (16,)
+    ids = np.asarray(load_dataset_source(str(path))["id"])
+    assert all("dress" in i for i in ids[found.rows]) and found.matches == 12  # "dress/3.png": its id's words
     x = embedding_matrix(load_dataset_source(str(path)))
     rec = Recommender(x, per_round=6, similar=3, seed=0)
     for strategy in ("mean", "rocchio"):
+        both = rec.new_session(seed=1, strategy=strategy)
+        both.next_round()
+        rows = both.next_round(query=found.query)  # the words' matches first, ranked with their meaning
+        assert all("dress" in i for i in ids[rows[:3]]) and both.n_similar == 3
         session = rec.new_session(seed=1, strategy=strategy)
         first = session.next_round()
-        rows = session.next_round(query=found.query)
+        rows = session.next_round(query=found.vector)
         unseen = np.setdiff1d(np.arange(rec.n), first)
-        brute = unseen[np.argsort(-(x[unseen] @ found.query), kind="stable")][:3]
+        brute = unseen[np.argsort(-(x[unseen] @ found.vector), kind="stable")][:3]
         assert rows[:3] == brute.tolist() and session.n_similar == 3 and not set(rows) & set(first)
         # a pick then counts beside the text, as one more pick in the preference
         if strategy == "mean":
             pick = rows[4]
             nxt = session.next_round(pick=pick)
-            pref = (x[pick] + found.query) / 2
+            pref = (x[pick] + found.vector) / 2
             unseen = np.setdiff1d(np.arange(rec.n), first + rows)
             assert nxt[:3] == unseen[np.argsort(-(x[unseen] @ pref), kind="stable")][:3].tolist()
 
@@ -129,44 +139,229 @@ def test_app_loads_the_text_tower_of_a_clip_catalog(clip_shop, tmp_path, monkeyp
     path, _ = clip_shop
     args = app.parse_args(["--dataset", str(path), "--cache-dir", str(tmp_path)])
     catalog, rec = app.prepare(args)
-    assert catalog.text_encoder is not None and catalog.find("sneaker").search_by == "meaning"
+    assert catalog.text_encoder is not None and catalog.find("sneaker").search_by == "words and meaning"
+    assert catalog.find("zzz").search_by == "meaning" and catalog.find("zzz").rows is None
     # the model folder gone: the shop still serves, searching names, and says why in one line
     ds = load_dataset_source(str(path))
     ds.info.description = json.dumps({**json.loads(ds.info.description), "model": str(tmp_path / "gone")})
     moved = Catalog(ds, "moved", tmp_path)
     why = moved.load_text_encoder()
     assert why and "gone" in why and "\n" not in why
-    assert moved.text_encoder is None and moved.find("sneaker").search_by == "names"
+    assert moved.text_encoder is None and moved.find("sneaker").search_by == "words"
 
 
-# ------------------------------------------------------------------------------------------ word search
-def test_word_index_prefixes_case_plurals_and_separators():
-    index = WordIndex(
-        [["shoes/red-42", "Sneaker"], ["T-shirt/top"], ["Ankle boot", "boots_blue"], ["Dress"], ["Straße"], []]
+# ------------------------------------------------------------------------------------------ full-text search
+def shop_texts() -> datasets.Dataset:
+    """A small shop's products with every kind of text a product has (no pictures: the index reads text only)."""
+    return datasets.Dataset.from_dict(
+        {
+            "id": [f"sku-{i}" for i in range(9)],
+            "title": [
+                "Silk Wave Wig",
+                "Crème Body Wave",
+                "Running Shoe",
+                "Canvas Tote",
+                "Sandal Breeze",
+                "Rocco",
+                "Sneaker Dash",
+                "Wool Coat",
+                "Plain Cap",
+            ],
+            "tags": [["women", "wig"], ["men"], ["sport"], ["women", "bag"], [], [], [], ["winter"], None],
+            "category": ["Wigs", "Hair", "Footwear", "Bags", "Sandal", "Ankle boot", "Sneaker", "Coat", "Hats"],
+            "brand": ["Lumen", "Lumen", "Acme", "Acme", "Acme", "Acme", "Acme", "Nord", "Nord"],
+            "description": [
+                "Soft waves for every day.",
+                "Dark as night, a rich crème for curls. Black tea extract.",
+                "Light and quick on long runs.",
+                "Roomy enough for a day at the beach.",
+                "Open and airy.",
+                "A leather boot that stops at the ankle.",
+                "Bright and fast.",
+                "Warm, with a belt.",
+                "",
+            ],
+            "options": ["Length: 12in, 14in", "", "Size: 40, 41, 42", "Color: Sand, Navy", "", "", "", "", None],
+            "attributes": ["Color: Natural Black\nTexture: Straight", "", "", "", "", "", "", "", None],
+            "material": ["", "", "mesh", "cotton", "", "", "", "", ""],  # a plain table's own column
+            "url": ["https://shop.example/black-wig", *[f"https://shop.example/p{i}" for i in range(1, 9)]],
+            "currency": ["EUR"] * 9,
+            "price": [10.0 * i for i in range(9)],
+        }
     )
-    assert words_of("shoes/red-42.JPG") == ["shoes", "red", "42", "jpg"]
-    assert index.match("sneak")[0].tolist() == [0] and index.match("SNEAKERS")[0].tolist() == [0]
-    assert index.match("42")[0].tolist() == [0] and index.match("red shoes")[0].tolist() == [0]
-    assert index.match("dresses")[0].tolist() == [3] and index.match("t-shirt")[0].tolist() == [1]
-    assert index.match("boot")[0].tolist() == [2] and index.match("blue")[0].tolist() == [2]
-    assert index.match("STRASSE")[0].tolist() == [4]
-    # the most query words win; words found are reported
-    rows, used = index.match("red sneaker dress")
-    assert rows.tolist() == [0] and used == ["red", "sneaker", "dress"]
-    assert index.match("xyz")[0].size == 0 and index.match("xyz")[1] == []
-    assert index.match("!!! ...")[0].size == 0 and index.match("")[0].size == 0
-    long = "red " * 10_000
-    assert index.match(long)[0].tolist() == [0]
-    assert len(words_of(" ".join(f"w{i}" for i in range(100)))) == 100 and MAX_QUERY_WORDS == 16
 
 
-def test_word_index_at_100k_products_answers_every_word():
-    """Every word of a query narrows the rows (a prefix of a word matches); built once over 100k products.
-    Its speed is bench/search_bench.py's to print, not a test's to assert."""
-    texts = [[f"prod-{i:06d}", ["Sneaker", "Dress", "Coat", "Bag"][i % 4], f"brand{i % 97}"] for i in range(100_000)]
-    index = WordIndex(texts)
-    rows, _ = index.match("sneaker brand5")
-    assert set(rows.tolist()) == {i for i in range(100_000) if i % 4 == 0 and str(i % 97).startswith("5")}
+@pytest.fixture(scope="module")
+def texts_index(tmp_path_factory) -> TextIndex:
+    return TextIndex.open(shop_texts(), tmp_path_factory.mktemp("search"))
+
+
+def found(index: TextIndex, text: str, synonyms: dict | None = None) -> set[int]:
+    return set(index.search(text, synonyms).rows.tolist())
+
+
+def test_every_text_of_a_product_is_searched(texts_index):
+    """A metafield colour, a tag, a description word, a variant option, a plain table's column, the id; and never
+    a link, a price or the currency."""
+    assert found(texts_index, "black") == {0, 1}  # the attribute "Color: Natural Black"; row 1's description
+    assert found(texts_index, "women") == {0, 3}  # a tag
+    assert found(texts_index, "beach") == {3}  # a word of a description
+    assert found(texts_index, "navy") == {3} and found(texts_index, "14in") == {0}  # variant options
+    assert found(texts_index, "cotton") == {3} and found(texts_index, "acme") == {2, 3, 4, 5, 6}  # a column; brand
+    assert found(texts_index, "hats") == {8} and found(texts_index, "sku-7") == {7}  # category; id
+    assert found(texts_index, "example") == found(texts_index, "https") == found(texts_index, "eur") == set()
+    assert found(texts_index, "20") == set()  # a price is not a word of the product
+
+
+def test_search_matches_plurals_prefixes_and_accents(texts_index):
+    assert found(texts_index, "shoes") == {2} and found(texts_index, "shoe") == {2}  # plural and singular
+    assert found(texts_index, "waves") == {0, 1} and found(texts_index, "wigs") == {0}
+    assert found(texts_index, "sneak") == {6} and found(texts_index, "SNEAKERS") == {6}  # prefix; case
+    assert found(texts_index, "creme") == {1} and found(texts_index, "CRÈMES") == {1}  # accents folded
+    assert found(texts_index, "boots") == {5}  # "boot" in its description, "Ankle boot" its category
+
+
+def test_several_words_rank_and_fall_back(texts_index):
+    assert texts_index.search("black wig").rows.tolist() == [0]  # all the words
+    assert found(texts_index, "black zzz") == {0, 1}  # a word no product has is left out
+    assert found(texts_index, "wig navy black") == {0}  # none has all: those having the most of them
+    assert texts_index.search("zzz").count == 0 and texts_index.search("zzz").words == []
+    # BM25: a word in the title weighs more than the same word in a description
+    assert texts_index.search("wave").rows.tolist()[:2] in ([0, 1], [1, 0])
+    assert texts_index.search("ankle").rows.tolist() == [5]
+
+
+def test_typed_text_is_never_query_syntax(texts_index):
+    """Untrusted text: FTS5 operators, quotes and column filters are words like any other; long text is cut."""
+    for text in ('"', '" OR 1=1 --', "black*", "NEAR(black wig)", "title: black", "black AND NOT wig", "{title}:x"):
+        rows = texts_index.search(text).rows  # never an error
+        assert set(rows.tolist()) <= set(range(9))
+    assert found(texts_index, "title: black") == {0, 1} and found(texts_index, "NOT black") == {0, 1}
+    assert found(texts_index, "black " + "zzz " * 5000) == {0, 1}
+    assert words_of("shoes/red-42.JPG") == ["shoes", "red", "42", "jpg"] and MAX_QUERY_WORDS == 16
+    assert texts_index.search("").count == 0 and texts_index.search("!!! ...").count == 0
+
+
+def test_synonyms_widen_a_word(texts_index, tmp_path):
+    path = tmp_path / "synonyms.txt"
+    path.write_text("# the shop's words\nShoes: sneaker, sandal, ankle boot\n\nhat: cap  # comment\n")
+    synonyms = read_synonyms(path)
+    assert synonyms == {"shoe": ["sneaker", "sandal", "ankle boot"], "hat": ["cap"]}
+    rows = texts_index.search("shoes", synonyms).rows.tolist()
+    assert rows[0] == 2 and set(rows) == {2, 4, 5, 6}  # the word itself first, then its synonyms
+    assert found(texts_index, "shoe", synonyms) == {2, 4, 5, 6} and found(texts_index, "hats", synonyms) == {8}
+    assert found(texts_index, "ankle", synonyms) == {5} and found(texts_index, "boots", synonyms) == {5}
+    for bad in ("shoes sneaker\n", "two words: x\n", ": x\n", "shoes:\n"):
+        path.write_text("ok: fine\n" + bad)
+        with pytest.raises(SynonymError, match="line 2"):
+            read_synonyms(path)
+    with pytest.raises(SynonymError, match="cannot read"):
+        read_synonyms(tmp_path / "missing.txt")
+
+
+def test_the_index_is_built_once_and_read_from_any_thread(tmp_path):
+    """Kept in the cache folder under the dataset's fingerprint (written whole: no half file is ever there); a
+    second open reads it; shoppers' threads search at once, each through its own read-only connection."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ds = shop_texts()
+    first = TextIndex.open(ds, tmp_path)
+    (path,) = tmp_path.glob("*.sqlite")
+    assert ds._fingerprint in path.name and not list(tmp_path.glob(".*"))
+    stamp = path.stat().st_mtime_ns
+    again = TextIndex.open(ds, tmp_path)
+    assert again.path == first.path and path.stat().st_mtime_ns == stamp
+    words = ["black", "women", "shoes", "creme", "beach"] * 20
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda w: found(again, w), words))
+    assert answers == [found(first, w) for w in words]
+    with pytest.raises(sqlite3.OperationalError):  # read-only: a connection cannot change the index
+        first._connection().execute("INSERT INTO docs(rowid, title) VALUES (99, 'x')")
+
+
+def test_the_demo_synonyms_find_its_shoes(demo, tmp_path):
+    import app
+
+    ds, cats = demo
+    catalog = Catalog(ds, "demo", tmp_path)
+    catalog.synonyms = app.parse_args([]).synonym_words  # the demo's own file, by default
+    shoes = catalog.find("shoes")
+    assert shoes.search_by == "words" and set(cats[shoes.rows]) == {"Sneaker", "Sandal", "Ankle boot"}
+    assert shoes.matches == np.isin(cats, ["Sneaker", "Sandal", "Ankle boot"]).sum()
+    assert set(cats[catalog.find("jumper").rows]) == {"Pullover"}
+    assert set(cats[catalog.find("trousers").rows]) == {"Trouser"}
+    assert app.parse_args(["--dataset", "x/y"]).synonym_words == {}  # a shop's own: none unless given
+
+
+def test_a_bad_synonyms_file_is_one_error_line(tmp_path, capsys):
+    import app
+
+    bad = tmp_path / "syn.txt"
+    bad.write_text("shoes sneaker\n")
+    with pytest.raises(SystemExit) as exit_:
+        app.parse_args(["--synonyms", str(bad)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("error:") == 1 and "line 1" in err, err
+
+
+# ------------------------------------------------------------------------------------------ seen products again
+def test_a_search_brings_back_products_already_shown(demo):
+    """The round after a new search ranks the whole catalog: a match shown before comes again (counted once as
+    seen), never in the random slots; the next rounds keep the no-repeat rule; a browser's copy restores."""
+    ds, cats = demo
+    rec = Recommender(embedding_matrix(ds), seed=0)
+    for strategy in ("mean", "rocchio", "bayes"):
+        session = rec.new_session(seed=7, strategy=strategy)
+        first = session.next_round()
+        second = session.next_round(pick=first[0])
+        target = second[-1]  # a random product of the round: look-alike or not, it was shown
+        seen = session.n_seen
+        rows = session.next_round(query=(None, np.array([target], dtype=np.int64)))
+        assert target in rows and len(set(rows)) == len(rows) == 10, (strategy, rows)
+        assert session.n_seen == seen + 9 and session.search_rounds == [3]
+        assert session.shown_before() == [row in first + second for row in rows]
+        # a match shown before never fills a random slot: only the matches' own slots bring it back
+        many = np.array(first + second, dtype=np.int64)
+        again = session.next_round(query=(None, many))
+        assert set(again) & set(many) and all(r in many for r in again if r in first + second + rows)
+        nxt = session.next_round(pick=again[0])  # no new search: no product of this pass comes again
+        assert not set(nxt) & set(first + second + rows + again)
+        restored = rec.restore_session(json.loads(json.dumps(session.to_dict())))
+        assert restored.n_seen == session.n_seen and restored.search_rounds == session.search_rounds
+        assert (restored.unseen_mask() == session.unseen_mask()).all()
+    # a forged history showing a product twice outside a search's round is refused
+    saved = rec.new_session(seed=1).to_dict()
+    saved["history"] = [[1, 2], [2, 3]]
+    with pytest.raises(ValueError, match="two rounds"):
+        rec.restore_session(saved)
+    saved["search_rounds"] = [2]
+    assert rec.restore_session(saved).n_seen == 3
+
+
+def test_searching_a_shown_product_in_the_shop_brings_it_back(tmp_path):
+    """Through the shop: the words of a product already shown bring it back into the gallery, marked as a match
+    and as seen before, and the status says how many products match."""
+    from catalog.catalog import Catalog as ShopCatalog
+    from shop.shop import Shop
+
+    path = make_catalog(tmp_path / "cat", n=30, products=True)
+    catalog = ShopCatalog(load_dataset_source(str(path)), "lamps", tmp_path)
+    rec = Recommender(catalog.embeddings, seed=0)
+    shop = Shop(catalog, rec)
+    visit = shop.new_visit("mean", None, hunt=False)
+    first = list(visit.session.shown)
+    row = next(r for r in first if r != 1)
+    title = catalog.product(row)["title"]  # e.g. "Box lamp no. 7": only that product has all its words
+    out = shop.search(visit, title)
+    rows, captions, status = visit.session.shown, gallery_captions(out[1]), out[3]
+    assert row in rows and f"1 product matches '{title}'" in status.replace("\\", ""), status
+    assert captions[rows.index(row)].startswith("★ ") and seen_before(captions[rows.index(row)]), captions
+    assert sum(c.startswith("★") for c in captions) == 1  # no other tile claims to match
+    out = shop.search(visit, "round lamp")
+    matches = [r for r in range(30) if r % 3 == 0]  # "Round lamp no. N" for every third row (row 3's title is long)
+    assert "10 products match 'round lamp'" in out[3] and set(visit.session.shown[:5]) <= set(matches)
+    stars = {r for r, c in zip(visit.session.shown, gallery_captions(out[1])) if c.startswith("★")}
+    assert stars == set(visit.session.shown) & set(matches)
 
 
 @pytest.fixture(scope="module")
@@ -181,8 +376,8 @@ def test_word_search_on_the_demo_fills_the_similar_slots(demo, tmp_path):
     ds, cats = demo
     catalog = Catalog(ds, "demo", tmp_path)
     found = catalog.find("sneaker")
-    assert found.search_by == "names" and set(cats[found.query]) == {"Sneaker"}
-    assert len(found.query) == (cats == "Sneaker").sum()
+    assert found.search_by == "words" and set(cats[found.rows]) == {"Sneaker"}
+    assert found.matches == (cats == "Sneaker").sum()
     rec = Recommender(embedding_matrix(ds), seed=0)
     x = rec.unit
     session = rec.new_session(seed=3)
@@ -202,7 +397,7 @@ def test_word_search_on_the_demo_fills_the_similar_slots(demo, tmp_path):
     assert miss.query is None and miss.message == "No product matches 'xyz'."
     for bad in ("", "   ", "!!! ???", "a" * 10_000):
         f = catalog.find(bad)
-        assert f.query is None or f.search_by == "names"
+        assert f.query is None or f.search_by == "words"
 
 
 def test_row_matches_run_out_then_the_preference_fills(demo):
@@ -321,7 +516,7 @@ def test_cli_typed_category_reports_with_and_without(tmp_path):
         cwd=ROOT,
     )
     assert res.returncode == 0, res.stderr
-    assert "types its target's category (search by names)" in res.stdout
+    assert "types its target's category (search by words)" in res.stdout
     lines = {
         line.split()[0] + (" +typed" if "+typed" in line else ""): float(line.split()[2 if "+typed" in line else 1])
         for line in res.stdout.splitlines()
