@@ -666,12 +666,13 @@ class Session:
             self._activate(*checked)
         if self.remaining <= 0 and self.history:
             self._new_pass()
-        self.revived = self._revive() if checked is not None else self.revived[:0]
+        if checked is not None:
+            self.revived = self._revive()
         rec, strategy = self.rec, STRATEGIES[self.strategy]
         n_slots = min(strategy.n_slots(rec.per_round, rec.similar), self.remaining)
         choice = strategy.choose(self, n_slots)
         similar = choice.rows[:n_slots]
-        revived = set(self.revived.tolist())
+        revived, self.revived = set(self.revived.tolist()), self.revived[:0]
         rest = self.random_unseen(rec.per_round - len(similar), exclude=set(similar) | revived)
         rows = similar + rest
         self._mark_seen(rows)
