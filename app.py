@@ -54,7 +54,7 @@ from common.untrusted import clean_text
 from engine.bayes import belief_rows
 from recommender import AUTO_SQ8_BYTES, COMPRESSIONS, STRATEGIES, Recommender, choose_compression
 from shop import page
-from shop.server import BodyLimit, MemoryKeeper
+from shop.server import BodyLimit, MemoryKeeper, NoUploads, Pictures, RequestCap, quiet_accept_errors, raise_file_limit
 from shop.shop import HUNT_LOG_NOTE, OUTPUTS, Shop, search_hint
 from shop.visit import MIN_SECRET_CHARS, browser_key, visit_key
 from shop.wire import forget_session
@@ -271,7 +271,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     flag("--compression", scan, "auto", choices=["auto", *COMPRESSIONS])
     synonyms = "the shop's synonyms: lines like 'shoes: sneaker, sandal, ankle boot' (a typed word also finds these)"
     flag("--synonyms", synonyms, metavar="FILE", shown=f"{DEMO_SYNONYMS.name} for the demo, none for a shop")
+    busy = "HTTP requests served at once; one more is answered 503 (a crowd of slow clients cannot starve the next)"
+    flag("--max-requests", busy, metavar="N", span=(1, None), shown="half the open-file limit, at least 64")
     args = ap.parse_args(argv)
+    if args.dataset is None and os.environ.get("DATASET", "") != "":  # set, but blank: a mistake, not "the demo"
+        ap.error("DATASET is blank: give a Hub dataset id or a folder from upload_ds.py, or unset it for the demo")
     try:
         path = args.synonyms or (None if args.dataset else DEMO_SYNONYMS)
         args.synonym_words = read_synonyms(path) if path else {}
@@ -388,6 +392,21 @@ def prepare(args: argparse.Namespace) -> tuple[Catalog, Recommender]:
     return catalog, rec
 
 
+def server_guards(max_requests: int | None, pictures: Path) -> list[Middleware]:
+    """The web server's guards (shop/server.py): the open-file limit raised, accept errors logged once a second,
+    and the middleware: uploads refused, requests in flight capped, bodies capped, pictures served by name."""
+    quiet_accept_errors()
+    files_before, files = raise_file_limit()
+    max_requests = max_requests or max(64, files // 2)
+    log.info("open files: up to %d (was %d); requests at once: up to %d", files, files_before, max_requests)
+    return [
+        Middleware(NoUploads),
+        Middleware(RequestCap, limit=max_requests),
+        Middleware(BodyLimit),
+        Middleware(Pictures, folder=pictures),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Start the server; exit code 2 with one error line when the settings or the catalog cannot be used."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -422,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         shop_name=args.shop_name,
     )
     log.info("start-up %.1f s; serving %d products", time.perf_counter() - t, catalog.n)
+    guards = server_guards(args.max_requests, catalog.thumb_dir)
     try:
         demo.queue(default_concurrency_limit=None).launch(
             server_name=args.host,
@@ -431,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
             css=page.CSS,
             head=page.HEAD,
             max_threads=args.threads,
-            app_kwargs={"middleware": [Middleware(BodyLimit)]},
+            app_kwargs={"middleware": guards},
             prevent_thread_lock=True,
         )
     except OSError as exc:  # the port was taken between the check and the start

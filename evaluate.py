@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -403,6 +404,30 @@ def synthetic_catalog(n: int, d: int, clusters: int, seed: int = 0, spread: floa
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
+def synthetic_bytes(n: int, d: int) -> int:
+    """About the peak memory of a synthetic catalog of n products of d dimensions, made and evaluated: float64
+    draws while making it, then the float32 rows, their unit copy and the index (~40 bytes per number)."""
+    return 40 * n * d + 256 * n
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still take: the system's available memory, or its cgroup's room if that is less
+    (None where neither can be read)."""
+    found = []
+    try:
+        meminfo = Path("/proc/meminfo").read_text()
+        found.append(int(re.search(r"MemAvailable:\s+(\d+) kB", meminfo).group(1)) * 1024)
+    except (OSError, AttributeError, ValueError):
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit.isdigit():
+            found.append(int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
+
+
 def load_embeddings(src: str, demo_size: int, cache_dir: str | None) -> tuple:
     """(embeddings, categories or None, name, dataset) of 'demo' or a dataset source as app.py takes it."""
 
@@ -491,6 +516,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             ap.error("--synthetic takes N,d,clusters, e.g. 500,64,20")
         if len(args.synthetic) != 3 or min(args.synthetic) < 1:
             ap.error("--synthetic N,d,clusters must be three whole numbers of at least 1")
+        need, have = synthetic_bytes(*args.synthetic[:2]), available_memory()
+        if have is not None and need > have:
+            ap.error(
+                f"--synthetic {args.synthetic[0]:,} products of d={args.synthetic[1]} need about {need / 2**30:,.1f} "
+                f"GB of memory; {have / 2**30:,.1f} GB are available: choose a smaller N or d"
+            )
     problem = settings_problem(args)
     if problem:
         ap.error(problem)

@@ -10,12 +10,13 @@ a Gradio upgrade changes any of them.
 from __future__ import annotations
 
 import json
+import os
 import re
 from urllib.parse import quote
 
 import gradio as gr
 
-FILE_ROUTE = "gradio_api/file="  # Gradio's route serving a file of an allowed folder (gr.set_static_paths)
+from shop.server import PICTURE_ROUTE
 
 
 def row_of_thumb(value: object) -> int | None:
@@ -66,13 +67,14 @@ def skip() -> dict:
 
 
 def file_route(path: str) -> str:
-    """A file's address under Gradio's file route, relative to the page's root URL."""
-    return f"{FILE_ROUTE}{quote(str(path))}"
+    """A picture file's address relative to the page's root URL: its name under the shop's picture route
+    (server.Pictures serves the thumbnail folder by name), so no URL names a path of the server."""
+    return f"{PICTURE_ROUTE}{quote(os.path.basename(str(path)))}"
 
 
 def picture_url(root: str | None, path: str) -> str:
-    """A thumbnail's address for a gallery: its URL under Gradio's file route when the page's root URL is known
-    (the gallery then sends no file through Gradio's per-event file handling), else the file itself."""
+    """A thumbnail's address for a gallery: its URL under the shop's picture route when the page's root URL is
+    known (the gallery then sends no file through Gradio's per-event file handling), else the file itself."""
     return f"{root}/{file_route(path)}" if root else path
 
 

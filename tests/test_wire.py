@@ -13,8 +13,10 @@ from gradio import processing_utils, utils
 from gradio.data_classes import FileData
 from gradio_http import ROOT, Shopper, free_port
 from PIL import Image
+from starlette.middleware import Middleware
 
 from shop import wire
+from shop.server import Pictures
 
 ROWS = [12, 5, 40]  # the catalog rows of the test gallery, in order
 
@@ -67,16 +69,14 @@ def test_file_data_is_gradios_file_data_with_gradios_own_url(pictures):
     for made in (wire.file_data(root, path), wire.file_data(None, path)):
         assert list(made) == list(FileData.model_fields) and FileData(**made).model_dump() == made
     made = wire.file_data(root, path)
-    assert made["url"] == gradios["url"] == f"{root}/{wire.file_route(path)}"
+    assert made["url"] == f"{root}/{wire.file_route(path)}" and gradios["url"].startswith(f"{root}/gradio_api/")
     assert made["orig_name"] == gradios["orig_name"] and made["meta"] == gradios["meta"]
     assert made == gr.Gallery().postprocess([(made["url"], "")]).model_dump()[0]["image"]  # as a gallery's picture
     assert wire.file_data(root, None) is None and gr.Image().postprocess(None) is None
 
 
-def test_file_route_is_gradios():
-    path = "/tmp/thumbs ü#%/r1-ab.jpg"
-    assert wire.file_route(path) == f"{wire.FILE_ROUTE}{processing_utils.client_utils.encode_file_path(path)}"
-    assert f"/{wire.FILE_ROUTE}" == f"{processing_utils.API_PREFIX}/file="
+def test_file_route_names_the_picture_not_its_folder():
+    assert wire.file_route("/tmp/thumbs ü#%/r1-ab.jpg") == "pictures/r1-ab.jpg"  # served by server.Pictures
 
 
 def test_table_data_is_what_dataframe_postprocess_makes():
@@ -123,7 +123,10 @@ def served(pictures):
         html.click(product_of, None, said, api_name="html_click")
         button.click(lambda: {"kept": True}, None, state, api_name="keep")
     port = free_port()
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True)
+    pictures_route = Middleware(Pictures, folder=Path(pictures[0]).parent)  # as app.py serves the thumbnails
+    demo.queue().launch(
+        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, app_kwargs={"middleware": [pictures_route]}
+    )
     yield demo, f"http://127.0.0.1:{port}"
     demo.close()
 
@@ -135,7 +138,7 @@ def served(pictures):
 )
 def test_page_root_and_picture_url_are_gradios_own(served, pictures, proxy):
     """The root the shop works out is the one Gradio puts before its own files' URLs, proxies included; the
-    picture's URL is the one Gradio gives that file, and it serves the file."""
+    picture's URL is under that root, and the shop's picture route serves the file."""
     import requests
 
     _, url = served
@@ -144,7 +147,9 @@ def test_page_root_and_picture_url_are_gradios_own(served, pictures, proxy):
     root = shopper.call("page_root")[0]
     assert root == ("https://shop.example" if proxy else url)
     gradios = shopper.call("gradio_image")[0]
-    assert gradios["url"] == wire.picture_url(root, pictures[1]) == wire.file_data(root, pictures[1])["url"]
+    assert gradios["url"].startswith(f"{root}/gradio_api/file=")
+    assert wire.picture_url(root, pictures[1]) == wire.file_data(root, pictures[1])["url"]
+    assert wire.picture_url(root, pictures[1]) == f"{root}/pictures/{Path(pictures[1]).name}"
     served_file = requests.get(wire.picture_url(url, pictures[1]), timeout=10)
     assert served_file.status_code == 200 and served_file.content == Path(pictures[1]).read_bytes()
     assert wire.page_root(None) is None and wire.page_root(gr.Request()) is None
