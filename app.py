@@ -5,9 +5,9 @@
     python app.py --dataset out/NAME-embeddings    # or the same saved locally with upload_ds.py --out
 
 Every flag can also be set by an environment variable (DATASET, HOST, PORT, PER_ROUND, SIMILAR, STRATEGY,
-DEMO_SIZE, SHARE, CACHE_DIR, MAX_SESSIONS, THREADS, COMPRESSION, HUNT_LOG, COMPARE, LOCALE, SYNONYMS), so a Hugging
-Face Space is configured in its settings, not its code. VISIT_SECRET (environment only, 32+ characters) signs
-shoppers' saved visits alike on every replica of a shop; without it a key is made once in CACHE_DIR.
+DEMO_SIZE, SHARE, CACHE_DIR, MAX_SESSIONS, THREADS, COMPRESSION, HUNT_LOG, HUNT_LOG_KEEP, COMPARE, LOCALE, SYNONYMS), so
+a Hugging Face Space is configured in its settings, not its code. VISIT_SECRET (environment only, 32+ characters)
+signs shoppers' saved visits alike on every replica of a shop; without it a key is made once in CACHE_DIR.
 All round logic lives in recommender.py; this file only loads the catalog, makes thumbnails and wires events.
 """
 
@@ -49,7 +49,7 @@ from catalog.demo import load_demo_catalog
 from catalog.fulltext import SynonymError, read_synonyms
 from common.cli import ArgumentParser, env, env_option, folder_problem
 from common.cli import run as run_cli
-from common.huntlog import HuntLog, log_file_name
+from common.huntlog import HuntLog, log_file_name, path_problem
 from common.untrusted import clean_text
 from engine.bayes import belief_rows
 from recommender import AUTO_SQ8_BYTES, COMPRESSIONS, STRATEGIES, Recommender, choose_compression
@@ -258,6 +258,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     hunts = "where ended hunts are recorded for insights.py, a JSON line each, nothing that identifies a person"
     shown = "CACHE_DIR/hunts/CATALOG.jsonl, one file per catalog; 'none' turns it off"
     flag("--hunt-log", hunts, "", metavar="PATH", shown=shown)
+    flag("--hunt-log-keep", "rotated hunt logs (64 MB each) kept; older ones are removed", "10", span=(0, 100_000))
     compare = (
         "give each new hunt one of these strategies at random (e.g. mean,bayes), recorded in the hunt log so "
         "insights.py can compare them on real shoppers; a shopper's own choice in Settings wins"
@@ -312,12 +313,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     else:
         default = Path(args.cache_dir) / "hunts" / log_file_name(catalog_id(args.dataset))
         args.hunt_log = args.hunt_log or str(default)
+        problem = path_problem(Path(args.hunt_log).expanduser())  # a FIFO would hang the shop, a symlink mislead it
+        if problem:
+            ap.error(f"--hunt-log (or HUNT_LOG): {problem}; give a file's path, or 'none'")
         problem = folder_problem(Path(args.hunt_log).expanduser().parent, "--hunt-log (or HUNT_LOG) folder")
-        if problem or Path(args.hunt_log).is_dir():
-            log.warning(
-                "the hunt log cannot be written: %s; the shop goes on without it",
-                problem or f"{args.hunt_log} is a folder",
-            )
+        if problem:
+            log.warning("the hunt log cannot be written: %s; the shop goes on without it", problem)
     return args
 
 
@@ -430,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         for view in ("embedding", *rec.views):
             belief_rows(rec, view)
 
-    hunt_log = HuntLog(args.hunt_log)
+    hunt_log = HuntLog(args.hunt_log, keep=args.hunt_log_keep)
     log.info("hunt log: %s%s", args.hunt_log or "off", f"; comparing {', '.join(args.compare)}" if args.compare else "")
     demo = build_app(
         catalog,

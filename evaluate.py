@@ -598,7 +598,7 @@ def hunt_log_target(
 
     ids = [str(v) for v in ds["id"]] if ds is not None and "id" in getattr(ds, "column_names", []) else None
     return LogTo(
-        HuntLog(path, grace_s=0),
+        HuntLog(path, grace_s=0, sync=True),
         {"id": ident or name, "name": name, "rows": rec.n, "model": None},
         (lambda row: ids[row]) if ids else (lambda row: f"#{row}"),
     )

@@ -27,12 +27,13 @@ from pathlib import Path
 from catalog.catalog import catalog_id
 from common.cli import ArgumentParser
 from common.cli import run as run_cli
-from common.huntlog import Torn, log_files, read_records, rounds_to_find
+from common.huntlog import MAX_WORDS_CHARS, Torn, log_files, read_records, rounds_to_find
 
 Z95 = 1.959964  # two-sided 95% normal quantile
 Z80_POWER = 0.841621  # one-sided 80% power
 TOP = 20
 MAX_CATALOGS = 1000  # distinct catalogs told apart in one log
+PLOT_FORMATS = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".webp")
 
 
 @dataclass
@@ -115,10 +116,10 @@ class Insights:
 
     def add(self, record: dict) -> None:
         """Count one hunt's record (a record of the wrong shape is counted as torn)."""
-        strategy, rounds = record.get("strategy"), record.get("rounds")
-        if not isinstance(strategy, str) or not isinstance(rounds, list):
+        if not well_formed(record):
             self.torn.lines += 1
             return
+        strategy, rounds = record["strategy"], record["rounds"]
         self.hunts += 1
         self.endings[str(record.get("ended"))] += 1
         stats = self.strategies.setdefault(strategy, StrategyStats())
@@ -135,7 +136,7 @@ class Insights:
             if entry.get("words"):
                 self.searches += 1
                 if entry.get("matches") == 0:
-                    self.no_match[entry["words"].strip().lower()] += 1
+                    self.no_match[entry["words"].strip().lower()[:MAX_WORDS_CHARS]] += 1
         k = rounds_to_find(record)
         if k is not None:
             self.found += 1
@@ -182,6 +183,31 @@ class Insights:
         (a, sa), (b, sb) = ranked
         ra, rb = (sa.compared_rounds, sb.compared_rounds) if fair else (sa.rounds, sb.rounds)
         return difference(a, ra, b, rb, fair)
+
+
+def well_formed(record: dict) -> bool:
+    """Whether a record has the shape the report reads (see huntlog.py): names are text or null, `rounds` a list of
+    entries whose `shown` is a list of ids, counts are whole numbers; anything else counts as torn."""
+    rounds, cut = record.get("rounds"), record.get("cut")
+    if not isinstance(record.get("strategy"), str) or not isinstance(rounds, list):
+        return False
+    if not all(_text_or_none(record.get(key)) for key in ("found", "ended", "time", "strategy_from")):
+        return False
+    if cut is not None and not (isinstance(cut, dict) and all(type(n) is int for n in cut.values())):
+        return False
+    for entry in rounds:
+        if not isinstance(entry, dict) or not _text_or_none(entry.get("pick")) or not _text_or_none(entry.get("words")):
+            return False
+        shown, matches = entry.get("shown"), entry.get("matches")
+        if shown is not None and not (isinstance(shown, list) and all(isinstance(p, str) for p in shown)):
+            return False
+        if matches is not None and type(matches) is not int:
+            return False
+    return True
+
+
+def _text_or_none(value: object) -> bool:
+    return value is None or isinstance(value, str)
 
 
 def difference(a: str, ra: Rounds, b: str, rb: Rounds, fair: bool) -> dict:
@@ -373,8 +399,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for p in args.logs:
         if not Path(p).exists():
             ap.error(f"hunt log {p} does not exist")
-    if args.plot and not Path(args.plot).expanduser().resolve().parent.is_dir():
-        ap.error(f"--plot {args.plot}: its folder does not exist")
+        if not Path(p).is_dir() and not Path(p).is_file():  # /dev/zero would never end, a FIFO never start
+            ap.error(f"hunt log {p} is not a regular file or a folder (a FIFO, a device or a socket is never read)")
+    if args.plot:
+        plot_to = Path(args.plot).expanduser()
+        if plot_to.is_dir():
+            ap.error(f"--plot {args.plot} is a folder; give a file such as {plot_to / 'found.png'}")
+        if plot_to.suffix.lower() not in PLOT_FORMATS:
+            ap.error(f"--plot {args.plot}: give a file ending in one of {', '.join(PLOT_FORMATS)}")
+        if not plot_to.resolve().parent.is_dir():
+            ap.error(f"--plot {args.plot}: its folder does not exist")
     return args
 
 
@@ -384,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     catalog = args.catalog or (catalog_id(args.dataset) if args.dataset else None)
     try:
         insights = gather(args.logs, args.since, progress=not args.json, catalog=catalog)
-    except CatalogError as exc:
+    except (CatalogError, ValueError, OSError) as exc:  # several catalogs; a log swapped for a FIFO since the check
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:

@@ -141,7 +141,7 @@ class Shop:
             self._ended[visit.hunt] = None
             if len(self._ended) > ENDED_KEPT:
                 self._ended.popitem(last=False)
-        self.hunt_log.write(self.hunt_record(visit, ended, via))
+        self.hunt_log.write(self.hunt_record(visit, ended, via), visit.log_budget)
 
     def forget(self, visit: object) -> None:
         """A page let its visit go (tab closed, session timed out): its hunt, if not ended, is abandoned."""
@@ -271,7 +271,7 @@ class Shop:
         strategy, strategy_from = self.strategy_for(strategy, old, by_shopper)
         visit = Visit(self.rec.new_session(strategy=strategy), results=results, strategy_from=strategy_from)
         if old is not None:  # the same browser page: its address, and what it shows now
-            visit.root, visit.page = old.root, old.page
+            visit.root, visit.page, visit.log_budget = old.root, old.page, old.log_budget
         self.hunt_log.opened(visit.hunt)
         if hunt:
             visit.target = self.draw_target(visit.session)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from catalog.catalog import Catalog
-from common.huntlog import new_hunt_id
+from common.huntlog import RecordBudget, new_hunt_id
 from common.untrusted import whole
 from recommender import STRATEGIES, Recommender, Session
 
@@ -57,6 +57,7 @@ class Visit:
     strategy_from: str = "default"  # who chose the strategy: "default", "compare" (drawn at random) or "shopper"
     searches: dict[int, list[tuple[str, int | None]]] = field(default_factory=dict)  # round -> (words, matches)
     logged: bool = False  # its record is in the hunt log
+    log_budget: RecordBudget = field(default_factory=RecordBudget)  # the records this page may still write
     root: str | None = None  # this page's public root URL, for the pictures' URLs (None: send files)
     page: dict = field(default_factory=dict)  # what this browser page shows now (see Shop.answer)
     pictures: dict[int, str] = field(default_factory=dict)  # row -> thumbnail of what the page shows (Shop.settle)

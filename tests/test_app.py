@@ -437,7 +437,7 @@ def test_view_in_shop_ends_the_hunt_only_for_the_product_on_the_page(tmp_path):
 
     catalog = Catalog(datasets.load_from_disk(str(make_catalog(tmp_path / "cat", n=30, products=True))), "t", tmp_path)
     log = tmp_path / "hunts.jsonl"
-    shop = Shop(catalog, Recommender(catalog.embeddings, seed=0), HuntLog(str(log)))
+    shop = Shop(catalog, Recommender(catalog.embeddings, seed=0), HuntLog(str(log), sync=True))  # read at once
     visit = shop.new_visit(None, None, hunt=False)
     shop.on_shop(visit, None, gr.EventData(None, {"product": "p000"}))  # no product on the page yet
     row = next(r for r in visit.session.shown if r != 2)  # row 2's link is unsafe: it has none

@@ -214,6 +214,7 @@ def test_torn_lines_rotation_and_an_unwritable_path(tmp_path, caplog):
     log = HuntLog(path, rotate_bytes=2_000, grace_s=0)
     for i in range(30):
         log.write(a_record(i))
+    assert log.flush(timeout=10)  # written by the log's own thread
     files = sorted(p.name for p in tmp_path.iterdir())
     assert (
         "hunts.1.jsonl" in files
@@ -235,6 +236,7 @@ def test_torn_lines_rotation_and_an_unwritable_path(tmp_path, caplog):
             bad.write(a_record(i))  # no exception: the shop goes on
         ro = HuntLog("/proc/hunts-test/hunts.jsonl", grace_s=0)
         ro.write(a_record(0))
+        assert bad.flush(timeout=10) and ro.flush(timeout=10)
     warnings = [r for r in caplog.records if r.name == "huntlog"]
     assert len(warnings) == 2 and "cannot be written" in warnings[0].getMessage()
 
@@ -429,5 +431,6 @@ def test_concurrent_writers_in_process(tmp_path):
             log.write(a_record(k * 1000 + i))
 
     assert in_threads(write, 20) == []
+    assert log.flush(timeout=30) and log.dropped == 0
     lines = (tmp_path / "h.jsonl").read_bytes().splitlines()
     assert len(lines) == 2000 and len({json.loads(line)["hunt"] for line in lines}) == 2000

@@ -35,7 +35,7 @@ def a_shop(catalog_and_rec, log_path, key: bytes | None = None, compare=()):
     from shop.shop import Shop
 
     catalog, rec = catalog_and_rec
-    return Shop(catalog, rec, HuntLog(log_path, grace_s=0), compare, key)
+    return Shop(catalog, rec, HuntLog(log_path, grace_s=0, sync=True), compare, key)  # records read at once
 
 
 def records(path) -> list[dict]:
