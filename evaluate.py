@@ -40,7 +40,7 @@ import numpy as np
 from catalog.catalog import catalog_id
 from catalog.dataset import dataset_views, embedding_matrix
 from catalog.demo import category_precision_at_k
-from common.cli import ArgumentParser, folder_problem, whole_number
+from common.cli import ArgumentParser, add_runtime_options, folder_problem, whole_number
 from common.cli import run as run_cli
 from common.images import appearance_vectors
 from embed import ImageEncoder, embed_dataset
@@ -67,10 +67,16 @@ def unit_rows(x: np.ndarray, centre: bool = False) -> np.ndarray:
 
 
 def perception(
-    kind: str, unit: np.ndarray, ds: datasets.Dataset | None = None, image_column: str = "image", seed: int = 0
+    kind: str,
+    unit: np.ndarray,
+    ds: datasets.Dataset | None = None,
+    image_column: str = "image",
+    seed: int = 0,
+    runtime: str = "auto",
+    precision: str = "float32",
 ) -> np.ndarray:
-    """The rows a shopper compares under perception `kind` (see the module docstring); ValueError if unknown or
-    if it needs pictures and the catalog has none."""
+    """The rows a shopper compares under perception `kind` (see the module docstring; `model:NAME` runs with
+    `runtime` and `precision`); ValueError if unknown or if it needs pictures and the catalog has none."""
     if kind == "embedding":
         return unit
     if kind.startswith("noise:"):
@@ -93,7 +99,7 @@ def perception(
         blocks = [appearance_vectors(b[image_column], PIXELS_SIZE) for b in pictures.iter(batch_size=256)]
         return unit_rows(np.concatenate(blocks), centre=True)
     try:
-        encoder = ImageEncoder(kind.split(":", 1)[1])
+        encoder = ImageEncoder(kind.split(":", 1)[1], runtime=runtime, precision=precision)
     except (OSError, RuntimeError, KeyError, TypeError) as exc:  # not a model, not installed, the Hub out of reach
         raise ValueError(f"--perceive {kind}: cannot load the model: {str(exc).splitlines()[0][:300]}") from None
     return unit_rows(
@@ -280,11 +286,15 @@ def evaluate(rec: Recommender, experiment: Experiment) -> Results:
 
 
 def typed_queries(
-    ds: datasets.Dataset | None, targets: np.ndarray, what: str = "category", cache_dir: str | None = None
+    ds: datasets.Dataset | None,
+    targets: np.ndarray,
+    what: str = "category",
+    cache_dir: str | None = None,
+    runtime: str = "auto",
 ) -> tuple[dict, str]:
     """({target: the query its shopper types}, how it searches): each target's `what` column as typed words,
-    by meaning with the model's text tower when the dataset records one, else by the shop's full-text search
-    (its index kept in `cache_dir`, default: the app's cache)."""
+    by meaning with the model's text tower (run by `runtime`, in the catalog's precision) when the dataset
+    records one, else by the shop's full-text search (its index kept in `cache_dir`, default: the app's cache)."""
     from catalog.catalog import DEFAULT_CACHE
     from catalog.dataset import dataset_meta, name_column
     from catalog.fulltext import TextIndex
@@ -297,7 +307,8 @@ def typed_queries(
     if meta.get("text") and meta.get("model"):
         from embed import TextEncoder
 
-        vectors = TextEncoder(meta["model"]).embed(texts)
+        precision = meta.get("precision") or "float32"
+        vectors = TextEncoder(meta["model"], runtime=runtime, precision=precision).embed(texts)
         return {int(t): v for t, v in zip(targets, vectors)}, "meaning"
     index = TextIndex.open(ds, Path(cache_dir or DEFAULT_CACHE) / "search")
     found = {text: index.search(text).rows for text in set(texts)}
@@ -428,13 +439,16 @@ def available_memory() -> int | None:
     return min(found) if found else None
 
 
-def load_embeddings(src: str, demo_size: int, cache_dir: str | None) -> tuple:
-    """(embeddings, categories or None, name, dataset) of 'demo' or a dataset source as app.py takes it."""
+def load_embeddings(
+    src: str, demo_size: int, cache_dir: str | None, runtime: str = "auto", precision: str = "float32"
+) -> tuple:
+    """(embeddings, categories or None, name, dataset) of 'demo' (made with `runtime`, `precision` when not
+    cached) or a dataset source as app.py takes it."""
 
     if src == "demo":
         from catalog.demo import load_demo_catalog
 
-        ds = load_demo_catalog(size=demo_size, cache_dir=cache_dir)
+        ds = load_demo_catalog(size=demo_size, cache_dir=cache_dir, runtime=runtime, precision=precision)
         name = f"demo catalog ({demo_size} Fashion-MNIST products)"
     else:
         from catalog.dataset import load_dataset_source
@@ -501,6 +515,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--demo-size", type=whole_number(1, 70_000), default=2000)
     ap.add_argument("--cache-dir", default=None)
+    add_runtime_options(ap, "the demo catalog's and model:NAME's")
     args = ap.parse_args(argv)
     if args.similar > args.per_round:
         ap.error(f"--similar ({args.similar}) cannot exceed --per-round ({args.per_round})")
@@ -536,7 +551,7 @@ def load_catalog(args: argparse.Namespace) -> tuple[Recommender, np.ndarray | No
         n, d, c = args.synthetic
         x, name = synthetic_catalog(n, d, c, seed=args.seed), f"synthetic ({n} products, d={d}, {c} clusters)"
     else:
-        x, cats, name, ds = load_embeddings(args.dataset, args.demo_size, args.cache_dir)
+        x, cats, name, ds = load_embeddings(args.dataset, args.demo_size, args.cache_dir, args.runtime, args.precision)
     try:
         views = dataset_views(ds) if ds is not None else None  # e.g. the catalog's colour layouts, for bayes
         rec = Recommender(x, per_round=args.per_round, similar=args.similar, seed=args.seed, views=views)
@@ -611,8 +626,11 @@ def main(argv: list[str] | None = None) -> int:
         rec, cats, name, ds = load_catalog(args)
         rng = np.random.default_rng(args.seed)
         targets = np.arange(rec.n) if args.targets >= rec.n else rng.choice(rec.n, args.targets, replace=False)
-        eyes = {kind: perception(kind, rec.unit, ds, seed=args.seed) for kind in args.perceive}
-        typed, typed_kind = typed_queries(ds, targets, args.typed, args.cache_dir) if args.typed else (None, "")
+        how = {"runtime": args.runtime, "precision": args.precision}
+        eyes = {kind: perception(kind, rec.unit, ds, seed=args.seed, **how) for kind in args.perceive}
+        typed, typed_kind = (
+            typed_queries(ds, targets, args.typed, args.cache_dir, args.runtime) if args.typed else (None, "")
+        )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -23,7 +23,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from common.cli import ArgumentParser, whole_number
+from common.cli import ArgumentParser, add_runtime_options, whole_number
 from common.cli import run as run_cli
 from common.hubcheck import HubUnavailableError, require_hub
 from common.saving import check_out_dir, out_lock, save_together
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 REPO_PART = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?")
 REPO_MAX = 96  # the Hub's limit on a repo name, which NAME-embeddings must meet too
+RUNTIME_NAMES = {"torch": "PyTorch", "onnx": "ONNX Runtime", "auto": "ONNX Runtime or PyTorch (auto)"}
 RESUME_HINT = "interrupted: the work done so far is kept; run the same command again to resume"
 
 
@@ -116,9 +117,11 @@ def model_card_text(emb_ds: datasets.Dataset) -> str:
         if meta.get("text")
         else ""
     )
+    runtime = RUNTIME_NAMES.get(meta.get("runtime", "torch"), meta.get("runtime"))
     return (
         f"## Embeddings\n\nColumn `embeddings`: {meta['dim']}-d, L2-normalised, made by `{meta['model']}` "
-        f"({meta['pooling']} pooling) with upload_ds.py.{text}\n\n```json\n{json.dumps(meta, indent=2)}\n```\n"
+        f"({meta['pooling']} pooling) with upload_ds.py, run by {runtime} in {meta.get('precision', 'float32')}."
+        f"{text}\n\n```json\n{json.dumps(meta, indent=2)}\n```\n"
     )
 
 
@@ -140,6 +143,8 @@ def build(
     progress: bool = True,
     encoder: ImageEncoder | None = None,
     shop: ShopInput | None = None,
+    runtime: str = "auto",
+    precision: str = "float32",
 ) -> Built:
     """Find the model, read the products (`shop`, else the folder `img_dir`), then embed: returns (scan, images dataset,
     embeddings dataset), both datasets with the product table's columns."""
@@ -147,7 +152,7 @@ def build(
 
     shop = shop or gather(img_dir, max_pixels=max_pixels, progress=progress)
     if encoder is None:
-        encoder = resolve_model(model, pooling, batch_size)
+        encoder = resolve_model(model, pooling, batch_size, runtime=runtime, precision=precision)
     scan = read_images(shop, max_pixels, progress)
     images_ds = images_dataset(scan)
     emb_ds = embed_dataset(images_ds, encoder, batch_size=batch_size, progress=progress)
@@ -164,6 +169,7 @@ def build_ray(shop: ShopInput, options: RayOptions, work_dir: str | None) -> Bui
     rows = [(id_, str(path)) for id_, path, _ in shop.items]
     names = {str(path): name for _, path, name in shop.items}  # source -> name in the skip report
     salt = f"{options.model}\x00{options.pooling}\x00{options.max_pixels}\x00{sorted(shop.alternates.items())}\n"
+    salt += "int8\n" if options.precision == "int8" else ""  # int8 shards never mix with float32 ones (any runtime)
     key = files_key(rows, salt=salt)
     work = Path(work_dir) if work_dir else Path(datasets.config.HF_DATASETS_CACHE) / "ray-embed" / key[:24]
     emb_ds, skipped, notes = ray_embed.run(
@@ -176,7 +182,8 @@ def build_ray(shop: ShopInput, options: RayOptions, work_dir: str | None) -> Bui
     if not len(emb_ds):
         raise ValueError(f"none of the {len(rows)} images could be read:\n{scan.report()}")
     dim = emb_ds.features["embeddings"].length
-    described = describe_model(options.model, options.pooling, dim, text=model_has_text(options.model))
+    text = model_has_text(options.model)
+    described = describe_model(options.model, options.pooling, dim, text, options.runtime, options.precision)
     emb_ds.info.description = json.dumps({**described, "source": "upload_ds.py (ray)"})
     images_ds = emb_ds.select_columns(["image", "id"])
     return scan, with_product_columns(images_ds, shop.table), with_product_columns(emb_ds, shop.table)
@@ -201,6 +208,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     pooling = "token pooling of a vision model (default cls; CLIP-family models give their image features)"
     ap.add_argument("--pooling", choices=("cls", "mean"), default="cls", help=pooling)
     ap.add_argument("--batch-size", type=whole_number(1), default=32, help="images per model batch (default 32)")
+    add_runtime_options(ap, "the")
     ap.add_argument("--private", action="store_true", help="create the Hub repos as private")
     ap.add_argument("--out", metavar="DIR", help="also save both datasets with save_to_disk under DIR")
     overwrite = (
@@ -343,7 +351,8 @@ def embed_all(args: argparse.Namespace) -> Built:
         locale=args.locale,
         exclude_types=tuple(args.exclude_type),
     )
-    encoder = resolve_model(args.model, args.pooling, args.batch_size, load=args.engine != "ray")
+    how = {"runtime": args.runtime, "precision": args.precision}
+    encoder = resolve_model(args.model, args.pooling, args.batch_size, load=args.engine != "ray", **how)
     if not (args.engine == "ray" and args.ray_address):  # a remote cluster's workers fetch the URLs themselves
         fetch_images(shop, download, args.download_cache, args.max_pixels)
     if args.engine == "ray":
@@ -359,19 +368,24 @@ def embed_all(args: argparse.Namespace) -> Built:
             args.max_pixels,
             args.shard_size,
             allow_private_urls=args.allow_private_urls,
+            runtime=args.runtime,
+            precision=args.precision,
         )
         return build_ray(shop, options, args.work_dir)
     return build(max_pixels=args.max_pixels, encoder=encoder, shop=shop, batch_size=args.batch_size)
 
 
-def resolve_model(model: str, pooling: str, batch_size: int, load: bool = True) -> ImageEncoder | None:
-    """The model, found before anything slow: loaded (`load`), else only its config read (Ray's workers load
-    it); a ValueError saying what to do when it is neither a local folder nor cached and the Hub is out of reach."""
+def resolve_model(
+    model: str, pooling: str, batch_size: int, load: bool = True, runtime: str = "auto", precision: str = "float32"
+) -> ImageEncoder | None:
+    """The model, found before anything slow: loaded (`load`, with `runtime` and `precision`), else only its
+    config read (Ray's workers load it); a ValueError saying what to do when it is neither a local folder nor
+    cached and the Hub is out of reach, or when int8 is refused for it."""
     from embed import ImageEncoder
 
     try:
         if load:
-            return ImageEncoder(model, batch_size=batch_size, pooling=pooling)
+            return ImageEncoder(model, batch_size=batch_size, pooling=pooling, runtime=runtime, precision=precision)
         if model in EFFICIENTNET_LITE:
             import importlib.util
 
@@ -384,6 +398,8 @@ def resolve_model(model: str, pooling: str, batch_size: int, load: bool = True) 
         shipped = "--model efficientnet-lite0 (it ships with the project: nothing to download)"
         raise ValueError(f"{exc}, or {shipped}") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:  # a folder or Hub repo that is not a vision model
+        if "int8 refused" in str(exc):
+            raise
         raise ValueError(f"cannot load the model {model!r}: {type(exc).__name__}: {str(exc)[:300]}") from None
 
 
@@ -455,7 +471,8 @@ def summary(scan: FolderScan, emb_ds: datasets.Dataset, elapsed: float) -> str:
     meta, n = json.loads(emb_ds.info.description), len(scan.images)
     return (
         f"\nsummary: {n} products, {len(scan.skipped)} skipped, dim {meta['dim']}, model {meta['model']} "
-        f"({meta['pooling']}{'; typed words can search by meaning' if meta.get('text') else ''}), "
+        f"({meta['pooling']}, {meta.get('runtime', 'torch')} {meta.get('precision', 'float32')}"
+        f"{'; typed words can search by meaning' if meta.get('text') else ''}), "
         f"{elapsed:.1f} s, {n / max(elapsed, 1e-9):.1f} images/s\n"
         f"{f'downloads: {scan.downloads}' + chr(10) if scan.downloads else ''}{scan.report()}"
     )

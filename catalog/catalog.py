@@ -46,6 +46,8 @@ if TYPE_CHECKING:
     import datasets
     from PIL import Image
 
+    from embed import TextEncoder
+
 log = logging.getLogger("catalog")
 THUMB_PX = 256  # gallery tiles: pictures shrunk or (smoothly) enlarged to fit this square
 PAGE_PX = 512  # the product page's larger picture
@@ -214,6 +216,7 @@ class Catalog:
         meta = dataset_meta(ds)
         self.model = meta.get("model")
         self.has_text = bool(meta.get("text"))  # embeddings share a space with the model's text tower
+        self.precision = str(meta.get("precision") or "float32")  # of the image vectors; typed words' must match
         self.text_encoder = None  # set by `load_text_encoder`
         self._ds = ds  # read once more, to build the search index
         self._search: TextIndex | None = None  # the full-text index, see `search_index`
@@ -278,17 +281,23 @@ class Catalog:
             return tile
 
     # -- typed words
-    def load_text_encoder(self) -> str | None:
-        """Load the text tower of the catalog's CLIP-family model, so `find` searches by meaning; returns why not
-        (None when loaded). Without it `find` matches names."""
+    def load_text_encoder(self, encoder: TextEncoder | None = None) -> str | None:
+        """Load the text tower of the catalog's CLIP-family model (or take `encoder`), so `find` searches by
+        meaning; returns why not (None when loaded). Without it `find` matches names. A tower of another precision
+        than the catalog's vectors (float32 against int8) is refused: its vectors would not be the ones compared."""
         if not self.has_text or not self.model:
             return "the catalog's model has no text tower"
         try:
             from embed import TextEncoder
 
-            encoder = TextEncoder(self.model)
+            encoder = encoder or TextEncoder(self.model, precision=self.precision)
         except Exception as exc:  # the Hub out of reach, a missing local folder...: names still work
             return f"cannot load the text tower of {self.model}: {type(exc).__name__}: {str(exc)[:300]}"
+        if encoder.precision != self.precision:
+            return (
+                f"the text tower runs in {encoder.precision}, the catalog's vectors were made in {self.precision}; "
+                f"typed words search names"
+            )
         if encoder.dim != self.embeddings[0].shape[1]:
             return (
                 f"{self.model}'s text vectors have {encoder.dim} numbers, the catalog's embeddings "

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from catalog.catalog import DEFAULT_CACHE
-from common.cli import ArgumentParser, folder_problem, whole_number
+from common.cli import ArgumentParser, add_runtime_options, folder_problem, whole_number
 from common.saving import save_replacing
 
 if TYPE_CHECKING:
@@ -108,9 +108,11 @@ def load_demo_catalog(
     source: str = "auto",
     encoder: ImageEncoder | None = None,
     progress: bool = True,
+    runtime: str = "auto",
+    precision: str = "float32",
 ) -> datasets.Dataset:
     """The demo catalog as a `datasets.Dataset` (image, id, category, title, embeddings, appearance); cached on
-    disk after one build."""
+    disk after one build (one per precision; `runtime` is what makes it, see embed.ImageEncoder)."""
     import datasets
 
     if size < 1:
@@ -120,7 +122,9 @@ def load_demo_catalog(
         hint = "; install dataset-fashion-mnist (apt) for up to 70,000" if name == "subset" else ""
         raise ValueError(f"the {name} Fashion-MNIST source has {len(labels)} products, asked for {size}{hint}")
     model = encoder.model_name if encoder is not None else DEMO_MODEL
-    cache = Path(cache_dir or DEFAULT_CACHE) / f"demo-{name}-{size}-{model.replace('/', '_')}-{CACHE_VERSION}"
+    precision = encoder.precision if encoder is not None else precision
+    kind = f"{model.replace('/', '_')}{'-int8' if precision == 'int8' else ''}"  # float32 of either runtime: the same
+    cache = Path(cache_dir or DEFAULT_CACHE) / f"demo-{name}-{size}-{kind}-{CACHE_VERSION}"
     if (cache / "dataset_info.json").exists():
         return datasets.load_from_disk(str(cache))
     from embed import ImageEncoder, embed_dataset
@@ -146,7 +150,8 @@ def load_demo_catalog(
         },
         features=features,
     )
-    encoder = encoder or ImageEncoder(DEMO_MODEL, batch_size=16)  # fastest on CPU: larger batches thrash cache
+    if encoder is None:  # batches of 16: larger ones thrash the CPU's cache
+        encoder = ImageEncoder(DEMO_MODEL, 16, runtime=runtime, precision=precision, cache_dir=cache_dir)
     ds = embed_dataset(ds, encoder, image_column="source", progress=progress).remove_columns("source")
     ds.info.description = json.dumps({**encoder.describe(), "source": f"Fashion-MNIST ({name})", "size": size})
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -175,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--source", choices=("auto", "debian", "subset"), default="auto")
     ap.add_argument("--cache-dir", default=str(DEFAULT_CACHE))
     ap.add_argument("--make-subset", action="store_true", help="regenerate data/fashion-mnist-subset.npz")
+    add_runtime_options(ap, "the demo's")
     args = ap.parse_args(argv)
     problem = folder_problem(args.cache_dir, "--cache-dir")
     if problem:
@@ -185,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     from catalog.dataset import embedding_matrix
 
     t = time.perf_counter()
-    ds = load_demo_catalog(args.size, args.cache_dir, args.source)
+    ds = load_demo_catalog(args.size, args.cache_dir, args.source, runtime=args.runtime, precision=args.precision)
     p5 = category_precision_at_k(embedding_matrix(ds), ds["category"])
     print(f"{len(ds)} products in {time.perf_counter() - t:.1f} s; category precision@5 {p5:.3f}")
     return 0

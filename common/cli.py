@@ -81,6 +81,28 @@ def env_option(
     return parser.add_argument(flag, default=value, help=f"{about} ({note})", **kwargs)
 
 
+def one_of(choices: tuple[str, ...], env_name: str) -> Callable[[str], str]:
+    """An argparse type: the value when it is one of `choices` (checked for the environment variable's too)."""
+
+    def check(text: str) -> str:
+        if text not in choices:
+            raise argparse.ArgumentTypeError(f"must be one of {', '.join(choices)} (or env {env_name}), got {text!r}")
+        return text
+
+    return check
+
+
+def add_runtime_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, whose: str) -> None:
+    """--runtime (env RUNTIME) and --precision (env PRECISION): how `whose` vision model runs (see embed.py)."""
+    from common.onnxrt import PRECISIONS, RUNTIMES
+
+    runtime = f"what runs {whose} model: auto = ONNX Runtime where its vectors agree with torch's, else torch"
+    env_option(parser, "--runtime", runtime, "auto", type=one_of(RUNTIMES, "RUNTIME"), metavar="|".join(RUNTIMES))
+    precision = f"{whose} vectors: int8 is faster, refused where they stray from float32's (cosine < 0.995)"
+    metavar = "|".join(PRECISIONS)
+    env_option(parser, "--precision", precision, "float32", type=one_of(PRECISIONS, "PRECISION"), metavar=metavar)
+
+
 def folder_problem(path: str | os.PathLike, what: str) -> str | None:
     """Why `path` cannot be a folder to write in (a file, under a file, not writable), or None; made when missing."""
     folder = Path(path).expanduser()

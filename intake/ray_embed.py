@@ -90,11 +90,23 @@ def read_and_check(batch: pa.Table, max_pixels: int, allow_private: bool = False
 class Embedder:
     """Stage 2 (actors): one encoder per actor, loaded once, embedding the good rows of each batch."""
 
-    def __init__(self, model: str, pooling: str, batch_size: int, use_gpu: bool, threads: int) -> None:
+    def __init__(
+        self,
+        model: str,
+        pooling: str,
+        batch_size: int,
+        use_gpu: bool,
+        threads: int,
+        runtime: str = "auto",
+        precision: str = "float32",
+    ) -> None:
         import torch
 
         torch.set_num_threads(threads)  # the actor's CPU share, so workers do not fight over cores
-        self.encoder = ImageEncoder(model, batch_size=batch_size, pooling=pooling, device="cuda" if use_gpu else "cpu")
+        device = "cuda" if use_gpu else "cpu"
+        self.encoder = ImageEncoder(
+            model, batch_size, device, pooling, runtime=runtime, precision=precision, threads=threads
+        )
         self.batches = 0
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -150,6 +162,8 @@ class RayOptions:
     shard_size: int = 64  # images per read task and Parquet shard
     cpus_per_worker: float | None = None  # None: the local cores shared among the workers
     allow_private_urls: bool = False  # workers may fetch URLs on loopback/private addresses (see download.py)
+    runtime: str = "auto"  # what runs the model: torch, onnx (ONNX Runtime), auto (ONNX Runtime where it agrees)
+    precision: str = "float32"  # or int8 (refused where its vectors stray from float32's)
 
 
 def run(
@@ -239,6 +253,8 @@ def embed_rows(todo: list[dict], work: Path, options: RayOptions, cpus_per_worke
             "batch_size": o.batch_size,
             "use_gpu": o.gpus_per_worker > 0,
             "threads": max(1, int(cpus_per_worker)),
+            "runtime": o.runtime,
+            "precision": o.precision,
         },
         compute=ray.data.ActorPoolStrategy(size=o.num_workers),
         num_cpus=cpus_per_worker,

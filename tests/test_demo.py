@@ -96,8 +96,8 @@ def test_pretrained_weights_beat_random_weights(catalog500):
     labels = np.asarray(catalog500["category"])
     pretrained = category_precision_at_k(embedding_matrix(catalog500), labels)
     torch.manual_seed(0)
-    enc = ImageEncoder("efficientnet-lite0", batch_size=16)
-    enc.model = EfficientNet.from_name("efficientnet-lite0").eval()  # same network, random weights
+    enc = ImageEncoder("efficientnet-lite0", batch_size=16, runtime="torch")
+    enc.model.load_state_dict(EfficientNet.from_name("efficientnet-lite0").state_dict())  # same network, random weights
     _, images, lab, index = demo.load_source("subset")
     rows = demo.balanced_order(lab, index, 500)
     random_vecs = enc.embed([demo.product_photo(images[r], 28) for r in rows])
