@@ -26,6 +26,7 @@ def least_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum(axis=1).min())
 
 
+@pytest.mark.slow
 def test_auto_runs_efficientnet_on_onnx_runtime_with_torchs_vectors(tmp_path, capfd):
     auto = ImageEncoder("efficientnet-lite0", batch_size=4, cache_dir=tmp_path)
     said = capfd.readouterr().err
