@@ -635,11 +635,17 @@ def _checkpoint_key(
         ds._fingerprint,
         str(len(ds)),
         image_column,
-        json.dumps({k: v for k, v in encoder.describe().items() if k != "runtime"}, sort_keys=True),
+        json.dumps(_vectors_kind(encoder.describe()), sort_keys=True),
         str(shard_size),
         f"appearance={appearance_size}",
     ]
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]
+
+
+def _vectors_kind(described: dict) -> dict:
+    """What the vectors are, the runtime aside (its float32 vectors are torch's to a cosine of 0.9999); float32
+    left out as before there was a choice, so shards written then still count."""
+    return {k: v for k, v in described.items() if k != "runtime" and (k, v) != ("precision", "float32")}
 
 
 def _prepare_checkpoint(work: Path, key: str) -> None:
