@@ -54,6 +54,7 @@ from common.untrusted import clean_text
 from engine.bayes import belief_rows
 from recommender import AUTO_SQ8_BYTES, COMPRESSIONS, STRATEGIES, Recommender, choose_compression
 from shop import page
+from shop.api import add_api
 from shop.server import BodyLimit, MemoryKeeper, NoUploads, Pictures, RequestCap, quiet_accept_errors, raise_file_limit
 from shop.shop import HUNT_LOG_NOTE, OUTPUTS, Shop, search_hint
 from shop.visit import MIN_SECRET_CHARS, browser_key, visit_key
@@ -106,7 +107,9 @@ def build_app(
         # Every event sends its outputs in the page's own format (Shop.render), so Gradio postprocesses nothing.
         outputs = [ui[name] for name in OUTPUTS if name != "box"]
         with_box = [ui[name] for name in OUTPUTS]
-        fast = {"postprocess": False, "concurrency_limit": None}
+        # The page's own events take the page's own formats (a click's event data, the browser's saved visit):
+        # they are left off the "Use via API" page, which lists the API made for programs (shop/api.py) instead.
+        fast = {"postprocess": False, "concurrency_limit": None, "api_visibility": "private"}
         demo.load(shop.load, [ui["saved"]], with_box, api_name="start", **fast)
         for component, event, handler, inputs, api_name, box in EVENTS:
             getattr(ui[component], event)(
@@ -116,6 +119,7 @@ def build_app(
                 api_name=api_name,
                 **fast,
             )
+        add_api(shop)
         memory = MemoryKeeper()
 
         def on_unload(request: gr.Request) -> None:

@@ -8,9 +8,11 @@ framework's floor (a minimal Gradio app with the same event shape) and the engin
 
 The shoppers run in a separate process (their own CPU is not the server's). Printed per strategy: server CPU
 per round (from /proc), p50/p99 latency as the shopper sees it (click posted -> new gallery received), rounds
-per second; the floor's CPU per event (files, and URLs); the engine's CPU per round (`Session.next_round`
-in-process, same catalog); and the ratio server / (floor + engine). Checks 0 errors, 0 repeated products and
-no shopper seeing another's picks.
+per second, for the page's events and, on the same server, for the API (/recommend by product ids, the caller
+carrying its signed visit, shop/api.py); the floor's CPU per event (files, and URLs); the engine's CPU per
+round (`Session.next_round` in-process, same catalog); the ratio server / (floor + engine); and the visit
+signature's cost per round, in-process, signed against unsigned (shop/visit.py's HMAC swapped for a constant).
+Checks 0 errors, 0 repeated products and no shopper seeing another's picks.
 """
 
 from __future__ import annotations
@@ -102,8 +104,65 @@ def shop_concurrently(url: str, shoppers: int, rounds: int, shop: bool = True) -
     return {"latencies_ms": [x * 1000 for x in latencies], "seconds": time.perf_counter() - t, **problems}
 
 
-def drive(url: str, shoppers: int, rounds: int, shop: bool, pid: int) -> dict:
-    """Shop from a separate process, and measure the server's CPU (pid) around it."""
+def api_call(http, url: str, name: str, data: list) -> dict:
+    """One call of the shop's API over Gradio's two-step HTTP route (post, then read the result's event stream)."""
+    posted = http.post(f"{url}/gradio_api/call/{name}", json={"data": data}, timeout=60)
+    posted.raise_for_status()
+    stream = http.get(f"{url}/gradio_api/call/{name}/{posted.json()['event_id']}", timeout=60).text
+    lines = stream.splitlines()  # "event: heartbeat" / "data: null" pairs may come first
+    for kind, data_line in zip(lines, lines[1:]):
+        if kind == "event: complete":
+            return json.loads(data_line.removeprefix("data: "))[0]
+    raise RuntimeError(f"{name} failed: {stream[-300:]}")
+
+
+def api_concurrently(url: str, shoppers: int, rounds: int) -> dict:
+    """`shoppers` threads of `rounds` /recommend calls each, picking by product id; same figures as
+    `shop_concurrently` (a repeat: a product shown twice to one caller; a leak: a visit whose picks are not its
+    caller's own)."""
+    import requests
+
+    latencies: list[float] = []
+    problems = {"errors": 0, "repeats": 0, "leaks": 0}
+    lock = threading.Lock()
+    barrier = threading.Barrier(shoppers)
+
+    def caller(k: int) -> None:
+        rng, http = np.random.default_rng(k), requests.Session()
+        try:
+            answer = api_call(http, url, "recommend", ["", "", "", ""])
+            seen, picked, mine = {p["id"] for p in answer["products"]}, [], []
+            barrier.wait(timeout=120)
+            for _ in range(rounds):
+                pick = answer["products"][int(rng.integers(len(answer["products"])))]["id"]
+                picked.append(int(pick[1:]))
+                t = time.perf_counter()
+                answer = api_call(http, url, "recommend", [answer["visit"], pick, "", ""])
+                mine.append(time.perf_counter() - t)
+                ids = {p["id"] for p in answer["products"]}
+                with lock:
+                    problems["repeats"] += len(seen & ids)
+                    problems["leaks"] += json.loads(answer["visit"])["picks"] != picked
+                seen |= ids
+            with lock:
+                latencies.extend(mine)
+        except Exception as exc:  # noqa: BLE001 - counted and reported
+            with lock:
+                problems["errors"] += 1
+            print(f"caller {k}: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+    threads = [threading.Thread(target=caller, args=(k,)) for k in range(shoppers)]
+    t = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return {"latencies_ms": [x * 1000 for x in latencies], "seconds": time.perf_counter() - t, **problems}
+
+
+def drive(url: str, shoppers: int, rounds: int, shop: bool, pid: int, api: bool = False) -> dict:
+    """Shop from a separate process (through the page's events, or the API), and measure the server's CPU (pid)
+    around it."""
     before = cpu_seconds(pid)
     res = subprocess.run(
         [
@@ -116,6 +175,7 @@ def drive(url: str, shoppers: int, rounds: int, shop: bool, pid: int) -> dict:
             "--rounds",
             str(rounds),
             *([] if shop else ["--floor-driver"]),
+            *(["--api-driver"] if api else []),
         ],
         capture_output=True,
         text=True,
@@ -198,6 +258,46 @@ def engine_cost(catalog: Path, strategy: str, shoppers: int, rounds: int) -> dic
     return {"cpu_ms": 1000 * (time.process_time() - cpu0) / n, "p50_ms": 1000 * float(np.median(walls))}
 
 
+def signature_cost(catalog: Path, strategy: str, shoppers: int, rounds: int) -> dict:
+    """The visit signature's CPU per round, in-process on the same catalog: rounds through the API's handler (each
+    restores its visit, checking the signature, and signs the next), signed and unsigned (the HMAC swapped for a
+    constant) in turn, shopper by shopper, with every thumbnail made first; and one HMAC of the last visit."""
+    import datasets
+
+    import shop.visit
+    from catalog.catalog import Catalog
+    from recommender import Recommender
+    from shop.api import Api
+    from shop.shop import Shop
+
+    with tempfile.TemporaryDirectory() as cache:
+        cat = Catalog(datasets.load_from_disk(str(catalog)), "bench", cache)
+        cat.check_all(background=False)
+        rec = Recommender(cat.embeddings, strategy=strategy, views=cat.views)
+        api, signature = Api(Shop(cat, rec)), shop.visit.signature
+        modes = {"signed": signature, "unsigned": lambda body, key: "0" * 64}
+        cpu = dict.fromkeys(modes, 0.0)
+        for k in range(shoppers):
+            for name in sorted(modes, reverse=k % 2 == 1):  # each goes first in half the turns
+                shop.visit.signature = modes[name]
+                try:
+                    rng, cpu0 = np.random.default_rng(k), time.process_time()
+                    answer = api.recommend()
+                    for _ in range(rounds):
+                        pick = answer["products"][int(rng.integers(len(answer["products"])))]["id"]
+                        answer = api.recommend(answer["visit"], pick)
+                    cpu[name] += time.process_time() - cpu0
+                finally:
+                    shop.visit.signature = signature
+        cpu = {name: 1000 * seconds / (shoppers * (rounds + 1)) for name, seconds in cpu.items()}
+        body = {k: v for k, v in json.loads(answer["visit"]).items() if k != "sig"}
+        t, reps = time.process_time(), 200
+        for _ in range(reps):
+            signature(body, b"k" * 32)
+        cpu["one"] = 1000 * (time.process_time() - t) / reps
+    return cpu
+
+
 def thumbnails_of(tmp: Path) -> Path:
     """The app's thumbnail folder under `tmp` (the fullest one), for the floor app to serve the same files."""
     return max((p for p in (tmp / "cache" / "thumbs").iterdir() if p.is_dir()), key=lambda p: len(list(p.iterdir())))
@@ -239,10 +339,22 @@ def compare(args: argparse.Namespace, tmp: Path) -> None:
         with serving(args.products, tmp, args.dim, strategy) as (proc, url, cat):
             shop[strategy] = drive(url, args.shoppers, args.rounds, True, proc.pid)
             print(line(f"shop ({strategy})", shop[strategy]), flush=True)
+            api = drive(url, args.shoppers, args.rounds, True, proc.pid, api=True)
+            print(line(f"API ({strategy})", api), flush=True)
+            ratio = api["server_cpu_ms"] / shop[strategy]["server_cpu_ms"]
+            print(f"{'':<22} API / page, server CPU per round: {ratio:.2f}", flush=True)
         engine[strategy] = engine_cost(cat, strategy, args.shoppers, args.rounds)
         print(
             f"{'engine (' + strategy + ')':<22} CPU {engine[strategy]['cpu_ms']:6.2f} ms/round, p50 "
             f"{engine[strategy]['p50_ms']:.2f} ms",
+            flush=True,
+        )
+        sig = signature_cost(cat, strategy, min(args.shoppers, 10), args.rounds)
+        print(
+            f"{'signature (' + strategy + ')':<22} API round in-process: signed {sig['signed']:.2f} ms, unsigned "
+            f"{sig['unsigned']:.2f} ms CPU (+{sig['signed'] - sig['unsigned']:.2f} ms); one HMAC of a "
+            f"{args.rounds + 1}-round visit {sig['one']:.3f} ms (the page signs once per round, the API checks "
+            "and signs)",
             flush=True,
         )
     floor = {}
@@ -324,7 +436,11 @@ def main() -> None:
     ap.add_argument("--chromium", action="store_true", help="also time click -> pictures drawn in Chromium")
     ap.add_argument("--drive", metavar="URL", help=argparse.SUPPRESS)  # the shoppers' own process
     ap.add_argument("--floor-driver", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--api-driver", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.drive and args.api_driver:
+        print(json.dumps(api_concurrently(args.drive, args.shoppers, args.rounds)))
+        return
     if args.drive:
         print(json.dumps(shop_concurrently(args.drive, args.shoppers, args.rounds, shop=not args.floor_driver)))
         return

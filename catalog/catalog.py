@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from catalog.dataset import (
     CatalogError,
@@ -226,6 +228,7 @@ class Catalog:
         present = [c for c in dict.fromkeys(("id", *PRODUCT_FIELDS, *PRICE_FIELDS)) if c in ds.column_names]
         facts = ds.select_columns(present) if present else None
         self._facts = (facts.flatten_indices() if facts._indices is not None else facts).data if facts else None
+        self._ids = None  # the ids as text, for `row_of`
         self.key = f"{ds._fingerprint}-{self.n}"  # which catalog: a browser's saved place is only for this one
         self.thumb_dir = Path(cache_dir) / "thumbs" / f"{ds._fingerprint}-{THUMB_PX}{THUMB_VERSION}"
         self.thumb_dir.mkdir(parents=True, exist_ok=True)
@@ -259,6 +262,16 @@ class Catalog:
             if value is not None:
                 return str(value)
         return f"#{row}"
+
+    def row_of(self, product_id: str) -> int | None:
+        """The row of the product with this id (as `product_id` gives it; the first, if ids repeat), or None."""
+        if self._facts is not None and "id" in self._facts.column_names:
+            if self._ids is None:  # the ids as text, made once (a view when they are text already)
+                self._ids = pc.cast(self._facts.column("id"), pa.string())
+            row = pc.index(self._ids, product_id).as_py()
+            return row if row >= 0 else None
+        text = product_id[1:] if product_id.startswith("#") else ""
+        return int(text) if text.isdigit() and str(int(text)) == text and int(text) < self.n else None
 
     def caption(self, row: int) -> str:
         """A tile's caption: the title (else the id), cut with an ellipsis, and on a line of its own the price where

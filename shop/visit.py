@@ -25,13 +25,14 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from catalog.catalog import Catalog
+from catalog.catalog import MAX_QUERY_CHARS, Catalog
 from common.huntlog import RecordBudget, new_hunt_id
 from common.untrusted import whole
 from recommender import STRATEGIES, Recommender, Session
 
 log = logging.getLogger("app")
 MAX_RESULTS = 500  # results kept per shopper
+MAX_SAVED_SEARCHES = 50  # the latest typed searches a saved visit keeps for the hunt log (round, words, matches)
 HUNT_ID = re.compile(r"[0-9a-f]{16}")
 STRATEGY_FROM = ("default", "compare", "shopper")
 SIG = re.compile(r"[0-9a-f]{64}")
@@ -91,6 +92,11 @@ class Visit:
             "chosen": self.chosen,
             "hunt": self.hunt,
             "strategy_from": self.strategy_from,
+            "searches": [
+                [r, words[:MAX_QUERY_CHARS], matches]
+                for r, typed in sorted(self.searches.items())
+                for words, matches in typed
+            ][-MAX_SAVED_SEARCHES:],
         }
         return {**body, "sig": signature(body, key)}
 
@@ -211,6 +217,7 @@ def _restored(saved: dict, catalog: Catalog, rec: Recommender) -> Visit:
         raise ValueError("hunt must be 16 hex digits")
     if strategy_from not in STRATEGY_FROM:
         raise ValueError(f"strategy_from must be one of {STRATEGY_FROM}")
+    searches = saved_searches(saved.get("searches"), session.round, catalog.n)
     if target is not None and rec.is_hidden(target):  # its image has since turned out unreadable
         target, found_in = None, None if chosen is None else found_in
     visit = Visit(
@@ -223,6 +230,7 @@ def _restored(saved: dict, catalog: Catalog, rec: Recommender) -> Visit:
         hunt=hunt,
         strategy_from=strategy_from,
         logged=found_in is not None,
+        searches=searches,
     )
     if text:  # the words were saved, not their rows or vector: found again here
         found = catalog.find(text)
@@ -235,6 +243,21 @@ def _restored(saved: dict, catalog: Catalog, rec: Recommender) -> Visit:
 def optional_row(value: object, n: int, what: str) -> int | None:
     """A saved catalog row, or None."""
     return None if value is None else whole(value, 0, n - 1, what)
+
+
+def saved_searches(searches: object, rounds: int, n: int) -> dict[int, list[tuple[str, int | None]]]:
+    """A saved visit's typed searches, checked: at most MAX_SAVED_SEARCHES of [round, words, matches or null]."""
+    if searches is None:
+        return {}
+    if not isinstance(searches, list) or len(searches) > MAX_SAVED_SEARCHES:
+        raise ValueError(f"searches must be a list of at most {MAX_SAVED_SEARCHES}")
+    out: dict[int, list[tuple[str, int | None]]] = {}
+    for entry in searches:
+        if not isinstance(entry, list) or len(entry) != 3 or not isinstance(entry[1], str):
+            raise ValueError("searches are not a list of [round, words, matches]")
+        r, words, matches = whole(entry[0], 0, rounds, "a search's round"), entry[1][:MAX_QUERY_CHARS], entry[2]
+        out.setdefault(r, []).append((words, None if matches is None else whole(matches, 0, n, "a search's matches")))
+    return out
 
 
 def saved_results(results: object, n: int) -> list[dict]:
