@@ -151,7 +151,7 @@ class Api:
             if found.search_by:  # words that matched nothing: the shop would like to know
                 hunt.searches.setdefault(session.round, []).append((found.text, 0))
             return None, found.message
-        matches = len(found.query) if found.search_by == "names" else None
+        matches = None if found.rows is None else found.matches  # None: by meaning alone
         hunt.search_by = found.search_by
         return (found.text, matches, found.query), ""
 
