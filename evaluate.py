@@ -15,8 +15,8 @@ embedding of the same pictures), `noise:S` (the embedding plus a fixed per-produ
 scale S / sqrt(d)).
 
 A shopper may type first: `--typed category` makes it type its target's category before the first click (by
-meaning when the catalog's model has a text tower, else by words in product names, as the app's search box
-does); the report then shows every strategy with and without typing.
+meaning when the catalog's model has a text tower, else by the full-text search of every product text, as the
+app's search box does); the report then shows every strategy with and without typing.
 
 Why a strategy struggles with some eyes: `--click-fit` prints, per strategy, the mean log-probability that
 `bayes`' user model (the embedding, temperature 0.05, 5% stray clicks) gives the shopper's clicks, in rounds 1-2
