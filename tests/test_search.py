@@ -221,7 +221,7 @@ def test_search_matches_plurals_prefixes_and_accents(texts_index):
     assert found(texts_index, "boots") == {5}  # "boot" in its description, "Ankle boot" its category
 
 
-def test_several_words_rank_and_fall_back(texts_index):
+def test_several_words_rank_and_fall_back(texts_index, monkeypatch):
     assert texts_index.search("black wig").rows.tolist() == [0]  # all the words
     assert found(texts_index, "black zzz") == {0, 1}  # a word no product has is left out
     assert found(texts_index, "wig navy black") == {0}  # none has all: those having the most of them
@@ -229,6 +229,12 @@ def test_several_words_rank_and_fall_back(texts_index):
     # BM25: a word in the title weighs more than the same word in a description
     assert texts_index.search("wave").rows.tolist()[:2] in ([0, 1], [1, 0])
     assert texts_index.search("ankle").rows.tolist() == [5]
+    # more matches than BM25 orders: those with the word in a name column first (ranked while few), then the rest
+    from catalog import fulltext
+
+    monkeypatch.setattr(fulltext, "RANKED", 1)
+    assert texts_index.search("black").rows.tolist() == [0, 1]  # an attribute (a name column), a description
+    assert texts_index.search("acme").rows.tolist() == [2, 3, 4, 5, 6]  # many in names: catalog order
 
 
 def test_typed_text_is_never_query_syntax(texts_index):
