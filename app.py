@@ -245,7 +245,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     flag("--share", "create a public share link", action="store_true")
     flag("--per-round", "products per round", "10", span=(1, 100))
     flag("--similar", "similar products per round, at most --per-round", "5", span=(0, 100))
-    flag("--strategy", "recommendation strategy", "mean", choices=sorted(STRATEGIES))
+    strategy = (
+        "how each round's products are chosen: bayes (a belief over what the shopper wants; 7.1 rounds to a product "
+        "where mean, the seed's rule of 5 nearest to the picks + 5 random, takes 29.2 in 600 simulated hunts)"
+    )
+    flag("--strategy", strategy, "bayes", choices=sorted(STRATEGIES))
     flag("--demo-size", "products in the built-in demo catalog", "2000", span=(1, 70_000))
     flag("--shop-name", "the shop's name, atop the page and on the browser tab", metavar="NAME", shown="the catalog's")
     locale = "how prices are written, as this locale writes them (de_DE: 1.008,00 €; fr_CH, ja_JP, ...)"

@@ -26,7 +26,7 @@ def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("app")
     cat = make_catalog(tmp / "catalog", n=N, appearance=True, products=True)
     env = {**os.environ, "APP_LOG": str(tmp / "app.log"), "CACHE_DIR": str(tmp / "cache"), "LOCALE": "de_DE"}
-    proc, url = start_app(["--dataset", str(cat)], env)
+    proc, url = start_app(["--dataset", str(cat), "--strategy", "mean"], env)  # 5 alike + 5 new a round
     yield url, tmp
     proc.terminate()
     proc.wait(timeout=20)
@@ -410,6 +410,7 @@ def test_shop_name_heads_the_page_and_names_the_tab(tmp_path):
     heading = next(b.value for b in named.blocks.values() if getattr(b, "elem_id", None) == "shop-name")
     assert named.title == "Ada's *Shoes*" and heading.startswith("## Ada's \\*Shoes\\*")
     assert app.parse_args(["--shop-name", "Ada's Shoes"]).shop_name == "Ada's Shoes"
+    assert app.parse_args([]).strategy == "bayes" and app.parse_args(["--strategy", "mean"]).strategy == "mean"
 
 
 def test_a_long_description_reads_in_full_under_more():

@@ -30,7 +30,7 @@ def shop(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("browser")
     cat = make_catalog(tmp / "catalog", n=80, products=True)
     env = {**os.environ, "APP_LOG": str(tmp / "app.log"), "CACHE_DIR": str(tmp / "cache")}
-    proc, url = start_app(["--dataset", str(cat), "--shop-name", SHOP_NAME], env)
+    proc, url = start_app(["--dataset", str(cat), "--shop-name", SHOP_NAME, "--strategy", "mean"], env)
     HUNT_LOG["path"] = tmp / "cache" / "hunts" / "catalog.jsonl"  # the default place: the catalog folder's name
     yield url
     proc.terminate()

@@ -83,7 +83,7 @@ def test_found_and_started_over_hunts_over_http(shop):
     assert set(rec) == FIELDS and re.fullmatch(r"[0-9a-f]{16}", rec["hunt"])
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\dZ", rec["time"])
     assert rec["catalog"] == {"id": "catalog", "name": "catalog", "rows": 60, "model": None}
-    assert (rec["strategy"], rec["strategy_from"], rec["ended"]) == ("mean", "default", "found")
+    assert (rec["strategy"], rec["strategy_from"], rec["ended"]) == ("bayes", "default", "found")  # the default
     assert [r["shown"] for r in rec["rounds"]][:2] == [[f"p{r:03d}" for r in first], [f"p{r:03d}" for r in second]]
     assert [r["pick"] for r in rec["rounds"]] == [f"p{first[2]:03d}", f"p{second[0]:03d}", None]
     assert rec["found"] == f"p{second[0]:03d}" and rounds_to_find(rec) == 2
