@@ -148,9 +148,10 @@ def image_folder(tmp_path: Path) -> tuple[Path, dict[str, str], dict[str, str]]:
     return folder, good, bad
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Debian's Chromium under Playwright, one for the whole run (tests/browsing.py)."""
+    """Debian's Chromium under Playwright, one per test module (tests/browsing.py); closed with its module, as a
+    test that starts Playwright itself cannot run while another Playwright is open."""
     from browsing import chromium
 
     yield from chromium()
