@@ -253,7 +253,8 @@ CSS = """
 #product-page .pp-desc { white-space: pre-line; overflow-wrap: anywhere; margin: 4px 0; }
 #product-page .pp-more summary { cursor: pointer; font-weight: 600; color: var(--body-text-color); }
 #product-page .pp-found { font-weight: 600; margin: 0; }
-#product-page a.pp-shop { display: block; align-self: stretch; margin: 8px 0 4px; padding: 10px 16px;
+#product-page a.pp-shop { display: block; align-self: flex-start; width: 100%; max-width: 360px;
+  box-sizing: border-box; margin: 8px 0 4px; padding: 10px 16px;
   border-radius: var(--button-large-radius); background: #b23c0a; color: #fff; font-weight: 600;
   font-size: var(--button-large-text-size); text-align: center; text-decoration: none; }
 #product-page a.pp-shop:hover { background: #8a2e08; }
