@@ -15,6 +15,7 @@ import contextlib
 import http.server
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -136,6 +137,25 @@ def test_a_server_trickling_a_byte_a_second_is_cut_at_the_download_timeout(serve
     took = time.monotonic() - t
     assert reason is not None and "timed out after 1.5 s" in reason
     assert took < 1.5 + 3  # the server would trickle for a minute
+
+
+def test_a_tls_handshake_trickling_a_byte_a_second_is_cut_at_the_download_timeout(tmp_path):
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:  # the start of a TLS record of 16 KB, then a byte every half second
+        conn, _ = listener.accept()
+        with conn, contextlib.suppress(OSError):
+            conn.sendall(b"\x16\x03\x03\x40\x00")
+            for _ in range(120):
+                time.sleep(0.5)
+                conn.sendall(b"a")
+
+    threading.Thread(target=serve, daemon=True).start()
+    t = time.monotonic()
+    reason = fetch_one(f"https://127.0.0.1:{listener.getsockname()[1]}/p.png", tmp_path, timeout=1.5)
+    assert reason is not None and "timed out after 1.5 s" in reason
+    assert time.monotonic() - t < 1.5 + 3
+    listener.close()
 
 
 @pytest.mark.parametrize(
