@@ -161,7 +161,8 @@ def read_csv_text(path: Path, header: list[str]) -> list[dict[str, str]]:
     """A CSV's rows as dicts of text (a shop export: every value is text until mapped)."""
     rows = csv_rows(path)
     next(rows, None)
-    return [{h: (row[i] if i < len(row) else "") for i, h in enumerate(header)} for row in rows if any(row)]
+    blank = [""] * len(header)
+    return [dict(zip(header, row + blank[len(row) :])) for row in rows if any(row)]
 
 
 def read_csv_typed(path: Path, header: list[str]) -> pa.Table:
