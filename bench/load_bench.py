@@ -352,7 +352,7 @@ def compare(args: argparse.Namespace, tmp: Path) -> None:
         sig = signature_cost(cat, strategy, min(args.shoppers, 10), args.rounds)
         print(
             f"{'signature (' + strategy + ')':<22} API round in-process: signed {sig['signed']:.2f} ms, unsigned "
-            f"{sig['unsigned']:.2f} ms CPU (+{sig['signed'] - sig['unsigned']:.2f} ms); one HMAC of a "
+            f"{sig['unsigned']:.2f} ms CPU ({sig['signed'] - sig['unsigned']:+.2f} ms); one HMAC of a "
             f"{args.rounds + 1}-round visit {sig['one']:.3f} ms (the page signs once per round, the API checks "
             "and signs)",
             flush=True,
