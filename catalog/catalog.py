@@ -19,6 +19,7 @@ import functools
 import logging
 import os
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -335,7 +336,13 @@ class Catalog:
         text = " ".join(clean_text(text, MAX_QUERY_CHARS * 4).split())[:MAX_QUERY_CHARS]
         if not words_of(text):
             return TypedQuery(text, "", message="Type a word or two about the product you want." if text else "")
-        found = self.search_index.search(text, self.synonyms)
+        try:
+            found = self.search_index.search(text, self.synonyms)
+        except sqlite3.Error as exc:  # its file gone under the app (a cache folder cleared): built again, once
+            log.warning("the search index cannot be read (%s): building it again", exc)
+            with self._search_lock:
+                self._search = None
+            found = self.search_index.search(text, self.synonyms)
         rows = found.rows if found.count else None
         if self.text_encoder is None:
             if rows is None:

@@ -297,6 +297,13 @@ def test_the_demo_synonyms_find_its_shoes(demo, tmp_path):
     assert set(cats[catalog.find("jumper").rows]) == {"Pullover"}
     assert set(cats[catalog.find("trousers").rows]) == {"Trouser"}
     assert app.parse_args(["--dataset", "x/y"]).synonym_words == {}  # a shop's own: none unless given
+    # the cache folder cleared under the app: a thread without a connection yet builds the index again
+    from concurrent.futures import ThreadPoolExecutor
+
+    catalog.search_index.path.unlink()
+    with ThreadPoolExecutor(1) as pool:
+        again = pool.submit(catalog.find, "shoes").result()
+    assert again.matches == shoes.matches and catalog.search_index.path.exists()
 
 
 def test_a_bad_synonyms_file_is_one_error_line(tmp_path, capsys):
