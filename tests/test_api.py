@@ -67,6 +67,7 @@ def python_example(URL: str) -> tuple[dict, dict]:  # noqa: N803 - the name docs
     return answer, done
 
 
+@pytest.mark.slow  # 21 calls through gradio_client: 6-11 s on a busy 2-core machine
 def test_a_hunt_of_20_rounds_by_product_ids_never_repeats_and_is_logged(api):
     url, log = api
     answer, done = python_example(url)
