@@ -112,6 +112,18 @@ def test_words_search_and_images_fetch(api):
     assert requests.get(page["image"], timeout=10).headers["content-type"].startswith("image/")
 
 
+def test_picture_urls_follow_the_address_the_call_came_to(api):
+    """Behind a proxy (its forwarded host and scheme), over plain HTTP: the pictures' URLs are the caller's."""
+    url, _ = api
+    proxy = {"X-Forwarded-Host": "shop.example", "X-Forwarded-Proto": "https"}
+    call = f"{url}/gradio_api/call/recommend"
+    posted = requests.post(call, json={"data": ["", "", "", ""]}, headers=proxy, timeout=30)
+    stream = requests.get(f"{call}/{posted.json()['event_id']}", headers=proxy, timeout=30)
+    answer = json.loads(stream.text.split("event: complete\ndata: ", 1)[1].splitlines()[0])[0]
+    images = [p["image"] for p in answer["products"]]
+    assert len(images) == 10 and all(i.startswith("https://shop.example/") for i in images)
+
+
 def test_forged_or_foreign_catalog_visits_are_refused(api):
     from shop.visit import signature
 
