@@ -175,6 +175,24 @@ def test_the_catalog_refuses_a_text_tower_of_another_precision(tiny_clip, tmp_pa
     ds.info.description = json.dumps(vectors.describe())
     catalog = Catalog(ds, "clip", tmp_path)
     assert catalog.precision == "int8"
-    why = catalog.load_text_encoder(TextEncoder(tiny_clip, cache_dir=tmp_path))
+    text = TextEncoder(tiny_clip, cache_dir=tmp_path)  # float32, ONNX Runtime: words of any length
+    words = ["red dress", "sneaker", "a red dress with a bag and a coat", ""]
+    assert text.runtime == "onnx" and text.precision == "float32"
+    assert least_cosine(text.embed(words), TextEncoder(tiny_clip, runtime="torch").embed(words)) >= 0.9999
+    why = catalog.load_text_encoder(text)
     assert "float32" in why and "int8" in why and "\n" not in why and catalog.text_encoder is None
     assert catalog.load_text_encoder() is None and catalog.text_encoder.precision == "int8"
+
+
+def test_the_commands_take_runtime_and_precision_from_flags_or_the_environment(monkeypatch, capsys):
+    import evaluate
+
+    monkeypatch.setenv("PRECISION", "int8")
+    args = evaluate.parse_args(["--dataset", "demo", "--runtime", "torch"])
+    assert (args.runtime, args.precision) == ("torch", "int8")
+    args = upload_ds.parse_args(["img", "--repo", "shop", "--no-push", "--out", "out", "--precision", "float32"])
+    assert (args.runtime, args.precision) == ("auto", "float32")
+    monkeypatch.setenv("RUNTIME", "gpu")
+    with pytest.raises(SystemExit):
+        evaluate.parse_args(["--dataset", "demo"])
+    assert "RUNTIME" in capsys.readouterr().err
