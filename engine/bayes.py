@@ -10,6 +10,7 @@ most about the target. Typed words add their evidence (see `_query_evidence`). N
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -81,6 +82,8 @@ BAYES_DESIGN_TEMPERATURE = 0.15
 BAYES_QUERY_TEMPERATURE = 0.02  # a query vector q weighs target t by exp(<t, q> / T) (CLIP's own scale is 0.01)
 GAIN_TIE = 1e-9  # relative: gains this close are a tie (a CPU's rounding moves them by about 1e-15)
 BAYES_WORDS_TRUST = 0.9  # a word query moves this share of the belief onto its matches (names can mislead)
+CLICK_CACHE_ENTRIES = 4096  # clicks whose likelihoods a recommender keeps (see ClickCache), and at most
+CLICK_CACHE_BYTES = 64 * 2**20  # this many bytes of them: 80 KB a click at 10k products and two hypotheses
 
 
 class BeliefSpaces:
@@ -96,6 +99,7 @@ class BeliefSpaces:
         self._lock = threading.Lock()  # one thread builds a view's projection; the others wait for it
         self._rows: dict[str, np.ndarray] = {}
         self._pca: dict[str, faiss.PCAMatrix | None] = {}  # the PCA that made each projection (None: none needed)
+        self.clicks = ClickCache()  # what each click said about every target, shared by the sessions
 
     def rows(self, view: str = "embedding") -> np.ndarray:
         """Unit rows the belief update compares in `view`."""
@@ -137,6 +141,55 @@ def _project(rows, n: int, out_dim: int) -> tuple[np.ndarray, faiss.PCAMatrix | 
             unit_length(block, out=block)
         proj[start : start + len(block)] = block
     return proj, pca
+
+
+class ClickCache:
+    """A bounded LRU cache of what a click says about every target: (view, gallery, pick, user models) -> one
+    read-only (N,) array per model, the exact arrays `_click_evidence` computes. Not state: a miss computes them
+    again, bit for bit, so a session restored from a visit in any process folds its last picks in to the same
+    belief; a hit only spares the work (a restore re-weighs up to MAX_REPLAYED_PICKS picks every call).
+    Bounded by `max_entries` and by `max_bytes`, the least recently used dropped first."""
+
+    def __init__(self, max_entries: int = CLICK_CACHE_ENTRIES, max_bytes: int = CLICK_CACHE_BYTES) -> None:
+        self.max_entries, self.max_bytes = max_entries, max_bytes
+        self.nbytes, self.hits, self.misses = 0, 0, 0
+        self._entries: OrderedDict[tuple, tuple[np.ndarray, ...]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: tuple) -> tuple[np.ndarray, ...] | None:
+        """The arrays kept under `key` (now the most recently used), or None."""
+        with self._lock:
+            arrays = self._entries.get(key)
+            if arrays is None:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return arrays
+
+    def put(self, key: tuple, arrays: tuple[np.ndarray, ...]) -> None:
+        """Keep `arrays` (made read-only) under `key`, dropping the least recently used beyond the bounds."""
+        size = sum(a.nbytes for a in arrays)
+        if size > self.max_bytes or self.max_entries <= 0:
+            return
+        for a in arrays:
+            a.flags.writeable = False
+        with self._lock:
+            old = self._entries.pop(key, None)
+            self.nbytes += size - (0 if old is None else sum(a.nbytes for a in old))
+            self._entries[key] = arrays
+            while len(self._entries) > self.max_entries or self.nbytes > self.max_bytes:
+                _, gone = self._entries.popitem(last=False)
+                self.nbytes -= sum(a.nbytes for a in gone)
+
+    def clear(self) -> None:
+        """Drop every entry (as a new process would start)."""
+        with self._lock:
+            self._entries.clear()
+            self.nbytes = 0
 
 
 def belief_rows(rec: Recommender, view: str = "embedding") -> np.ndarray:
@@ -303,25 +356,16 @@ def _fold_in_rounds(session: Session, st: BayesState) -> None:
             hyp_logp[:, shown] = -np.inf
         if pick is None or st.rounds_used < session.weigh_picks_from:
             continue
-        i_pick = shown.index(pick)
         for view in dict.fromkeys(v for v, _, _ in hyps):
-            space = belief_rows(rec, view)
-            sims = space[shown] @ space.T  # (|D|, N): one pass over the catalog per view
-            sims -= 1.0  # <= 0 (unit rows): exp(sims / T) cannot overflow, nor vanish (>= e^-67) for T >= 0.03
-            work = np.empty_like(sims)
-            for h, (v, temperature, epsilon) in enumerate(hyps):
-                if v != view:
-                    continue
-                inv_t = np.float32(1.0 / temperature)
-                scaled = sims if temperature >= 0.03 else sims - sims.max(axis=0)  # sharper: best row at 0
-                np.multiply(scaled, inv_t, out=work)
-                np.exp(work, out=work)
-                # log of the softmax click probability, for every possible target
-                loglik = scaled[i_pick] * inv_t - np.log(work.sum(axis=0))
-                lik = np.exp(loglik)
-                if epsilon:
-                    lik = lik * np.float32(1.0 - epsilon) + np.float32(epsilon / len(shown))
-                    loglik = np.log(lik)
+            mine = [h for h, (v, _, _) in enumerate(hyps) if v == view]
+            models = tuple(hyps[h][1:] for h in mine)
+            key = (view, tuple(shown), shown.index(pick), models)
+            kept = rec.belief_spaces.clicks.get(key)
+            if kept is None:
+                kept = _click_evidence(belief_rows(rec, view), shown, shown.index(pick), models)
+                rec.belief_spaces.clicks.put(key, kept)
+            for h, (_, epsilon), kept_h in zip(mine, models, kept):
+                lik, loglik = (kept_h, np.log(kept_h)) if epsilon else (np.exp(kept_h), kept_h)
                 logp = hyp_logp[h]
                 if len(hyps) > 1:  # how well h predicted this click: P_h(pick) = E_{p_h}[lik]
                     p = np.exp(logp - logp.max())
@@ -329,6 +373,30 @@ def _fold_in_rounds(session: Session, st: BayesState) -> None:
                 logp += loglik
                 logp -= logp.max()  # keep the numbers in range (-inf rows stay -inf)
         logw -= logw.max()
+
+
+def _click_evidence(
+    space: np.ndarray, shown: list[int], i_pick: int, models: tuple[tuple[float, float], ...]
+) -> tuple[np.ndarray, ...]:
+    """What picking shown[i_pick] says about every target under each (temperature, epsilon) model of one view:
+    the click likelihood (N,) where epsilon > 0, its log where epsilon is 0 (what `_fold_in_rounds` keeps: the
+    other is one elementwise exp or log of it, the same as computed together)."""
+    sims = space[shown] @ space.T  # (|D|, N): one pass over the catalog per view
+    sims -= 1.0  # <= 0 (unit rows): exp(sims / T) cannot overflow, nor vanish (>= e^-67) for T >= 0.03
+    work = np.empty_like(sims)
+    out = []
+    for temperature, epsilon in models:
+        inv_t = np.float32(1.0 / temperature)
+        scaled = sims if temperature >= 0.03 else sims - sims.max(axis=0)  # sharper: best row at 0
+        np.multiply(scaled, inv_t, out=work)
+        np.exp(work, out=work)
+        # log of the softmax click probability, for every possible target
+        loglik = scaled[i_pick] * inv_t - np.log(work.sum(axis=0))
+        if epsilon:
+            out.append(np.exp(loglik) * np.float32(1.0 - epsilon) + np.float32(epsilon / len(shown)))
+        else:
+            out.append(loglik)
+    return tuple(out)
 
 
 def _mixed_belief(hyp_logp: np.ndarray, logw: np.ndarray, n: int) -> np.ndarray:
