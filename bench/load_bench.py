@@ -5,6 +5,7 @@ framework's floor (a minimal Gradio app with the same event shape) and the engin
     python bench/load_bench.py --server-products 100000         # also: one shopper's round time at 100k
     python bench/load_bench.py --products 500 --shoppers 5 --rounds 5 --server-products 0 --no-floor  # smoke
     python bench/load_bench.py --chromium                       # also: click -> ten pictures drawn, in Chromium
+    python bench/load_bench.py --shoppers 20 --rounds 10 --turns 3 --no-floor   # page vs API, 3 turns each
 
 The shoppers run in a separate process (their own CPU is not the server's). Printed per strategy: server CPU
 per round (from /proc), p50/p99 latency as the shopper sees it (click posted -> new gallery received), rounds
@@ -327,6 +328,27 @@ def line(name: str, r: dict) -> str:
     )
 
 
+def page_and_api(url: str, shoppers: int, rounds: int, pid: int, turns: int) -> tuple[dict, dict]:
+    """The page's figures and the API's on one server, in `turns` turns of each, the page first in odd turns and
+    the API first in even ones (a shared machine's load drifts: neither always runs later), summed."""
+    runs: dict[bool, list[dict]] = {False: [], True: []}
+    for turn in range(turns):
+        for api in (False, True) if turn % 2 == 0 else (True, False):
+            runs[api].append(drive(url, shoppers, rounds, True, pid, api=api))
+    return summed(runs[False]), summed(runs[True])
+
+
+def summed(parts: list[dict]) -> dict:
+    """Several runs' figures as one: all latencies, CPU and rounds per second over all rounds, problems added."""
+    n = [len(p["latencies_ms"]) for p in parts]
+    return {
+        "latencies_ms": np.concatenate([p["latencies_ms"] for p in parts]),
+        "server_cpu_ms": sum(p["server_cpu_ms"] * k for p, k in zip(parts, n)) / max(sum(n), 1),
+        "rounds_per_s": sum(n) / sum(k / max(p["rounds_per_s"], 1e-9) for p, k in zip(parts, n)),
+        **{name: sum(p[name] for p in parts) for name in ("errors", "repeats", "leaks")},
+    }
+
+
 def compare(args: argparse.Namespace, tmp: Path) -> None:
     """The shop per strategy, the floor (files, URLs) and the engine on one catalog, in one run."""
     print(
@@ -337,9 +359,8 @@ def compare(args: argparse.Namespace, tmp: Path) -> None:
     shop, engine = {}, {}
     for strategy in args.strategies:
         with serving(args.products, tmp, args.dim, strategy) as (proc, url, cat):
-            shop[strategy] = drive(url, args.shoppers, args.rounds, True, proc.pid)
+            shop[strategy], api = page_and_api(url, args.shoppers, args.rounds, proc.pid, args.turns)
             print(line(f"shop ({strategy})", shop[strategy]), flush=True)
-            api = drive(url, args.shoppers, args.rounds, True, proc.pid, api=True)
             print(line(f"API ({strategy})", api), flush=True)
             ratio = api["server_cpu_ms"] / shop[strategy]["server_cpu_ms"]
             print(f"{'':<22} API / page, server CPU per round: {ratio:.2f}", flush=True)
@@ -426,6 +447,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--dim", type=int, default=768)
     ap.add_argument("--strategies", default="mean,bayes")
+    ap.add_argument(
+        "--turns", type=int, default=1, help="turns of page then API (alternating which goes first), summed"
+    )
     ap.add_argument("--no-floor", dest="floor", action="store_false", help="skip the floor app")
     ap.add_argument(
         "--server-products",
