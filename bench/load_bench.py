@@ -56,6 +56,17 @@ def cpu_seconds(pid: int) -> float:
 
 
 # ------------------------------------------------------------------------------------ the shoppers' process
+def run_all(one, shoppers: int, latencies: list[float], problems: dict) -> dict:
+    """Run `one(k)` for every shopper k in a thread of its own, and the run's figures once all have ended."""
+    threads = [threading.Thread(target=one, args=(k,)) for k in range(shoppers)]
+    t = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return {"latencies_ms": [x * 1000 for x in latencies], "seconds": time.perf_counter() - t, **problems}
+
+
 def shop_concurrently(url: str, shoppers: int, rounds: int, shop: bool = True) -> dict:
     """Run `shoppers` threads of `rounds` picks each; returns latencies and counted problems (`shop`: check the
     shop's galleries for repeats and leaked picks; the floor app has none to check)."""
@@ -96,13 +107,7 @@ def shop_concurrently(url: str, shoppers: int, rounds: int, shop: bool = True) -
                 problems["errors"] += 1
             print(f"shopper {k}: {type(exc).__name__}: {exc}", file=sys.stderr)
 
-    threads = [threading.Thread(target=shopper, args=(k,)) for k in range(shoppers)]
-    t = time.perf_counter()
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    return {"latencies_ms": [x * 1000 for x in latencies], "seconds": time.perf_counter() - t, **problems}
+    return run_all(shopper, shoppers, latencies, problems)
 
 
 def api_call(http, url: str, name: str, data: list) -> dict:
@@ -152,13 +157,7 @@ def api_concurrently(url: str, shoppers: int, rounds: int) -> dict:
                 problems["errors"] += 1
             print(f"caller {k}: {type(exc).__name__}: {exc}", file=sys.stderr)
 
-    threads = [threading.Thread(target=caller, args=(k,)) for k in range(shoppers)]
-    t = time.perf_counter()
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    return {"latencies_ms": [x * 1000 for x in latencies], "seconds": time.perf_counter() - t, **problems}
+    return run_all(caller, shoppers, latencies, problems)
 
 
 def drive(url: str, shoppers: int, rounds: int, shop: bool, pid: int, api: bool = False) -> dict:
