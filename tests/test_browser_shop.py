@@ -8,7 +8,7 @@ import os
 import re
 
 import pytest
-from browsing import CONTRAST, gallery_srcs, hunt_records, opened, wait_status
+from browsing import CONTRAST, captions_of, gallery_srcs, hunt_records, opened, wait_status
 from catalogs import make_catalog
 from gradio_http import start_app
 from helpers import caption_parts, seen_before
@@ -140,4 +140,24 @@ def test_view_in_shop_is_the_main_action_and_ends_the_hunt_as_found(browser, sho
     link.click()  # again: the hunt has ended, nothing more is written
     page.wait_for_timeout(500)
     assert len(hunt_records(hunts)) == before + 1 and dialogs == []
+    context.close()
+
+
+def test_a_search_for_a_product_already_shown_brings_it_back(browser, shop):
+    """After a round, typing the title of a product from the first gallery brings it back, marked as a match and
+    as seen before, and the status says how many products match."""
+    url, _ = shop
+    context, page, _ = opened(browser, url, LAPTOP)
+    first = page.eval_on_selector_all("#products .caption-label", "els => els.map(e => e.innerText)")
+    title = caption_parts(first[7])[0]
+    page.locator("#products .thumbnail-item").nth(0).click()
+    wait_status(page, "Round 2 ")
+    assert title not in [caption_parts(c)[0].lstrip("★ ") for c in captions_of(page)]  # the seed's rule
+    box = page.locator("#search textarea, #search input").first
+    box.fill(title)
+    box.press("Enter")
+    page.wait_for_function("/products? match/.test(document.querySelector('#status').innerText)", timeout=15_000)
+    back = [c for c in captions_of(page) if caption_parts(c)[0].lstrip("★ ") == title]
+    assert len(back) == 1 and caption_parts(back[0])[0].startswith("★") and seen_before(back[0]), captions_of(page)
+    assert re.search(r"\b\d+ products? match", page.inner_text("#status"))
     context.close()
