@@ -347,7 +347,8 @@ def test_the_app_s_malloc_reuses_freed_arrays_instead_of_faulting_them_in_again(
 
 def test_session_state_is_compact():
     """Per-session engine memory: an N-bit bitmap, plus a float32 belief per bayes hypothesis (2 views x 2
-    temperatures: 16 bytes a product, 1M: 16 MB, the bound issue 11 sets)."""
+    temperatures: 16 bytes a product, 1M: 16 MB, the bound issue 11 sets); the recommender's click cache, shared by
+    every session and bounded on its own, is not the session's."""
     import tracemalloc
 
     from engine.bayes import bayes_hypotheses
@@ -364,6 +365,9 @@ def test_session_state_is_compact():
     del rows
     size, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
+    shared = rec.belief_spaces.clicks  # the recommender's bounded click cache, shared by all sessions
+    assert 0 < shared.nbytes <= shared.max_bytes
+    size -= shared.nbytes
     assert size <= 200_000 // 8 + 4 * 4 * 200_000 + 64_000, size  # bitmap + 4 float32 beliefs + small change
 
 
