@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -77,3 +78,15 @@ def caption_parts(caption: str) -> tuple[str, str]:
 def seen_before(caption: str) -> bool:
     """Whether a tile's caption says its product was shown in an earlier pass."""
     return caption.split("\n")[-1].startswith("↺ seen before")
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 15.0):
+    """`predicate()`'s first truthy result, asked every 0.1 s (what a background writer wrote, say); an
+    AssertionError after `timeout` seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.1)
+    raise AssertionError("timed out waiting")

@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ import requests
 from catalogs import make_catalog
 from gradio_client import Client
 from gradio_http import start_app
+from helpers import wait_for
 
 from common.huntlog import read_records
 
@@ -79,7 +79,7 @@ def test_a_hunt_of_20_rounds_by_product_ids_never_repeats_and_is_logged(api):
     assert len(ids) == 10 and all(re.fullmatch(r"p\d{3}", i) for i in ids)
     assert set(answer["products"][0]) == {"id", "title", "price", "currency", "url", "image"}
     assert done["found"] == ids[0] and done["rounds"] == 21
-    record = wait_for(lambda: [r for r in records(log) if r["hunt"] == visit["hunt"]])[0]
+    record = wait_for(lambda: [r for r in records(log) if r["hunt"] == visit["hunt"]], timeout=10)[0]
     assert (record["via"], record["ended"], record["found"]) == ("api", "found", ids[0])
     assert [r["pick"] for r in record["rounds"]][:20] == [f"p{row:03d}" for row in visit["picks"]]
     assert record["rounds"][20]["pick"] == ids[0] and record["rounds"][20]["shown"] == ids
@@ -96,7 +96,7 @@ def test_words_search_and_images_fetch(api):
     ids = ids_of(missed)
     done = client.predict(visit=missed["visit"], id=ids[1], api_name="/found")
     hunt = json.loads(done["visit"])["hunt"]
-    (record,) = wait_for(lambda: [r for r in records(log) if r["hunt"] == hunt])
+    (record,) = wait_for(lambda: [r for r in records(log) if r["hunt"] == hunt], timeout=10)
     wedge, first, miss = record["rounds"]  # the words before any gallery, the gallery, the miss typed on it
     assert wedge["shown"] == [] and wedge["words"] == "wedge" and wedge["matches"] > 5
     assert first == {"shown": ids, "pick": ids[1], "words": None, "matches": None}
@@ -242,13 +242,3 @@ def ids_of(answer: dict) -> list[str]:
 
 def records(log: Path) -> list[dict]:
     return list(read_records([log])) if log.exists() else []
-
-
-def wait_for(predicate, timeout: float = 10.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError("timed out waiting")

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from catalogs import make_catalog
 from gradio_http import Shopper, gallery_rows, start_app
-from helpers import in_threads
+from helpers import in_threads, wait_for
 
 import insights
 from common import huntlog
@@ -50,18 +50,6 @@ def shop(tmp_path_factory):
     yield url, log
     proc.terminate()
     proc.wait(timeout=20)
-
-
-def wait_for(predicate, timeout: float = 15.0):
-    import time
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError("timed out waiting")
 
 
 def test_found_and_started_over_hunts_over_http(shop):
