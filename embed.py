@@ -415,7 +415,7 @@ def _onnx_runner(
         outputs = [out.name for out in session.get_outputs()]
 
         def run(inputs: dict, session=session, outputs=outputs) -> np.ndarray:
-            return session.run(outputs, inputs)[0]
+            return onnxrt.run_in_slices(session, outputs, inputs)
 
         cosine = min_cosine(np.concatenate([run(inputs) for inputs in probe]), reference)
         if cosine >= MIN_COSINE[precision] or not from_cache or attempt:

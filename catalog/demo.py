@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import io
 import json
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +28,7 @@ from PIL import Image
 
 from catalog.catalog import DEFAULT_CACHE
 from common.cli import ArgumentParser, add_runtime_options, folder_problem, whole_number
+from common.onnxrt import usable_cores
 from common.saving import save_replacing
 
 if TYPE_CHECKING:
@@ -102,6 +105,14 @@ def product_photo(pixels: np.ndarray, px: int) -> Image.Image:
     return img.resize((px, px), Image.LANCZOS) if px != pixels.shape[0] else img
 
 
+def png_file(image: Image.Image) -> dict:
+    """`image` as a datasets Image value: PNG bytes at zlib's fastest level (4x quicker than the default level,
+    15% larger; the pixels are the same)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    return {"bytes": buffer.getvalue(), "path": None}
+
+
 def load_demo_catalog(
     size: int = 2000,
     cache_dir: str | os.PathLike | None = None,
@@ -140,13 +151,16 @@ def load_demo_catalog(
             "source": datasets.Image(),
         }
     )
+    with ThreadPoolExecutor(usable_cores()) as pool:  # PNG-encoding 2,000 pictures is a third of a first start
+        shown = list(pool.map(lambda r: png_file(product_photo(images[r], DISPLAY_PX)), rows))
+        source = list(pool.map(lambda r: png_file(product_photo(images[r], 28)), rows))
     ds = datasets.Dataset.from_dict(
         {
-            "image": [product_photo(images[r], DISPLAY_PX) for r in rows],
+            "image": shown,
             "id": [f"fashion-mnist-{int(index[r]):05d}" for r in rows],
             "category": [CATEGORIES[int(labels[r])] for r in rows],
             "title": [f"{CATEGORIES[int(labels[r])]} no. {int(index[r])}" for r in rows],
-            "source": [product_photo(images[r], 28) for r in rows],
+            "source": source,
         },
         features=features,
     )

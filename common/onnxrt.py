@@ -22,6 +22,10 @@ import numpy as np
 OPSET = 17
 PRECISIONS = ("float32", "int8")
 RUNTIMES = ("auto", "torch", "onnx")
+# rows per ONNX Runtime call: a batch is fed in slices this size, whose activations stay in the CPU's caches
+# (measured on 2 AVX-512 cores, images/s at 8 rows vs 32: ViT-B/16 5.4 vs 4.9, int8 15.8 vs 14.1, EfficientNet-Lite0
+# 200 vs 190); the pipeline's batch size still sets how many pictures are decoded ahead
+ROWS_PER_RUN = 8
 # the least cosine, on the probe, between a runtime's vectors and torch float32's for the runtime to be used
 MIN_COSINE = {"float32": 0.9999, "int8": 0.995}
 
@@ -157,6 +161,13 @@ def session(path: Path, threads: int | None = None):
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # errors only: no notes on unused initialisers
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def run_in_slices(session, outputs: list[str], inputs: dict[str, np.ndarray]) -> np.ndarray:
+    """The session's first output for `inputs`, run ROWS_PER_RUN rows at a time and joined."""
+    n, step = len(next(iter(inputs.values()))), ROWS_PER_RUN
+    parts = [session.run(outputs, {k: v[i : i + step] for k, v in inputs.items()})[0] for i in range(0, n, step)]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def min_cosine(a: np.ndarray, b: np.ndarray) -> float:

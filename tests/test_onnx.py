@@ -14,7 +14,7 @@ from PIL import Image
 import upload_ds
 from catalog.catalog import Catalog
 from catalog.dataset import embedding_matrix
-from common.onnxrt import file_hash
+from common.onnxrt import ROWS_PER_RUN, file_hash
 from embed import ImageEncoder, TextEncoder, embed_dataset
 
 
@@ -51,6 +51,26 @@ def test_auto_runs_a_local_vit_on_onnx_runtime_and_reuses_its_export(tiny_model,
     torch_vectors = ImageEncoder(tiny_model, batch_size=4, runtime="torch").embed(images)
     assert least_cosine(auto.embed(images), torch_vectors) >= 0.9999
     assert least_cosine(mean.embed(images), torch_vectors) < 0.99  # not the CLS export reused
+
+
+def test_onnx_runtime_runs_a_batch_in_slices_with_the_vectors_of_one_picture_at_a_time(
+    tiny_model, tmp_path, monkeypatch
+):
+    import onnxruntime
+
+    enc = ImageEncoder(tiny_model, batch_size=32, cache_dir=tmp_path)
+    sizes, run = [], onnxruntime.InferenceSession.run
+
+    def counted(self, outputs, feed, *args, **kwargs):
+        sizes.append(len(next(iter(feed.values()))))
+        return run(self, outputs, feed, *args, **kwargs)
+
+    monkeypatch.setattr(onnxruntime.InferenceSession, "run", counted)
+    images = pictures(ROWS_PER_RUN * 2 + 3)
+    whole = enc.embed(images)
+    assert sizes == [ROWS_PER_RUN, ROWS_PER_RUN, 3]  # one batch of the pipeline, fed to the model in slices
+    one_by_one = np.concatenate([enc.embed([image]) for image in images])
+    assert whole.shape == one_by_one.shape and least_cosine(whole, one_by_one) >= 0.9999
 
 
 def test_a_damaged_cached_export_is_rebuilt(tiny_model, tmp_path, capfd):
