@@ -58,7 +58,7 @@ from shop.api import add_api
 from shop.server import BodyLimit, MemoryKeeper, NoUploads, Pictures, RequestCap, quiet_accept_errors, raise_file_limit
 from shop.shop import HUNT_LOG_NOTE, OUTPUTS, Shop, search_hint
 from shop.visit import MIN_SECRET_CHARS, browser_key, visit_key
-from shop.wire import forget_session
+from shop.wire import forget_session, keep_no_sessions_for_calls
 
 log = logging.getLogger("app")
 SESSION_IDLE_S = 2 * 3600  # a browser session's state is dropped after this long without an event
@@ -466,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # the port was taken between the check and the start
         print(f"error: cannot start the server: {exc}", file=sys.stderr)
         return 2
+    keep_no_sessions_for_calls(demo)  # an API call without a session of its own leaves none behind
     # Started once the server answers: on a big catalog this CPU work would starve Gradio's own start-up check
     # ("localhost is not accessible") on a small machine.
     catalog.check_all()

@@ -8,9 +8,11 @@ framework's floor (a minimal Gradio app with the same event shape) and the engin
     python bench/load_bench.py --shoppers 20 --rounds 10 --turns 3 --no-floor   # page vs API, 3 turns each
 
 The shoppers run in a separate process (their own CPU is not the server's). Printed per strategy: server CPU
-per round (from /proc), p50/p99 latency as the shopper sees it (click posted -> new gallery received), rounds
-per second, for the page's events and, on the same server, for the API (/recommend by product ids, the caller
-carrying its signed visit, shop/api.py); the floor's CPU per event (files, and URLs); the engine's CPU per
+per round (from /proc, over the timed rounds only: from the moment every shopper has connected and started its
+hunt), p50/p99 latency as the shopper sees it (click posted -> new gallery received), rounds per second, for the
+page's events and, on the same server, for the API (/recommend by product ids, the caller carrying its signed
+visit, shop/api.py) called two ways: through gradio_client, and as plain HTTP without a session (as curl); the
+floor's CPU per event (files, and URLs); the engine's CPU per
 round (`Session.next_round` in-process, same catalog); the ratio server / (floor + engine); and the visit
 signature's cost per round, in-process, signed against unsigned (shop/visit.py's HMAC swapped for a constant).
 Checks 0 errors, 0 repeated products and no shopper seeing another's picks.
@@ -56,27 +58,38 @@ def cpu_seconds(pid: int) -> float:
 
 
 # ------------------------------------------------------------------------------------ the shoppers' process
-def run_all(one, shoppers: int, latencies: list[float], problems: dict) -> dict:
-    """Run `one(k)` for every shopper k in a thread of its own, and the run's figures once all have ended."""
-    threads = [threading.Thread(target=one, args=(k,)) for k in range(shoppers)]
-    t = time.perf_counter()
+def run_all(one, shoppers: int, latencies: list[float], problems: dict, pid: int) -> dict:
+    """Run `one(k, barrier)` for every shopper k in a thread of its own, and the run's figures once all have ended:
+    the server's (`pid`) CPU seconds and the wall time from the moment every shopper is ready (each waits at
+    `barrier` once it has connected and started its hunt, so setting up is not counted) to the last round's end."""
+    start: dict[str, float] = {}
+
+    def mark() -> None:
+        start.update(cpu=cpu_seconds(pid), t=time.perf_counter())
+
+    barrier = threading.Barrier(shoppers, action=mark)
+    threads = [threading.Thread(target=one, args=(k, barrier)) for k in range(shoppers)]
     for th in threads:
         th.start()
     for th in threads:
         th.join()
-    return {"latencies_ms": [x * 1000 for x in latencies], "seconds": time.perf_counter() - t, **problems}
+    return {
+        "latencies_ms": [x * 1000 for x in latencies],
+        "seconds": time.perf_counter() - start.get("t", time.perf_counter()),
+        "server_cpu_s": cpu_seconds(pid) - start.get("cpu", cpu_seconds(pid)),
+        **problems,
+    }
 
 
-def shop_concurrently(url: str, shoppers: int, rounds: int, shop: bool = True) -> dict:
+def shop_concurrently(url: str, shoppers: int, rounds: int, pid: int, shop: bool = True) -> dict:
     """Run `shoppers` threads of `rounds` picks each; returns latencies and counted problems (`shop`: check the
     shop's galleries for repeats and leaked picks; the floor app has none to check)."""
     latencies: list[float] = []
     problems = {"errors": 0, "repeats": 0, "leaks": 0}
     lock = threading.Lock()
     config = Shopper(url).config
-    barrier = threading.Barrier(shoppers)
 
-    def shopper(k: int) -> None:
+    def shopper(k: int, barrier: threading.Barrier) -> None:
         rng = np.random.default_rng(k)
         try:
             s = Shopper(url, config)
@@ -106,13 +119,16 @@ def shop_concurrently(url: str, shoppers: int, rounds: int, shop: bool = True) -
             with lock:
                 problems["errors"] += 1
             print(f"shopper {k}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            barrier.abort()
 
-    return run_all(shopper, shoppers, latencies, problems)
+    return run_all(shopper, shoppers, latencies, problems, pid)
 
 
-def api_call(http, url: str, name: str, data: list) -> dict:
-    """One call of the shop's API over Gradio's two-step HTTP route (post, then read the result's event stream)."""
-    posted = http.post(f"{url}/gradio_api/call/{name}", json={"data": data}, timeout=60)
+def api_call(http, url: str, name: str, data: list, session: str | None = None) -> dict:
+    """One call of the shop's API over Gradio's two-step HTTP route (post, then read the result's event stream),
+    as curl would make it; `session`: a session hash sent with it (none: Gradio makes a session for each call)."""
+    body = {"data": data, **({"session_hash": session} if session else {})}
+    posted = http.post(f"{url}/gradio_api/call/{name}", json=body, timeout=60)
     posted.raise_for_status()
     stream = http.get(f"{url}/gradio_api/call/{name}/{posted.json()['event_id']}", timeout=60).text
     lines = stream.splitlines()  # "event: heartbeat" / "data: null" pairs may come first
@@ -122,28 +138,44 @@ def api_call(http, url: str, name: str, data: list) -> dict:
     raise RuntimeError(f"{name} failed: {stream[-300:]}")
 
 
-def api_concurrently(url: str, shoppers: int, rounds: int) -> dict:
-    """`shoppers` threads of `rounds` /recommend calls each, picking by product id; same figures as
-    `shop_concurrently` (a repeat: a product shown twice to one caller; a leak: a visit whose picks are not its
-    caller's own)."""
+API_CLIENTS = ("gradio_client", "http")  # how the API's callers call: Gradio's Python client, or plain HTTP
+
+
+def api_concurrently(url: str, shoppers: int, rounds: int, pid: int, client: str = "gradio_client") -> dict:
+    """`shoppers` threads of `rounds` /recommend calls each, picking by product id, each caller with its own
+    gradio_client Client (`client` "gradio_client", as docs/api.md's example) or plain HTTP without a session
+    ("http", as docs/api.md's curl lines); same figures as `shop_concurrently` (a repeat: a product shown twice
+    to one caller; a leak: a visit whose picks are not its caller's own)."""
     import requests
+    from gradio_client import Client
 
     latencies: list[float] = []
     problems = {"errors": 0, "repeats": 0, "leaks": 0}
-    lock = threading.Lock()
-    barrier = threading.Barrier(shoppers)
+    lock, connecting = threading.Lock(), threading.Lock()
 
-    def caller(k: int) -> None:
-        rng, http = np.random.default_rng(k), requests.Session()
+    def caller(k: int, barrier: threading.Barrier) -> None:
+        rng = np.random.default_rng(k)
+        if client == "gradio_client":
+            with connecting:  # one at a time, as a storefront connects once: each reads the app's whole config
+                gradio = Client(url, verbose=False)
+
+            def recommend(visit: str = "", pick: str = "") -> dict:
+                return gradio.predict(visit=visit, pick=pick, words="", strategy="", api_name="/recommend")
+        else:
+            http = requests.Session()
+
+            def recommend(visit: str = "", pick: str = "") -> dict:
+                return api_call(http, url, "recommend", [visit, pick, "", ""])
+
         try:
-            answer = api_call(http, url, "recommend", ["", "", "", ""])
+            answer = recommend()
             seen, picked, mine = {p["id"] for p in answer["products"]}, [], []
             barrier.wait(timeout=120)
             for _ in range(rounds):
                 pick = answer["products"][int(rng.integers(len(answer["products"])))]["id"]
                 picked.append(int(pick[1:]))
                 t = time.perf_counter()
-                answer = api_call(http, url, "recommend", [answer["visit"], pick, "", ""])
+                answer = recommend(answer["visit"], pick)
                 mine.append(time.perf_counter() - t)
                 ids = {p["id"] for p in answer["products"]}
                 with lock:
@@ -156,39 +188,40 @@ def api_concurrently(url: str, shoppers: int, rounds: int) -> dict:
             with lock:
                 problems["errors"] += 1
             print(f"caller {k}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            barrier.abort()
 
-    return run_all(caller, shoppers, latencies, problems)
+    return run_all(caller, shoppers, latencies, problems, pid)
 
 
-def drive(url: str, shoppers: int, rounds: int, shop: bool, pid: int, api: bool = False) -> dict:
-    """Shop from a separate process (through the page's events, or the API), and measure the server's CPU (pid)
-    around it."""
-    before = cpu_seconds(pid)
+def drive(url: str, shoppers: int, rounds: int, shop: bool, pid: int, api: str | None = None) -> dict:
+    """Shop from a separate process (through the page's events, or the API called the `api` way, one of
+    API_CLIENTS), reading the server's CPU (pid) over the timed rounds."""
     res = subprocess.run(
         [
             sys.executable,
             __file__,
             "--drive",
             url,
+            "--server-pid",
+            str(pid),
             "--shoppers",
             str(shoppers),
             "--rounds",
             str(rounds),
             *([] if shop else ["--floor-driver"]),
-            *(["--api-driver"] if api else []),
+            *(["--api-driver", api] if api else []),
         ],
         capture_output=True,
         text=True,
         timeout=3600,
     )
-    cpu = cpu_seconds(pid) - before
     if res.returncode != 0:
         raise RuntimeError(f"driver failed: {res.stderr[-2000:]}")
     out = json.loads(res.stdout.strip().splitlines()[-1])
     n = len(out["latencies_ms"])
     out.update(
         latencies_ms=np.array(out["latencies_ms"]),
-        server_cpu_ms=1000 * cpu / max(n, 1),
+        server_cpu_ms=1000 * out["server_cpu_s"] / max(n, 1),
         rounds_per_s=n / out["seconds"],
     )
     return out
@@ -327,14 +360,17 @@ def line(name: str, r: dict) -> str:
     )
 
 
-def page_and_api(url: str, shoppers: int, rounds: int, pid: int, turns: int) -> tuple[dict, dict]:
-    """The page's figures and the API's on one server, in `turns` turns of each, the page first in odd turns and
-    the API first in even ones (a shared machine's load drifts: neither always runs later), summed."""
-    runs: dict[bool, list[dict]] = {False: [], True: []}
+WAYS = ("page", *API_CLIENTS)  # the page's events, then the API called each way
+
+
+def page_and_api(url: str, shoppers: int, rounds: int, pid: int, turns: int) -> dict[str, dict]:
+    """The figures of the page and of the API called each way (WAYS) on one server, in `turns` turns, each turn
+    starting with the next of them (a shared machine's load drifts: none always runs first or last), summed."""
+    runs: dict[str, list[dict]] = {way: [] for way in WAYS}
     for turn in range(turns):
-        for api in (False, True) if turn % 2 == 0 else (True, False):
-            runs[api].append(drive(url, shoppers, rounds, True, pid, api=api))
-    return summed(runs[False]), summed(runs[True])
+        for way in WAYS[turn % len(WAYS) :] + WAYS[: turn % len(WAYS)]:
+            runs[way].append(drive(url, shoppers, rounds, True, pid, api=None if way == "page" else way))
+    return {way: summed(parts) for way, parts in runs.items()}
 
 
 def summed(parts: list[dict]) -> dict:
@@ -358,11 +394,15 @@ def compare(args: argparse.Namespace, tmp: Path) -> None:
     shop, engine = {}, {}
     for strategy in args.strategies:
         with serving(args.products, tmp, args.dim, strategy) as (proc, url, cat):
-            shop[strategy], api = page_and_api(url, args.shoppers, args.rounds, proc.pid, args.turns)
+            ways = page_and_api(url, args.shoppers, args.rounds, proc.pid, args.turns)
+            shop[strategy] = ways["page"]
             print(line(f"shop ({strategy})", shop[strategy]), flush=True)
-            print(line(f"API ({strategy})", api), flush=True)
-            ratio = api["server_cpu_ms"] / shop[strategy]["server_cpu_ms"]
-            print(f"{'':<22} API / page, server CPU per round: {ratio:.2f}", flush=True)
+            for way in API_CLIENTS:
+                print(line(f"API, {way} ({strategy})", ways[way]), flush=True)
+            ratios = ", ".join(
+                f"{way} {ways[way]['server_cpu_ms'] / shop[strategy]['server_cpu_ms']:.2f}" for way in API_CLIENTS
+            )
+            print(f"{'':<22} API / page, server CPU per round: {ratios}", flush=True)
         engine[strategy] = engine_cost(cat, strategy, args.shoppers, args.rounds)
         print(
             f"{'engine (' + strategy + ')':<22} CPU {engine[strategy]['cpu_ms']:6.2f} ms/round, p50 "
@@ -459,13 +499,15 @@ def main() -> None:
     ap.add_argument("--chromium", action="store_true", help="also time click -> pictures drawn in Chromium")
     ap.add_argument("--drive", metavar="URL", help=argparse.SUPPRESS)  # the shoppers' own process
     ap.add_argument("--floor-driver", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--api-driver", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--api-driver", choices=API_CLIENTS, help=argparse.SUPPRESS)
+    ap.add_argument("--server-pid", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.drive and args.api_driver:
-        print(json.dumps(api_concurrently(args.drive, args.shoppers, args.rounds)))
+        print(json.dumps(api_concurrently(args.drive, args.shoppers, args.rounds, args.server_pid, args.api_driver)))
         return
     if args.drive:
-        print(json.dumps(shop_concurrently(args.drive, args.shoppers, args.rounds, shop=not args.floor_driver)))
+        figures = shop_concurrently(args.drive, args.shoppers, args.rounds, args.server_pid, shop=not args.floor_driver)
+        print(json.dumps(figures))
         return
     args.strategies = [s for s in args.strategies.split(",") if s]
     with tempfile.TemporaryDirectory() as tmp:

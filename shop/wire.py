@@ -3,18 +3,24 @@
 The shop sends its outputs with `postprocess=False` (no Gradio processing per output), so it writes Gradio's own
 wire formats itself: a picture's FileData, a gallery's value, a table's value, a component update, the file
 route's URL, the page's root URL and what a gallery's select event carries; and it reaches into Gradio's session
-store to drop a closed tab's session. tests/test_wire.py checks each against Gradio itself and fails loudly when
+store to drop a closed tab's session and to keep none for a call that came without one (`keep_no_sessions_for_calls`).
+tests/test_wire.py checks each against Gradio itself and fails loudly when
 a Gradio upgrade changes any of them.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
+import threading
+import time
+from collections import OrderedDict
 from urllib.parse import quote
 
 import gradio as gr
+from gradio.state_holder import SessionState, StateHolder
 
 from shop.server import PICTURE_ROUTE
 
@@ -132,3 +138,76 @@ def forget_session(demo: gr.Blocks, request: gr.Request) -> None:
     if queue is not None and not queue.pending_event_ids_session.get(session_hash):
         queue.pending_event_ids_session.pop(session_hash, None)
         queue.pending_messages_per_session.pop(session_hash, None)
+
+
+CALL_RESULT_KEEP_S = 600.0  # a session-less call's undelivered result is dropped after this (the caller never read it)
+STATE_TTL_WHEN_CLOSED = 3600  # what Gradio's SessionState sets (gradio/state_holder.py)
+
+
+class CallStateHolder(StateHolder):
+    """Gradio's session store, keeping nothing for a call that came without a session of its own.
+
+    Gradio 6.31 gives a call with no session hash (plain HTTP to /gradio_api/call/<name>, as curl makes it) a session
+    named after the call's event id, builds it from every block's config (1.6 ms for the shop's page on 2 cores), and
+    keeps it, with a message queue, until --max-sessions of them push the shoppers' own sessions out: 56 KB and a
+    shopper's state per API call. Here such a call gets a bare session for the call alone (no block configs: Gradio
+    makes one on demand if an event writes to it), never stored, and its message queue goes once its result is read
+    (or after CALL_RESULT_KEEP_S unread). Sessions with a hash (pages, gradio_client, @gradio/client) are untouched.
+    """
+
+    calls: OrderedDict[str, float]  # hashes of session-less calls whose message queues are still there -> since
+
+    def __getitem__(self, session_id: str) -> SessionState:
+        if session_id not in self.session_data and self.sessionless(session_id):
+            with self.lock:
+                self.calls[session_id] = self.calls.get(session_id, time.monotonic())
+            self.sweep()
+            return bare_session(self.blocks)
+        return super().__getitem__(session_id)
+
+    def sessionless(self, session_id: str) -> bool:
+        """Whether `session_id` names a call that came with no session: Gradio then names it after the call's own
+        event id (an unguessable id it made, so no caller can claim another's)."""
+        queue = getattr(self.blocks, "_queue", None)
+        event = queue.event_ids_to_events.get(session_id) if queue is not None else None
+        return event is not None and event._id == session_id == event.session_hash
+
+    def sweep(self, now: float | None = None) -> None:
+        """Drop the message queues of session-less calls whose result was read, or is older than CALL_RESULT_KEEP_S,
+        at most once a second."""
+        now = time.monotonic() if now is None else now
+        if now - getattr(self, "swept", 0.0) < 1.0 or not self.sweeping.acquire(blocking=False):
+            return
+        try:
+            self.swept = now
+            queue = self.blocks._queue
+            with self.lock:
+                hashes = list(self.calls.items())
+            for session_id, since in hashes:
+                pending = queue.pending_event_ids_session.get(session_id)
+                if session_id in queue.event_ids_to_events or (pending and now - since < CALL_RESULT_KEEP_S):
+                    continue  # running, or its result not read yet
+                queue.pending_event_ids_session.pop(session_id, None)
+                queue.pending_messages_per_session.pop(session_id, None)
+                with self.lock:
+                    self.calls.pop(session_id, None)
+        finally:
+            self.sweeping.release()
+
+
+def bare_session(blocks: gr.Blocks) -> SessionState:
+    """A SessionState as Gradio makes one, but without a config of every block (made on demand, see SessionState.
+    _update_value_in_config; only deep links read them all, and a call has none)."""
+    state = SessionState.__new__(SessionState)
+    state.blocks_config = copy.copy(blocks.default_config)
+    state.config_values = {}
+    state.state_data, state._state_ttl, state.is_closed = {}, {}, False
+    state.STATE_TTL_WHEN_CLOSED = STATE_TTL_WHEN_CLOSED
+    return state
+
+
+def keep_no_sessions_for_calls(demo: gr.Blocks) -> None:
+    """Make the launched app's session store a CallStateHolder (see there)."""
+    holder = demo.state_holder
+    holder.__class__ = CallStateHolder
+    holder.calls, holder.sweeping = OrderedDict(), threading.Lock()

@@ -12,6 +12,7 @@ import pytest
 from gradio import processing_utils, utils
 from gradio.data_classes import FileData
 from gradio_http import ROOT, Shopper, free_port
+from helpers import wait_for
 from PIL import Image
 from starlette.middleware import Middleware
 
@@ -196,3 +197,30 @@ def test_forget_session_drops_gradios_record_of_a_session(served):
     wire.forget_session(demo, gr.Request(session_hash=session))
     assert session not in holder.session_data and session not in holder.time_last_used
     assert session not in queue.pending_messages_per_session and session not in queue.pending_event_ids_session
+
+
+def test_calls_without_a_session_leave_none_behind(served):
+    import requests
+
+    demo, url = served
+    holder, queue = demo.state_holder, demo._queue
+    assert set(vars(wire.bare_session(demo))) == set(vars(gr.state_holder.SessionState(demo)))  # Gradio's fields
+    wire.keep_no_sessions_for_calls(demo)
+    shopper = Shopper(url)
+    shopper.call("keep")  # a page's session: kept as before
+    assert shopper.session_hash in holder.session_data
+    sessions, http, event_ids = len(holder.session_data), requests.Session(), []
+    for _ in range(12):  # as curl calls: no session hash
+        posted = http.post(f"{url}/gradio_api/call/page_root", json={"data": []}, timeout=30)
+        event_ids.append(posted.json()["event_id"])
+        stream = http.get(f"{url}/gradio_api/call/page_root/{event_ids[-1]}", timeout=30).text
+        assert "event: complete" in stream and url.rstrip("/") in stream  # the call works
+    assert len(holder.session_data) == sessions  # no session kept for any of them
+    time.sleep(1.1)  # the message queues of read results go at the next call's sweep (at most once a second)
+    unread = http.post(f"{url}/gradio_api/call/page_root", json={"data": []}, timeout=30).json()["event_id"]
+    wait_for(lambda: unread not in queue.event_ids_to_events)  # run (sweeping on its way), its result not read
+    left = set(queue.pending_messages_per_session) | set(queue.pending_event_ids_session)
+    assert not left & set(event_ids)
+    assert unread in queue.pending_messages_per_session and unread in holder.calls  # kept while it may be read
+    wire.CallStateHolder.sweep(holder, now=time.monotonic() + wire.CALL_RESULT_KEEP_S + 1)  # never read: dropped too
+    assert unread not in queue.pending_messages_per_session and unread not in holder.calls
