@@ -58,17 +58,31 @@ def cpu_seconds(pid: int) -> float:
 
 
 # ------------------------------------------------------------------------------------ the shoppers' process
-def run_all(one, shoppers: int, latencies: list[float], problems: dict, pid: int) -> dict:
-    """Run `one(k, barrier)` for every shopper k in a thread of its own, and the run's figures once all have ended:
-    the server's (`pid`) CPU seconds and the wall time from the moment every shopper is ready (each waits at
-    `barrier` once it has connected and started its hunt, so setting up is not counted) to the last round's end."""
+def run_all(one, shoppers: int, problems: dict, lock: threading.Lock, pid: int, who: str) -> dict:
+    """Run `one(k, barrier)` (a shopper's round latencies) for every shopper k in a thread of its own, counting
+    each that fails in `problems` (and printing why), and the run's figures once all have ended: the server's
+    (`pid`) CPU seconds and the wall time from the moment every shopper is ready (each waits at `barrier` once it
+    has connected and started its hunt, so setting up is not counted) to the last round's end."""
     start: dict[str, float] = {}
+    latencies: list[float] = []
 
     def mark() -> None:
         start.update(cpu=cpu_seconds(pid), t=time.perf_counter())
 
+    def run(k: int, barrier: threading.Barrier) -> None:
+        try:
+            mine = one(k, barrier)
+        except Exception as exc:  # noqa: BLE001 - counted and reported
+            with lock:
+                problems["errors"] += 1
+            print(f"{who} {k}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            barrier.abort()
+        else:
+            with lock:
+                latencies.extend(mine)
+
     barrier = threading.Barrier(shoppers, action=mark)
-    threads = [threading.Thread(target=one, args=(k, barrier)) for k in range(shoppers)]
+    threads = [threading.Thread(target=run, args=(k, barrier)) for k in range(shoppers)]
     for th in threads:
         th.start()
     for th in threads:
@@ -84,44 +98,36 @@ def run_all(one, shoppers: int, latencies: list[float], problems: dict, pid: int
 def shop_concurrently(url: str, shoppers: int, rounds: int, pid: int, shop: bool = True) -> dict:
     """Run `shoppers` threads of `rounds` picks each; returns latencies and counted problems (`shop`: check the
     shop's galleries for repeats and leaked picks; the floor app has none to check)."""
-    latencies: list[float] = []
     problems = {"errors": 0, "repeats": 0, "leaks": 0}
     lock = threading.Lock()
     config = Shopper(url).config
 
-    def shopper(k: int, barrier: threading.Barrier) -> None:
+    def shopper(k: int, barrier: threading.Barrier) -> list[float]:
         rng = np.random.default_rng(k)
-        try:
-            s = Shopper(url, config)
-            out = s.call("start")
-            gallery = out[1] if shop else out[0]
-            seen, picked, mine = set(gallery_rows(gallery)) if shop else set(), [], []
-            barrier.wait(timeout=120)
-            for _ in range(rounds):
-                i = int(rng.integers(0, 10))
-                items = gallery["value"] if isinstance(gallery, dict) else gallery
-                t = time.perf_counter()
-                out = s.pick(i, items[i])
-                mine.append(time.perf_counter() - t)
-                if not shop:
-                    gallery = out[0]
-                    continue
-                picked.append(gallery_rows(gallery)[i])
-                gallery, picks = out[1], out[2]
-                rows = gallery_rows(gallery)
-                with lock:
-                    problems["repeats"] += len(seen & set(rows))
-                    problems["leaks"] += gallery_rows(picks) != picked
-                seen |= set(rows)
+        s = Shopper(url, config)
+        out = s.call("start")
+        gallery = out[1] if shop else out[0]
+        seen, picked, mine = set(gallery_rows(gallery)) if shop else set(), [], []
+        barrier.wait(timeout=120)
+        for _ in range(rounds):
+            i = int(rng.integers(0, 10))
+            items = gallery["value"] if isinstance(gallery, dict) else gallery
+            t = time.perf_counter()
+            out = s.pick(i, items[i])
+            mine.append(time.perf_counter() - t)
+            if not shop:
+                gallery = out[0]
+                continue
+            picked.append(gallery_rows(gallery)[i])
+            gallery, picks = out[1], out[2]
+            rows = gallery_rows(gallery)
             with lock:
-                latencies.extend(mine)
-        except Exception as exc:  # noqa: BLE001 - counted and reported
-            with lock:
-                problems["errors"] += 1
-            print(f"shopper {k}: {type(exc).__name__}: {exc}", file=sys.stderr)
-            barrier.abort()
+                problems["repeats"] += len(seen & set(rows))
+                problems["leaks"] += gallery_rows(picks) != picked
+            seen |= set(rows)
+        return mine
 
-    return run_all(shopper, shoppers, latencies, problems, pid)
+    return run_all(shopper, shoppers, problems, lock, pid, "shopper")
 
 
 def api_call(http, url: str, name: str, data: list, session: str | None = None) -> dict:
@@ -149,11 +155,10 @@ def api_concurrently(url: str, shoppers: int, rounds: int, pid: int, client: str
     import requests
     from gradio_client import Client
 
-    latencies: list[float] = []
     problems = {"errors": 0, "repeats": 0, "leaks": 0}
     lock, connecting = threading.Lock(), threading.Lock()
 
-    def caller(k: int, barrier: threading.Barrier) -> None:
+    def caller(k: int, barrier: threading.Barrier) -> list[float]:
         rng = np.random.default_rng(k)
         if client == "gradio_client":
             with connecting:  # one at a time, as a storefront connects once: each reads the app's whole config
@@ -167,30 +172,23 @@ def api_concurrently(url: str, shoppers: int, rounds: int, pid: int, client: str
             def recommend(visit: str = "", pick: str = "") -> dict:
                 return api_call(http, url, "recommend", [visit, pick, "", ""])
 
-        try:
-            answer = recommend()
-            seen, picked, mine = {p["id"] for p in answer["products"]}, [], []
-            barrier.wait(timeout=120)
-            for _ in range(rounds):
-                pick = answer["products"][int(rng.integers(len(answer["products"])))]["id"]
-                picked.append(int(pick[1:]))
-                t = time.perf_counter()
-                answer = recommend(answer["visit"], pick)
-                mine.append(time.perf_counter() - t)
-                ids = {p["id"] for p in answer["products"]}
-                with lock:
-                    problems["repeats"] += len(seen & ids)
-                    problems["leaks"] += json.loads(answer["visit"])["picks"] != picked
-                seen |= ids
+        answer = recommend()
+        seen, picked, mine = {p["id"] for p in answer["products"]}, [], []
+        barrier.wait(timeout=120)
+        for _ in range(rounds):
+            pick = answer["products"][int(rng.integers(len(answer["products"])))]["id"]
+            picked.append(int(pick[1:]))
+            t = time.perf_counter()
+            answer = recommend(answer["visit"], pick)
+            mine.append(time.perf_counter() - t)
+            ids = {p["id"] for p in answer["products"]}
             with lock:
-                latencies.extend(mine)
-        except Exception as exc:  # noqa: BLE001 - counted and reported
-            with lock:
-                problems["errors"] += 1
-            print(f"caller {k}: {type(exc).__name__}: {exc}", file=sys.stderr)
-            barrier.abort()
+                problems["repeats"] += len(seen & ids)
+                problems["leaks"] += json.loads(answer["visit"])["picks"] != picked
+            seen |= ids
+        return mine
 
-    return run_all(caller, shoppers, latencies, problems, pid)
+    return run_all(caller, shoppers, problems, lock, pid, "caller")
 
 
 def drive(url: str, shoppers: int, rounds: int, shop: bool, pid: int, api: str | None = None) -> dict:

@@ -16,7 +16,6 @@ import os
 import re
 import threading
 import time
-from collections import OrderedDict
 from urllib.parse import quote
 
 import gradio as gr
@@ -155,12 +154,14 @@ class CallStateHolder(StateHolder):
     (or after CALL_RESULT_KEEP_S unread). Sessions with a hash (pages, gradio_client, @gradio/client) are untouched.
     """
 
-    calls: OrderedDict[str, float]  # hashes of session-less calls whose message queues are still there -> since
+    calls: dict[str, float]  # hashes of session-less calls whose message queues are still there -> since when
+    swept: float  # when `sweep` last ran (time.monotonic)
+    sweeping: threading.Lock
 
     def __getitem__(self, session_id: str) -> SessionState:
         if session_id not in self.session_data and self.sessionless(session_id):
             with self.lock:
-                self.calls[session_id] = self.calls.get(session_id, time.monotonic())
+                self.calls.setdefault(session_id, time.monotonic())
             self.sweep()
             return bare_session(self.blocks)
         return super().__getitem__(session_id)
@@ -176,7 +177,7 @@ class CallStateHolder(StateHolder):
         """Drop the message queues of session-less calls whose result was read, or is older than CALL_RESULT_KEEP_S,
         at most once a second."""
         now = time.monotonic() if now is None else now
-        if now - getattr(self, "swept", 0.0) < 1.0 or not self.sweeping.acquire(blocking=False):
+        if now - self.swept < 1.0 or not self.sweeping.acquire(blocking=False):
             return
         try:
             self.swept = now
@@ -210,4 +211,4 @@ def keep_no_sessions_for_calls(demo: gr.Blocks) -> None:
     """Make the launched app's session store a CallStateHolder (see there)."""
     holder = demo.state_holder
     holder.__class__ = CallStateHolder
-    holder.calls, holder.sweeping = OrderedDict(), threading.Lock()
+    holder.calls, holder.swept, holder.sweeping = {}, 0.0, threading.Lock()

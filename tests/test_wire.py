@@ -222,5 +222,5 @@ def test_calls_without_a_session_leave_none_behind(served):
     left = set(queue.pending_messages_per_session) | set(queue.pending_event_ids_session)
     assert not left & set(event_ids)
     assert unread in queue.pending_messages_per_session and unread in holder.calls  # kept while it may be read
-    wire.CallStateHolder.sweep(holder, now=time.monotonic() + wire.CALL_RESULT_KEEP_S + 1)  # never read: dropped too
+    holder.sweep(now=time.monotonic() + wire.CALL_RESULT_KEEP_S + 1)  # never read: dropped too
     assert unread not in queue.pending_messages_per_session and unread not in holder.calls
