@@ -39,12 +39,12 @@ PHOTO = photo(1)
 class Server:
     """A local HTTP server on `host`: /p.png a photo, /trickle a body of one byte every half second (a query is
     ignored), /trickle-head its headers so, /to-inner and /to-ftp redirects, /slow-N.png a photo after 0.3 s.
-    Counts hits and the most /slow- requests it served at once; `trickling` is set when a trickle has begun."""
+    Counts hits and the most /slow- requests it served at once; `trickling` holds the paths whose trickle began."""
 
     def __init__(self, host: str, inner: str = "") -> None:
         self.hits: dict[str, int] = {}
         self.busy = self.most = 0
-        self.trickling = threading.Event()
+        self.trickling: set[str] = set()  # a path (query and all) each, so an earlier test's trickle is told apart
         lock, server = threading.Lock(), self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -95,7 +95,7 @@ class Server:
                 for _ in range(120):  # a minute: far past any timeout the tests give
                     self.wfile.write(b"a")
                     self.wfile.flush()
-                    server.trickling.set()
+                    server.trickling.add(self.path)
                     time.sleep(0.5)
 
         self.httpd = http.server.ThreadingHTTPServer((host, 0), Handler)
@@ -264,7 +264,6 @@ sys.exit(run(upload_ds.main, interrupted=upload_ds.RESUME_HINT))
 
 def test_ctrl_c_during_a_download_acts_within_a_second(servers, tiny_model, tmp_path):
     outer, _ = servers
-    outer.trickling.clear()
     (tmp_path / "t.csv").write_text(f"id,image\nslow,{outer.base}/trickle?ctrl-c\n")
     flags = ["--products", tmp_path / "t.csv", "--repo", "me/shop", "--model", tiny_model, "--no-push"]
     more = ["--out", tmp_path / "out", "--allow-private-urls", "--download-timeout", "120"]
@@ -278,8 +277,9 @@ def test_ctrl_c_during_a_download_acts_within_a_second(servers, tiny_model, tmp_
         cwd=ROOT,
     )
     try:
-        while not outer.trickling.wait(timeout=0.5):
+        while "/trickle?ctrl-c" not in outer.trickling:  # this upload's own read has begun
             assert proc.poll() is None, proc.communicate()
+            time.sleep(0.1)
         time.sleep(0.3)  # inside the read now
         t = time.monotonic()
         proc.send_signal(signal.SIGINT)
