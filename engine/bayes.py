@@ -197,11 +197,11 @@ def belief_rows(rec: Recommender, view: str = "embedding") -> np.ndarray:
     return rec.belief_spaces.rows(view)
 
 
-def _query_evidence(session: Session) -> np.ndarray | None:
+def _query_evidence(session: Session, belief: np.ndarray | None = None) -> np.ndarray | None:
     """What the session's query adds to `bayes`' log-belief: (<t, q> - 1) / BAYES_QUERY_TEMPERATURE per row t for
-    a vector (in the embedding's belief space), plus log(ratio) on the word matches for rows, where the ratio gives
-    the matches BAYES_WORDS_TRUST of a uniform belief over the rows possible when the words were typed. None
-    without a query. Made once per query (N float32 kept in the session's BayesState)."""
+    a vector (in the embedding's belief space), plus one log-factor on the word matches for rows that gives them
+    BAYES_WORDS_TRUST of the belief when the words were typed (`belief`, the log-belief then; None: uniform over
+    the unseen rows). None without a query. Made once per query (N float32 kept in the session's BayesState)."""
     st = _state(session)
     if session.query_vector is None and session.query_rows is None:
         return None
@@ -215,14 +215,30 @@ def _query_evidence(session: Session) -> np.ndarray | None:
             evidence -= 1.0
             evidence *= np.float32(1.0 / BAYES_QUERY_TEMPERATURE)
         if session.query_rows is not None:
-            possible = session.unseen_mask()
-            matches = int(possible[session.query_rows].sum())
-            others = int(possible.sum()) - matches
-            if matches and others:
-                ratio = BAYES_WORDS_TRUST / (1 - BAYES_WORDS_TRUST) * others / matches
-                evidence[session.query_rows] += np.float32(np.log(ratio))
+            if belief is None:
+                belief = np.where(session.unseen_mask(), np.float32(0), np.float32(-np.inf))
+            evidence[session.query_rows] += np.float32(_words_factor(belief + evidence, session.query_rows))
         st.query_serial, st.query_evidence = session.query_serial, evidence
     return st.query_evidence
+
+
+def _words_factor(logp: np.ndarray, rows: np.ndarray) -> float:
+    """The log-factor on `rows` (word matches) that gives them BAYES_WORDS_TRUST of the belief `logp`: 0 when they
+    hold that share already, or when they or the other rows are all ruled out. Against the belief, not a uniform
+    one: after a few picks the belief is sharp, and a factor made for a uniform one would leave a match the shopper
+    typed by name far below the look-alikes of their picks."""
+    finite = np.isfinite(logp)
+    is_match = np.zeros(logp.size, dtype=bool)
+    is_match[rows] = True
+    matches, others = logp[finite & is_match].astype(np.float64), logp[finite & ~is_match].astype(np.float64)
+    if not matches.size or not others.size:
+        return 0.0
+
+    def log_mass(a: np.ndarray) -> float:
+        return float(a.max() + np.log(np.exp(a - a.max()).sum()))
+
+    trust = np.log(BAYES_WORDS_TRUST / (1 - BAYES_WORDS_TRUST))
+    return max(0.0, trust + log_mass(others) - log_mass(matches))
 
 
 def _state(session: Session) -> BayesState:
@@ -321,7 +337,7 @@ def strategy_bayes(session: Session, n: int) -> Choice:
     if session.revived.size:  # matches shown before, back for a new search's round: as likely as the likeliest
         belief = belief.copy()
         belief[session.revived] = belief[np.isfinite(belief)].max(initial=0.0)
-    evidence = _query_evidence(session)
+    evidence = _query_evidence(session, belief)
     if evidence is not None:  # what the shopper typed: evidence beside the clicks (not a click: no weight change)
         belief = belief + evidence
     rows = rec.unit if view == "embedding" else rec.views[view]
