@@ -23,9 +23,10 @@ import numpy as np
 from PIL import Image
 
 from common import onnxrt
+from common.cores import usable_cores
 from common.hubcheck import HubUnavailableError, hub_offline_reason
 from common.images import APPEARANCE_SIZE, appearance_vectors, open_image, to_rgb
-from common.onnxrt import MIN_COSINE, PRECISIONS, RUNTIMES, check_choice, min_cosine, usable_cores
+from common.onnxrt import MIN_COSINE, PRECISIONS, RUNTIMES, check_choice, min_cosine
 
 if TYPE_CHECKING:
     import datasets

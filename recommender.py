@@ -27,6 +27,7 @@ import threading
 import faiss
 import numpy as np
 
+from common.cores import ROUND_THREADS
 from common.untrusted import clean_text, whole_list
 from engine.bayes import BayesState, BeliefSpaces, strategy_bayes
 from engine.faiss_index import FaissIndex
@@ -652,8 +653,13 @@ class Session:
         as evidence in its belief (see `_query_evidence`); "random" ignores it. The round right after a new query
         ranks the whole catalog: matches shown earlier in this pass count as unseen for it (`_revive`, they carry
         the seen-before mark), never in its random products; other rounds never repeat a product of the pass.
-        A bad pick or query is a ValueError that leaves the session unchanged.
+        A bad pick or query is a ValueError that leaves the session unchanged. OpenBLAS gives the round every core
+        when it runs alone, one thread beside other rounds (common/cores.py).
         """
+        with ROUND_THREADS.running():
+            return self._next_round(pick, query)
+
+    def _next_round(self, pick: int | None, query) -> list[int]:
         if pick is not None:
             pick = int(pick)
             if pick not in self.shown:

@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common.onnxrt import usable_cores  # noqa: E402
+from common.cores import usable_cores  # noqa: E402
 from embed import ImageEncoder  # noqa: E402
 
 

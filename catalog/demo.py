@@ -28,7 +28,7 @@ from PIL import Image
 
 from catalog.catalog import DEFAULT_CACHE
 from common.cli import ArgumentParser, add_runtime_options, folder_problem, whole_number
-from common.onnxrt import usable_cores
+from common.cores import usable_cores
 from common.saving import save_replacing
 
 if TYPE_CHECKING:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.cores import usable_cores
+
 OPSET = 17
 PRECISIONS = ("float32", "int8")
 RUNTIMES = ("auto", "torch", "onnx")
@@ -28,14 +30,6 @@ RUNTIMES = ("auto", "torch", "onnx")
 ROWS_PER_RUN = 8
 # the least cosine, on the probe, between a runtime's vectors and torch float32's for the runtime to be used
 MIN_COSINE = {"float32": 0.9999, "int8": 0.995}
-
-
-def usable_cores() -> int:
-    """How many CPU cores this process may run on (its affinity mask: a container's or taskset's share)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
 
 
 def cache_folder() -> Path:

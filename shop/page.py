@@ -258,6 +258,10 @@ CSS = """
   border-radius: var(--button-large-radius); background: #b23c0a; color: #fff; font-weight: 600;
   font-size: var(--button-large-text-size); text-align: center; text-decoration: none; }
 #product-page a.pp-shop:hover { background: #8a2e08; }
+#new-search { --button-primary-background-fill: #b23c0a; --button-primary-background-fill-hover: #8a2e08;
+  --button-primary-border-color: #b23c0a; --button-primary-border-color-hover: #8a2e08;
+  --button-primary-text-color: #fff; --button-primary-text-color-hover: #fff; }
+footer .show-api, footer .settings, footer a { color: var(--body-text-color); }
 #product-page a.pp-shop:focus-visible { outline: 2px solid var(--color-accent); outline-offset: 2px; }
 #product-page .pp-empty { color: var(--body-text-color); padding: 8px 0; }
 @media (max-width: 640px) {

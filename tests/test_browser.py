@@ -288,8 +288,9 @@ def test_phone_and_desktop_layout(browser, shop):
 
 @pytest.mark.parametrize("theme", ["light", "dark"])
 def test_product_page_reads_in_full_and_every_text_has_contrast(browser, shop, theme):
-    """A long description folds under a visible "more" that opens it in full; every text of the product page has
-    a contrast of at least 4.5:1 against its background (WCAG AA), in the light and the dark theme."""
+    """A long description folds under a visible "more" that opens it in full; every text of the product page, and
+    every button of the page once the hunt ends, has a contrast of at least 4.5:1 against its background (WCAG
+    AA), in the light and the dark theme."""
     context, page, _ = opened(browser, f"{shop}/?__theme={theme}")
     srcs = gallery_srcs(page, "products")
     index = next((i for i, s in enumerate(srcs) if int(re.search(r"r(\d+)-", s).group(1)) % 5 == 4), None)
@@ -307,6 +308,10 @@ def test_product_page_reads_in_full_and_every_text_has_contrast(browser, shop, t
         "#product-page p, #product-page h3, #product-page summary, #product-page a", CONTRAST
     )
     assert ratios and all(r >= 4.5 for _, r in ratios), ratios
+    page.get_by_role("button", name="This is it").click()  # the hunt's end shows "Start a new search"
+    page.wait_for_selector("#new-search", state="visible", timeout=15_000)
+    ratios = page.eval_on_selector_all("button", CONTRAST)  # every button that shows, Gradio's own included
+    assert len(ratios) >= 4 and all(r >= 4.5 for _, r in ratios), [x for x in ratios if x[1] < 4.5]
     context.close()
 
 

@@ -365,3 +365,50 @@ def test_views_are_centred_unit_rows_and_checked():
     ):
         with pytest.raises(ValueError, match=word):
             Recommender(x, views=views)
+
+
+def test_a_round_on_a_busy_server_gets_one_blas_thread(monkeypatch):
+    """OpenBLAS gives a round every core on a quiet server and one thread while another round runs or right after
+    one ended; the galleries are the same either way; an owner's OPENBLAS_NUM_THREADS is left as set."""
+    from threadpoolctl import threadpool_info
+
+    from common.cores import RoundThreads
+
+    def blas_threads() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i.get("threading_layer") == "pthreads"]
+
+    before = blas_threads()
+    assert before, "numpy's OpenBLAS (pthreads) is not loaded"
+    counted = RoundThreads(cores=2, adapt=True, quiet_s=0.0)
+    monkeypatch.setattr(recommender, "ROUND_THREADS", counted)
+    rec = Recommender(unit(3000, 32), seed=0, strategy="bayes")
+    try:
+        alone = rec.new_session(seed=3)
+        rows_alone = [alone.next_round()]
+        rows_alone.append(alone.next_round(pick=rows_alone[-1][2]))
+        assert counted.threads == 2 and blas_threads() == [2] * len(before) and counted.running_now == 0
+        beside, rows_beside, seen = rec.new_session(seed=3), [], []
+
+        def shop() -> None:  # on another thread, as the server's worker threads run rounds
+            rows_beside.append(beside.next_round())
+            rows_beside.append(beside.next_round(pick=rows_beside[-1][2]))
+            seen.append(blas_threads())
+
+        with counted.running():  # another shopper's round, still running
+            assert in_threads(lambda _: shop(), 1) == []
+            assert counted.threads == 1 and seen == [[1] * len(before)] and counted.running_now == 1
+        assert rows_beside == rows_alone
+        soon = RoundThreads(cores=2, adapt=True, quiet_s=60.0)  # a round right after another: the server is busy
+        with soon.running():
+            assert soon.threads == 2
+        with soon.running():
+            assert soon.threads == 1
+        soon.last_end -= 60.0  # a minute without a round: quiet again
+        with soon.running():
+            assert soon.threads == 2 and blas_threads() == [2] * len(before)
+        monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+        owners = RoundThreads(cores=2)
+        with owners.running(), owners.running():
+            assert owners.threads is None and blas_threads() == [2] * len(before)
+    finally:
+        RoundThreads(cores=before[0], adapt=True)._set(before[0])
