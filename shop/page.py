@@ -261,7 +261,8 @@ CSS = """
 #new-search { --button-primary-background-fill: #b23c0a; --button-primary-background-fill-hover: #8a2e08;
   --button-primary-border-color: #b23c0a; --button-primary-border-color-hover: #8a2e08;
   --button-primary-text-color: #fff; --button-primary-text-color-hover: #fff; }
-footer .show-api, footer .settings, footer a { color: var(--body-text-color); }
+footer, footer .show-api, footer .settings { color: var(--body-text-color); }
+footer a.built-with { color: var(--body-text-color) !important; }  /* Gradio greys it to 1.9:1 on white */
 #product-page a.pp-shop:focus-visible { outline: 2px solid var(--color-accent); outline-offset: 2px; }
 #product-page .pp-empty { color: var(--body-text-color); padding: 8px 0; }
 @media (max-width: 640px) {
