@@ -654,7 +654,7 @@ class Session:
         ranks the whole catalog: matches shown earlier in this pass count as unseen for it (`_revive`, they carry
         the seen-before mark), never in its random products; other rounds never repeat a product of the pass.
         A bad pick or query is a ValueError that leaves the session unchanged. OpenBLAS gives the round every core
-        when it runs alone, one thread beside other rounds (common/cores.py).
+        on a quiet server, one thread on a busy one (common/cores.py).
         """
         with ROUND_THREADS.running():
             return self._next_round(pick, query)

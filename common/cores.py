@@ -5,7 +5,7 @@ design). OpenBLAS splits each over every core, and between products its worker t
 next. That pays for a lone shopper's round: 10k products take 15 ms on 2 cores against 18 ms on one. On a busy
 server (many shoppers: rounds running side by side, or one right after another, with the server's own HTTP work
 between) the other cores already have work, and the spinning takes CPU from it (20 shoppers on 10k products:
-58 ms of server CPU a `bayes` round with 2 threads, 49 ms with one; docs/benchmarks.md).
+58 ms of server CPU a `bayes` round with 2 threads always, 40-44 ms as set here; docs/benchmarks.md).
 So the engine brackets every round with `ROUND_THREADS.running()`: a round gets every usable core when the server
 is quiet (no other round running, none ended in the last QUIET_S), else one thread. An owner's own
 OPENBLAS_NUM_THREADS is left as set.
