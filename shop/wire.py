@@ -133,10 +133,15 @@ def forget_session(demo: gr.Blocks, request: gr.Request) -> None:
     with holder.lock:
         holder.session_data.pop(session_hash, None)
         holder.time_last_used.pop(session_hash, None)
-    queue = getattr(demo, "_queue", None)  # its per-session message queue and (empty) set of pending events
+    queue = getattr(demo, "_queue", None)
     if queue is not None and not queue.pending_event_ids_session.get(session_hash):
-        queue.pending_event_ids_session.pop(session_hash, None)
-        queue.pending_messages_per_session.pop(session_hash, None)
+        drop_messages(queue, session_hash)
+
+
+def drop_messages(queue, session_hash: str) -> None:
+    """Drop Gradio's per-session message queue and set of pending events of `session_hash`."""
+    queue.pending_event_ids_session.pop(session_hash, None)
+    queue.pending_messages_per_session.pop(session_hash, None)
 
 
 CALL_RESULT_KEEP_S = 600.0  # a session-less call's undelivered result is dropped after this (the caller never read it)
@@ -188,8 +193,7 @@ class CallStateHolder(StateHolder):
                 pending = queue.pending_event_ids_session.get(session_id)
                 if session_id in queue.event_ids_to_events or (pending and now - since < CALL_RESULT_KEEP_S):
                     continue  # running, or its result not read yet
-                queue.pending_event_ids_session.pop(session_id, None)
-                queue.pending_messages_per_session.pop(session_id, None)
+                drop_messages(queue, session_id)
                 with self.lock:
                     self.calls.pop(session_id, None)
         finally:
